@@ -1,0 +1,22 @@
+"""mm_platform: model management for scikit-learn on MLflow and Evidently.
+
+Importing this package loads neither MLflow nor Evidently; the commands that need them
+import them when they run.
+"""
+
+from __future__ import annotations
+
+from mm_platform.config import Project, load_project
+from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "MmError",
+    "Project",
+    "ProjectConfigError",
+    "TrackingError",
+    "__version__",
+    "load_project",
+]

@@ -1,0 +1,143 @@
+"""The `mm` command: parse arguments, load the project, call one library function, render.
+
+Nothing heavy is imported at module level, so `mm --help` stays fast; each command imports
+what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mm_platform import __version__
+from mm_platform.errors import MmError
+
+if TYPE_CHECKING:
+    from mm_platform.training import TrainResult
+
+
+class _Group(click.Group):
+    """Turns the project's own errors into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MmError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mm")
+def main() -> None:
+    """Manage scikit-learn models on MLflow: train, compare, register.
+
+    The tracking store is MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db in
+    the working directory.
+    """
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not console.is_terminal,
+        disable=not console.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(description: str, done: int, total: int) -> None:
+            name = description.split(":")[0]
+            if name not in tasks:
+                tasks[name] = bar.add_task(description, total=total)
+            bar.update(tasks[name], description=description, completed=done, total=total)
+
+        yield report
+
+
+@main.command()
+@click.argument("project")
+def train(project: str) -> None:
+    """Search PROJECT's candidates by CV, refit the best and register it.
+
+    PROJECT is a project file (projects/diabetes.yaml) or the name of one in ./projects.
+    """
+    from mm_platform.config import load_project
+    from mm_platform.training import train_project
+
+    loaded = load_project(project)
+    with _progress_bar() as report:
+        result = train_project(loaded, progress=report)
+    _print_train_result(result)
+
+
+def _print_train_result(result: TrainResult) -> None:
+    metric, value = result.key_metric
+    click.echo(
+        f"{result.project}: {result.candidate} ({result.n_trials} configurations"
+        + (f", {result.n_failed} failed" if result.n_failed else "")
+        + f"), cv_{result.selection_metric}_mean={result.cv_score:.4g}, {metric}={value:.4g}"
+    )
+    click.echo(
+        f"registered {result.project} version {result.version} as @{result.alias} "
+        f"(run {result.run_id}, store {result.tracking_uri})"
+    )
+
+
+@main.command()
+@click.option(
+    "--projects",
+    "folder",
+    default="projects",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder of project files to train.",
+)
+def demo(folder: Path) -> None:
+    """Train every project in the projects folder and show what was registered."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mm_platform.demo import run_demo
+
+    with _progress_bar() as report:
+        results = run_demo(folder, progress=report)
+    table = Table(title="mm demo: trained and registered")
+    for column in ("project", "estimator", "holdout metric", "version", "alias"):
+        table.add_column(column)
+    for r in results:
+        metric, value = r.key_metric
+        table.add_row(r.project, r.candidate, f"{metric} = {value:.4g}", r.version, r.alias)
+    console = Console()
+    console.print(table)
+    uri = results[0].tracking_uri if results else ""
+    console.print(f"store: {uri}")
+    console.print("compare the runs in the MLflow UI:  mm ui")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--project", default=None, help="Print the runs table of this project's experiment.")
+def ui(host: str, port: int, project: str | None) -> None:
+    """Start the MLflow UI on the current store (job execution off) and print its URL."""
+    from mm_platform.tracking.server import run_ui
+
+    run_ui(host=host, port=port, project=project, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,386 @@
+"""Project files: strict pydantic models of `projects/<name>.yaml` and `load_project()`.
+
+Loading a project opens no connection and trains nothing; it only reads and checks YAML.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mm_platform.catalog import ESTIMATORS, METRICS, Task, task_family
+from mm_platform.errors import ProjectConfigError
+
+Scalar = bool | int | float | str | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- dataset sources -------------------------------------------------------------------
+
+
+class SyntheticDataset(_Strict):
+    """A seeded generator: `linear` (the seed's y = slope·x + intercept + noise), or sklearn's."""
+
+    source: Literal["synthetic"]
+    generator: Literal["linear", "friedman1", "regression", "classification"]
+    n_samples: int = Field(1000, ge=10, le=10_000_000)
+    n_features: int | None = Field(None, ge=1, le=10_000)
+    noise: float | None = Field(None, ge=0)
+    slope: float = 3.0
+    intercept: float = 2.0
+    x_low: float = 0.0
+    x_high: float = 10.0
+    n_classes: int = Field(2, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _check_generator(self) -> SyntheticDataset:
+        if self.generator == "linear" and self.n_features not in (None, 1):
+            raise ValueError("the linear generator makes one feature; drop n_features")
+        if self.generator == "friedman1" and self.n_features is not None and self.n_features < 5:
+            raise ValueError("friedman1 needs n_features >= 5")
+        if self.x_high <= self.x_low:
+            raise ValueError("x_high must be greater than x_low")
+        return self
+
+
+class SklearnDataset(_Strict):
+    """A dataset bundled inside scikit-learn (none of the ones that download)."""
+
+    source: Literal["sklearn"]
+    name: Literal["diabetes", "breast_cancer", "iris", "wine", "digits"]
+
+
+class FileDataset(_Strict):
+    """A user's CSV or Parquet file with a named target column."""
+
+    source: Literal["file"]
+    path: Path
+    target: str = Field(min_length=1)
+    format: Literal["csv", "parquet"] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        value = value.expanduser()
+        if base is not None and not value.is_absolute():
+            value = Path(base) / value
+        return value
+
+    @property
+    def file_format(self) -> str:
+        """The format, from `format` or else the file suffix."""
+        if self.format:
+            return self.format
+        return "parquet" if self.path.suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+Dataset = Annotated[SyntheticDataset | SklearnDataset | FileDataset, Field(discriminator="source")]
+
+
+# --- features and candidates -------------------------------------------------------------
+
+
+class Features(_Strict):
+    """Preprocessing (imputation, scaling, encoding) and feature engineering."""
+
+    categorical: list[str] = Field(default_factory=list)
+    drop: list[str] = Field(default_factory=list)
+    impute: Literal["mean", "median", "most_frequent", "none"] = "median"
+    scale: Literal["standard", "minmax", "robust", "none"] = "standard"
+    polynomial_degree: int = Field(1, ge=1, le=4)
+    interaction_only: bool = False
+    select_k_best: int | None = Field(None, ge=1)
+
+
+class Distribution(_Strict):
+    """A continuous or integer range sampled by random search."""
+
+    distribution: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Distribution:
+        if self.high <= self.low:
+            raise ValueError("high must be greater than low")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+ParamSpace = Distribution | list[Scalar] | list[list[Scalar]] | Scalar
+
+
+class Search(_Strict):
+    """How a candidate's parameter space is searched by cross-validation."""
+
+    kind: Literal["grid", "random"] = "grid"
+    n_iter: int = Field(10, ge=1, le=10_000)
+
+
+class Candidate(_Strict):
+    """One algorithm and the hyper-parameter space searched for it."""
+
+    estimator: Literal[tuple(ESTIMATORS)]  # type: ignore[valid-type]
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    params: dict[str, ParamSpace] = Field(default_factory=dict)
+    search: Search = Field(default_factory=Search)
+
+    @property
+    def label(self) -> str:
+        """The candidate's name in run names and params (its `name`, else the estimator)."""
+        return self.name or self.estimator
+
+    @model_validator(mode="after")
+    def _check_space(self) -> Candidate:
+        for key, space in self.params.items():
+            if isinstance(space, list) and not space:
+                raise ValueError(f"params.{key} is an empty list; give at least one value")
+            if isinstance(space, Distribution) and self.search.kind == "grid":
+                raise ValueError(
+                    f"params.{key} is a distribution, which only random search can sample; "
+                    "set search.kind: random or give a list of values"
+                )
+        return self
+
+
+class Split(_Strict):
+    """Holdout split and cross-validation folds."""
+
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    cv_folds: int = Field(5, ge=2, le=20)
+    stratify: bool = True
+
+
+class Selection(_Strict):
+    """The metric that picks the best candidate by cross-validation."""
+
+    metric: Literal[tuple(METRICS)]  # type: ignore[valid-type]
+
+
+class Project(_Strict):
+    """One model project: data, features, candidates, selection; registered under `name`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    description: str = ""
+    task: Task
+    dataset: Dataset
+    features: Features = Field(default_factory=Features)
+    candidates: list[Candidate] = Field(min_length=1)
+    selection: Selection
+    split: Split = Field(default_factory=Split)
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The project file this was loaded from, if any."""
+        return self._source
+
+    @property
+    def label(self) -> str:
+        """How errors name this project: its file, else its name."""
+        return str(self._source) if self._source else self.name
+
+    @model_validator(mode="after")
+    def _check_task(self) -> Project:
+        family = task_family(self.task)
+        tasks, _ = METRICS[self.selection.metric]
+        if self.task not in tasks:
+            allowed = ", ".join(m for m, (t, _) in METRICS.items() if self.task in t)
+            raise ValueError(
+                f"selection.metric '{self.selection.metric}' does not apply to a "
+                f"{self.task} task; use one of {allowed}"
+            )
+        labels: set[str] = set()
+        for i, cand in enumerate(self.candidates):
+            if family not in ESTIMATORS[cand.estimator]:
+                allowed = ", ".join(n for n, p in ESTIMATORS.items() if family in p)
+                raise ValueError(
+                    f"candidates[{i}].estimator '{cand.estimator}' cannot do {self.task}; "
+                    f"use one of {allowed}"
+                )
+            if cand.label in labels:
+                raise ValueError(
+                    f"candidates[{i}]: two candidates are called '{cand.label}'; "
+                    "give each a distinct name"
+                )
+            labels.add(cand.label)
+        if isinstance(self.dataset, SyntheticDataset):
+            gen = self.dataset.generator
+            if (gen == "classification") != (family == "classification"):
+                raise ValueError(f"dataset.generator '{gen}' does not make {self.task} data")
+        return self
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def resolve_project_path(ref: str | Path) -> Path:
+    """Return the project file for `ref`: a path, or a bare name looked up in ./projects."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix == "" and len(path.parts) == 1:
+        for candidate in (Path("projects") / f"{ref}.yaml", Path("projects") / f"{ref}.yml"):
+            if candidate.is_file():
+                return candidate
+    raise ProjectConfigError(
+        f"{ref}: no such project file; pass a path such as projects/diabetes.yaml "
+        "(or a name of a file in ./projects)"
+    )
+
+
+def load_project(ref: str | Path) -> Project:
+    """Read and validate a project file; relative paths in it resolve against its folder."""
+    path = resolve_project_path(ref)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectConfigError(f"{path}: cannot read the project file ({exc})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProjectConfigError(f"{where}: invalid YAML: {problem}") from exc
+    if raw is None:
+        raise ProjectConfigError(f"{path}: the project file is empty; see README, 'Project files'")
+    if not isinstance(raw, dict):
+        raise ProjectConfigError(
+            f"{path}: a project file is a mapping of keys (name, task, dataset, ...), "
+            f"got a {type(raw).__name__}"
+        )
+    raw.setdefault("name", path.stem)
+    try:
+        project = Project.model_validate(raw, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ProjectConfigError(f"{path}: {describe_validation_error(exc)}") from exc
+    project._source = path
+    return project
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Turn pydantic's errors into one line: the key, what is wrong, what was given."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = _clean_loc(first["loc"])
+    where = _dotted(loc)
+    kind = first["type"]
+    given = first.get("input")
+    if kind == "extra_forbidden":
+        raw_loc = first["loc"]
+        tag = raw_loc[1] if len(raw_loc) > 2 and raw_loc[0] == "dataset" else None
+        allowed = _allowed_keys(loc[:-1], tag)
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        text = f"unknown key '{where}'{hint}"
+    elif kind == "missing":
+        text = f"required key '{where}' is missing"
+    elif kind == "value_error":
+        msg = str(first.get("ctx", {}).get("error", first["msg"]))
+        text = f"{where}: {msg}" if where else msg
+    else:
+        text = f"{where}: {first['msg'][0].lower()}{first['msg'][1:]}, got {given!r}"
+    if len(errors) > 1:
+        text += f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text
+
+
+_TAGS = {"synthetic", "sklearn", "file"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        # pydantic puts the discriminator tag and union member names into locations
+        if i > 0 and loc[i - 1] == "dataset" and part in _TAGS:
+            continue
+        if isinstance(part, str) and (
+            part.startswith(("list[", "bool", "int", "float", "str", "Distribution"))
+            or part in ("none", "function-after[_check_range(), Distribution]")
+        ):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+_DATASETS = {"synthetic": SyntheticDataset, "sklearn": SklearnDataset, "file": FileDataset}
+
+
+def _allowed_keys(loc: tuple[Any, ...], dataset_tag: str | None) -> list[str]:
+    """The keys a model accepts at location `loc` of a project file (for 'unknown key' errors)."""
+    model: Any = Project
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is Project and part == "dataset":
+            model = _DATASETS.get(dataset_tag or "")
+        else:
+            field = model.model_fields.get(part)
+            model = _model_of(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(model.model_fields)
+    return []
+
+
+def _model_of(annotation: Any) -> Any:
+    """The BaseModel inside an annotation (list[X], X | None); for unions, None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.Annotated) or (
+        origin in (Union, types.UnionType) and len(args) == 1
+    ):
+        return _model_of(args[0])
+    return None
+
+
+def project_params(project: Project) -> dict[str, str]:
+    """The project's settings as flat MLflow params (`dataset.source`, `features.scale`, ...)."""
+    data = project.model_dump(mode="json", exclude={"candidates", "description"})
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            flat[prefix] = str(value)
+
+    walk("", data)
+    flat["candidates"] = ",".join(c.label for c in project.candidates)
+    return {k: v for k, v in flat.items() if re.fullmatch(r"[\w./ -]+", k)}

@@ -1,0 +1,27 @@
+"""The project's exceptions: each message says what is wrong, where, and the fix."""
+
+from __future__ import annotations
+
+
+class MmError(Exception):
+    """Base class of every error mm_platform raises for bad input or an unusable environment.
+
+    The CLI prints these as one line and exits non-zero; anything else is a bug and keeps
+    its traceback.
+    """
+
+    exit_code = 2
+
+
+class ProjectConfigError(MmError):
+    """A project file is missing, unreadable or invalid."""
+
+
+class DataError(MmError):
+    """A dataset cannot be loaded or does not fit the project (missing column, no rows, ...)."""
+
+
+class TrackingError(MmError):
+    """The MLflow tracking server or model registry cannot be used as asked."""
+
+    exit_code = 3

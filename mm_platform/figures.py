@@ -1,0 +1,51 @@
+"""Figures people would rather see than read: predicted vs actual, ROC, confusion matrix."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def predicted_vs_actual(y: Any, y_pred: Any, title: str) -> Figure:
+    """Scatter of predictions against the truth, with the identity line."""
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    y, y_pred = np.asarray(y, dtype=float), np.asarray(y_pred, dtype=float)
+    ax.scatter(y, y_pred, s=8, alpha=0.5)
+    low, high = float(min(y.min(), y_pred.min())), float(max(y.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def roc_and_confusion(y: Any, y_pred: Any, y_score: Any, classes: list[Any], title: str) -> Figure:
+    """ROC curve (one-vs-rest for several classes) beside the confusion matrix."""
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=100)
+    y = np.asarray(y)
+    if y_score is not None:
+        if y_score.ndim == 1:
+            RocCurveDisplay.from_predictions(y, y_score, pos_label=classes[-1], ax=left)
+        else:
+            for i, cls in enumerate(classes):
+                RocCurveDisplay.from_predictions(
+                    y == cls, y_score[:, i], name=f"class {cls}", ax=left
+                )
+    left.set_title("ROC")
+    ConfusionMatrixDisplay.from_predictions(y, y_pred, labels=classes, ax=right, colorbar=False)
+    right.set_title("confusion matrix (holdout)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

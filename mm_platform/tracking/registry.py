@@ -1,0 +1,82 @@
+"""Model registry moves: register a version with tags and an alias, or leave nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mm_platform.errors import TrackingError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def get_alias_version(name: str, alias: str) -> str | None:
+    """The version that `alias` points to in registered model `name`, or None."""
+    client = MlflowClient()
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def _ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:
+            client.create_registered_model(
+                name, tags={"mm.project": name}, description=description or None
+            )
+        except MlflowException as race:  # created meanwhile by another process
+            if race.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+
+def register_with_alias(
+    name: str,
+    *,
+    model_uri: str,
+    run_id: str,
+    model_id: str | None,
+    tags: Mapping[str, str],
+    description: str = "",
+    alias: str | None = None,
+) -> tuple[str, str]:
+    """Register a model version and point an alias at it; return (version, alias).
+
+    Without `alias`, the version becomes `champion` when the model has none yet, else
+    `challenger`. If anything after creating the version fails, the version is deleted,
+    so no half-registered model is left.
+    """
+    client = MlflowClient()
+    _ensure_registered_model(client, name, description)
+    version = client.create_model_version(
+        name,
+        source=model_uri,
+        run_id=run_id,
+        tags=dict(tags),
+        description=description or None,
+        model_id=model_id,
+    )
+    number = str(version.version)
+    try:
+        if alias is None:
+            alias = CHALLENGER if get_alias_version(name, CHAMPION) else CHAMPION
+        client.set_registered_model_alias(name, alias, number)
+    except BaseException as exc:
+        with contextlib.suppress(MlflowException):
+            client.delete_model_version(name, number)
+        if isinstance(exc, MlflowException):
+            raise TrackingError(
+                f"registering {name} version {number} failed and was undone: {exc.message}"
+            ) from exc
+        raise
+    return number, alias

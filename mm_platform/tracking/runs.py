@@ -1,0 +1,168 @@
+"""Scoped MLflow runs with the standard tags, and the few ways the project logs into them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from mm_platform.errors import TrackingError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+_PARAM_LIMIT = 6000  # MLflow's maximum param value length
+_BATCH_LIMIT = 1000  # MLflow's maximum metrics per log_batch call
+
+
+def experiment_id_for(name: str) -> str:
+    """The id of experiment `name`, created if it does not exist yet."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:  # another process created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"experiment '{name}' is deleted; restore it with "
+            f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` "
+            "or permanently delete it with `mlflow gc`"
+        )
+    return experiment.experiment_id
+
+
+@contextmanager
+def tracked_run(
+    run_type: str,
+    project: str,
+    run_name: str,
+    *,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open a run tagged `mm.run_type` and `mm.project`; end it FAILED if the body raises.
+
+    With a run already active the new run nests under it. Under `mlflow run` (which sets
+    `MLFLOW_RUN_ID`) the new run nests under MLflow's run. Runs this function did not open
+    are never resumed, ended or re-tagged.
+    """
+    all_tags = {"mm.run_type": run_type, "mm.project": project, **(tags or {})}
+    kwargs: dict[str, Any] = {"run_name": run_name, "tags": all_tags}
+    outer_run_id = os.environ.get("MLFLOW_RUN_ID")
+    if mlflow.active_run() is not None:
+        kwargs["nested"] = True
+    elif outer_run_id:
+        # `mlflow run` opened this run for us; fluent start_run() would resume and later end
+        # it, so nest under it instead and leave its lifecycle to MLflow.
+        os.environ.pop("MLFLOW_RUN_ID")
+        outer = MlflowClient().get_run(outer_run_id)
+        kwargs["parent_run_id"] = outer_run_id
+        kwargs["experiment_id"] = outer.info.experiment_id
+    else:
+        kwargs["experiment_id"] = experiment_id_for(experiment or project)
+    try:
+        run = mlflow.start_run(**kwargs)
+    except MlflowException as exc:
+        raise _tracking_error(exc) from exc
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end_quietly("KILLED")
+        raise
+    except MlflowException as exc:
+        _end_quietly("FAILED")
+        raise _tracking_error(exc) from exc
+    except BaseException:
+        _end_quietly("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _end_quietly(status: str) -> None:
+    # the store may be the thing that failed; the original error matters more
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status)
+
+
+def _tracking_error(exc: MlflowException) -> TrackingError:
+    message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
+    return TrackingError(f"MLflow store {mlflow.get_tracking_uri()}: {message}")
+
+
+def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
+    """Log params to the active run, prefixed and cut to MLflow's value limit."""
+    mlflow.log_params({f"{prefix}{k}": str(v)[:_PARAM_LIMIT] for k, v in params.items()})
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    """Log finite metrics to the active run in one call."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+    if clean:
+        mlflow.log_metrics(clean)
+
+
+def log_history(history: Mapping[str, Sequence[float]]) -> int:
+    """Log per-step curves (loss per epoch, ...) as batched histories; return the calls made."""
+    run_id = mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), now, step)
+        for key, values in history.items()
+        for step, value in enumerate(values)
+    ]
+    client = MlflowClient()
+    calls = 0
+    for start in range(0, len(metrics), _BATCH_LIMIT):
+        client.log_batch(run_id, metrics=metrics[start : start + _BATCH_LIMIT], synchronous=True)
+        calls += 1
+    return calls
+
+
+def log_dataset(frame: pd.DataFrame, *, name: str, source: str, targets: str, context: str) -> str:
+    """Log a frame as a run input (MLflow's dataset tracking); return its digest."""
+    dataset = mlflow.data.from_pandas(
+        frame, source=_dataset_source(source), targets=targets, name=name
+    )
+    mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def _dataset_source(source: str) -> Any:
+    if os.path.exists(source):
+        return str(Path(source).resolve())
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    return CodeDatasetSource(tags={"mm.generator": source})
+
+
+def log_figure(figure: Figure, artifact_file: str) -> None:
+    """Log a matplotlib figure as an image artifact and close it."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
+
+
+def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
+    """Log a frame as a Parquet artifact (`reference/reference.parquet`, ...)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_parquet(path, index=False)
+        folder = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), None if folder == "." else folder)

@@ -1,0 +1,70 @@
+"""Which MLflow store to use, keeping MLflow quiet, and checking the store can be reached."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from mm_platform.errors import TrackingError
+
+# Set before MLflow is imported: no URL banners, no artifact progress bars, no git probing.
+_QUIET_ENV = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "1",
+}
+for _key, _value in _QUIET_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+import mlflow  # noqa: E402  (after the environment above)
+
+for _name in ("mlflow", "alembic", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
+warnings.filterwarnings("ignore", message=r".*Hint: Inferred schema contains integer column.*")
+
+
+def connect() -> str:
+    """Return the tracking URI in force, after checking the store behind it can be used.
+
+    `MLFLOW_TRACKING_URI` wins; otherwise MLflow's own default (`sqlite:///mlflow.db` in
+    the working directory) is used.
+    """
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).expanduser().parent
+        if not folder.is_dir():
+            raise TrackingError(
+                f"tracking store {uri}: folder {folder} does not exist; create it, or set "
+                "MLFLOW_TRACKING_URI to another store"
+            )
+    return uri
+
+
+def _check_server(uri: str) -> None:
+    import requests
+
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, or set "
+            "MLFLOW_TRACKING_URI to a running server (unset it for the local sqlite:///mlflow.db)"
+        ) from exc
+    if response.status_code >= 500:
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} answers {response.status_code} on /health; "
+            "check its log, or set MLFLOW_TRACKING_URI to another server"
+        )
+
+
+def ui_runs_url(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI page that lists an experiment's runs."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
