@@ -64,8 +64,10 @@ def tracked_run(
     all_tags = {"mm.run_type": run_type, "mm.project": project, **(tags or {})}
     kwargs: dict[str, Any] = {"run_name": run_name, "tags": all_tags}
     outer_run_id = os.environ.get("MLFLOW_RUN_ID")
-    if mlflow.active_run() is not None:
+    active = mlflow.active_run()
+    if active is not None:
         kwargs["nested"] = True
+        kwargs["experiment_id"] = active.info.experiment_id
     elif outer_run_id:
         # `mlflow run` opened this run for us; fluent start_run() would resume and later end
         # it, so nest under it instead and leave its lifecycle to MLflow.

@@ -78,7 +78,8 @@ def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], N
         "--workers",
         "1",
     ]
-    process = subprocess.Popen(command, env=server_env())
+    # the server's own chatter goes to stderr so stdout carries only the URL
+    process = subprocess.Popen(command, env=server_env(), stdout=sys.stderr)
     try:
         wait_for_health(base, process, timeout=90)
         target = ui_runs_url(base, experiment_id) if experiment_id else base

@@ -1,0 +1,116 @@
+"""Shared fixtures: a real MLflow SQLite store in tmp_path, project files, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECTS = REPO / "projects"
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store in tmp_path; the working directory is tmp_path too."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield uri
+    import mlflow
+
+    while mlflow.active_run() is not None:  # a failed test must not leak its run
+        mlflow.end_run("FAILED")
+
+
+SEED_LINEAR = {
+    "name": "tiny",
+    "task": "regression",
+    "dataset": {"source": "synthetic", "generator": "linear", "n_samples": 200},
+    "features": {"polynomial_degree": 2},
+    "candidates": [{"estimator": "ridge", "params": {"alpha": [0.1, 1.0]}}],
+    "selection": {"metric": "rmse"},
+    "split": {"cv_folds": 3},
+}
+
+
+def write_project(folder: Path, data: dict, name: str = "project.yaml") -> Path:
+    """Write a project file and return its path."""
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mm(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run the real `mm` command in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mm_platform", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with job execution off; yields its URL."""
+    import requests
+
+    port = free_port()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (server_dir / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+            "--artifacts-destination", str(server_dir / "mlartifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        cwd=server_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError((server_dir / "server.log").read_text()[-3000:])
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start in 120 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

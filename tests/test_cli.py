@@ -1,0 +1,129 @@
+"""The real `mm` command in subprocesses: help stays light, bad input gets one line."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import PROJECTS, SEED_LINEAR, free_port, mm, write_project
+
+
+def test_help_loads_neither_mlflow_nor_evidently() -> None:
+    code = (
+        "import sys\n"
+        "from mm_platform.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('mlflow', 'evidently', 'sklearn', 'pandas')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "train" in out.stdout and "demo" in out.stdout and "ui" in out.stdout
+    assert "HEAVY []" in out.stdout
+
+
+def test_import_mm_platform_is_light() -> None:
+    code = (
+        "import sys, mm_platform\n"
+        "print(sorted(m for m in ('mlflow', 'evidently') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_api_is_sorted_and_importable() -> None:
+    import mm_platform
+
+    assert mm_platform.__all__ == sorted(mm_platform.__all__)
+    for name in mm_platform.__all__:
+        assert getattr(mm_platform, name) is not None
+
+
+def test_train_prints_result_and_registers(store: str, tmp_path: Path) -> None:
+    path = write_project(tmp_path, SEED_LINEAR)
+    result = mm("train", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "registered tiny version 1 as @champion" in result.stdout
+    assert "holdout_rmse=" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def _csv_project(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(tmp_path / "houses.csv", index=False)
+    data = copy.deepcopy(SEED_LINEAR)
+    data["dataset"] = {"source": "file", "path": "houses.csv", "target": "price"}
+    return write_project(tmp_path, data)
+
+
+BAD_INPUT = [
+    ("unknown_key", lambda tmp: write_project(tmp, {**SEED_LINEAR, "colour": 1}),
+     r"project\.yaml: unknown key 'colour'"),
+    ("wrong_value", lambda tmp: write_project(tmp, {**SEED_LINEAR, "split": {"cv_folds": 1}}),
+     r"project\.yaml: split\.cv_folds: input should be greater than or equal to 2, got 1"),
+    ("unknown_estimator",
+     lambda tmp: write_project(tmp, {**SEED_LINEAR, "candidates": [{"estimator": "xgb"}]}),
+     r"candidates\[0\]\.estimator: input should be 'linear'.*got 'xgb'"),
+    ("missing_target", lambda tmp: _csv_project(tmp, pd.DataFrame({"x": range(30)})),
+     r"houses\.csv: target column 'price' is missing \(columns: x\); fix dataset\.target"),
+    ("non_numeric",
+     lambda tmp: _csv_project(tmp, pd.DataFrame({"x": ["a", "b"] * 15, "price": range(30)})),
+     r"houses\.csv: column 'x' is not numeric \(e\.g\. 'a'\); list it under features\.categorical"),
+    ("empty", lambda tmp: _csv_project(tmp, pd.DataFrame({"x": [], "price": []})),
+     r"houses\.csv: the dataset has no rows"),
+    ("no_file", lambda tmp: tmp / "missing.yaml", r"missing\.yaml: no such project file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "message"), [b[1:] for b in BAD_INPUT], ids=[b[0] for b in BAD_INPUT]
+)
+def test_bad_input_is_one_line_nonzero_and_registers_nothing(
+    store: str, tmp_path: Path, make, message: str
+) -> None:
+    import re
+
+    from mlflow import MlflowClient
+
+    result = mm("train", str(make(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert re.search(message, lines[0]), lines[0]
+    assert MlflowClient().search_registered_models() == []
+
+
+def test_unreachable_tracking_server(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    path = write_project(tmp_path, SEED_LINEAR)
+    result = mm("train", str(path), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert f"cannot reach the MLflow tracking server at {uri}" in result.stderr
+    assert "MLFLOW_TRACKING_URI" in result.stderr
+
+
+def test_demo_trains_each_project_and_leaves_champions(store: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    folder = tmp_path / "projects"
+    folder.mkdir()
+    for stem in ("seed_linear", "diabetes"):
+        shutil.copy(PROJECTS / f"{stem}.yaml", folder)
+    result = mm("demo", "--projects", str(folder), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for stem in ("seed_linear", "diabetes"):
+        assert stem in result.stdout
+        assert str(MlflowClient().get_model_version_by_alias(stem, "champion").version) == "1"
+    assert "holdout_rmse" in result.stdout
+    assert "mm ui" in result.stdout
+
+
+def test_demo_without_projects_folder(store: str, tmp_path: Path) -> None:
+    result = mm("demo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "projects: no such folder of project files" in result.stderr

@@ -1,0 +1,161 @@
+"""`train_project` against a real SQLite-backed MLflow: runs, metrics, inputs, model, registry."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PROJECTS, SEED_LINEAR, write_project
+
+from mm_platform.config import load_project
+from mm_platform.errors import ProjectConfigError
+from mm_platform.training import REFERENCE_ARTIFACT, expand_trials, train_project
+
+
+def _children(client, parent_run_id: str, experiment_id: str):
+    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def test_train_logs_parent_children_model_and_registers_champion_then_challenger(
+    store: str, tmp_path: Path
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    project = load_project(write_project(tmp_path, SEED_LINEAR))
+    result = train_project(project)
+    client = MlflowClient()
+
+    parent = client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "train/tiny"
+    assert parent.data.tags["mm.run_type"] == "train"
+    assert {
+        "holdout_rmse",
+        "holdout_mae",
+        "holdout_r2",
+        "cv_rmse_mean",
+        "latency_ms_per_1k_rows",
+    } <= set(parent.data.metrics)
+    assert parent.data.params["features.polynomial_degree"] == "2"
+    assert parent.data.params["best.alpha"] in {"0.1", "1.0"}
+
+    children = _children(client, result.run_id, result.experiment_id)
+    assert sorted(c.data.params["model.alpha"] for c in children) == ["0.1", "1.0"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"cv_rmse_mean", "cv_rmse_std", "cv_mae_mean", "cv_r2_mean"} <= set(
+            child.data.metrics
+        )
+    best_cv = min(c.data.metrics["cv_rmse_mean"] for c in children)
+    assert result.cv_score == pytest.approx(best_cv)
+
+    contexts = {
+        next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+        for d in parent.inputs.dataset_inputs
+    }
+    assert set(contexts) == {"training", "holdout"}
+    assert contexts["training"].digest == parent.data.tags["mm.dataset_digest"]
+
+    version = client.get_model_version("tiny", result.version)
+    assert result.alias == "champion"
+    assert client.get_model_version_by_alias("tiny", "champion").version == version.version
+    assert version.tags["mm.run_type"] == "train"
+    assert version.tags["mm.project"] == "tiny"
+    assert version.tags["mm.source_run_id"] == result.run_id
+    assert version.tags["mm.dataset_digest"] == result.dataset_digest
+
+    reference = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=REFERENCE_ARTIFACT)
+    )
+    assert list(reference.columns) == ["x", "y", "prediction"]
+    assert len(reference) == 40  # the holdout: 20 % of 200 rows
+    assert "figures/predicted_vs_actual.png" in {
+        a.path for a in client.list_artifacts(result.run_id, "figures")
+    }
+
+    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    np.testing.assert_allclose(model.predict(reference[["x"]]), reference["prediction"])
+    assert model.metadata.signature.inputs.input_names() == ["x"]
+
+    again = train_project(project)
+    assert (again.version, again.alias) == ("2", "challenger")
+    assert client.get_model_version_by_alias("tiny", "champion").version == version.version
+
+
+def test_classification_reports_the_four_metrics_and_figure(store: str) -> None:
+    from mlflow import MlflowClient
+
+    project = load_project(PROJECTS / "breast_cancer.yaml")
+    project = project.model_copy(update={"candidates": project.candidates[:1]})
+    result = train_project(project)
+    run = MlflowClient().get_run(result.run_id)
+    for name in ("holdout_accuracy", "holdout_recall", "holdout_f1", "holdout_roc_auc"):
+        assert 0.85 < run.data.metrics[name] <= 1.0
+    assert "figures/roc_confusion.png" in {
+        a.path for a in MlflowClient().list_artifacts(result.run_id, "figures")
+    }
+
+
+def test_mlp_learning_curve_is_logged_as_history(store: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    data = copy.deepcopy(SEED_LINEAR)
+    data["candidates"] = [
+        {"estimator": "mlp", "params": {"hidden_layer_sizes": [[16]], "max_iter": 60}}
+    ]
+    result = train_project(load_project(write_project(tmp_path, data)))
+    history = MlflowClient().get_metric_history(result.run_id, "train_loss")
+    assert len(history) == 60
+    assert history[-1].value < history[0].value
+
+
+def test_random_search_samples_n_iter_seeded_configurations(tmp_path: Path) -> None:
+    data = copy.deepcopy(SEED_LINEAR)
+    data["candidates"] = [
+        {
+            "estimator": "lasso",
+            "params": {"alpha": {"distribution": "loguniform", "low": 0.001, "high": 1.0}},
+            "search": {"kind": "random", "n_iter": 5},
+        }
+    ]
+    project = load_project(write_project(tmp_path, data))
+    first, second = expand_trials(project), expand_trials(project)
+    assert len(first) == 5
+    assert [t.params for t in first] == [t.params for t in second]
+    assert all(0.001 <= t.params["alpha"] <= 1.0 for t in first)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"alpah": [1.0]},
+            r"candidates\[0\]\.params\.alpah is not a parameter of Ridge \(it takes: alpha,",
+        ),
+        ({"alpha": [-1.0]}, r"candidates\[0\]\.params: The 'alpha' parameter of Ridge must be"),
+    ],
+)
+def test_bad_hyper_parameters_fail_before_any_run(
+    store: str, tmp_path: Path, params: dict, message: str
+) -> None:
+    from mlflow import MlflowClient
+
+    data = copy.deepcopy(SEED_LINEAR)
+    data["candidates"][0]["params"] = params
+    with pytest.raises(ProjectConfigError, match=message):
+        train_project(load_project(write_project(tmp_path, data)))
+    assert MlflowClient().search_registered_models() == []
+    assert MlflowClient().get_experiment_by_name("tiny") is None
+
+
+def test_select_k_best_above_feature_count(store: str, tmp_path: Path) -> None:
+    data = copy.deepcopy(SEED_LINEAR)
+    data["features"] = {"polynomial_degree": 2, "select_k_best": 5}
+    with pytest.raises(
+        ProjectConfigError, match=r"select_k_best is 5 but preprocessing makes only 2"
+    ):
+        train_project(load_project(write_project(tmp_path, data)))
