@@ -20,6 +20,7 @@ def test_run_ends_failed_on_exception_and_keeps_standard_tags(store: str) -> Non
         raise RuntimeError("boom")
     run = mlflow.get_run(run_id)
     assert run.info.status == "FAILED"
+    assert run.data.tags["mm.error"] == "RuntimeError: boom"
     assert run.data.tags["mm.run_type"] == "train"
     assert run.data.tags["mm.project"] == "demo"
     assert mlflow.get_experiment(run.info.experiment_id).name == "demo"

@@ -159,3 +159,20 @@ def test_select_k_best_above_feature_count(store: str, tmp_path: Path) -> None:
         ProjectConfigError, match=r"select_k_best is 5 but preprocessing makes only 2"
     ):
         train_project(load_project(write_project(tmp_path, data)))
+
+
+def test_a_failing_configuration_fails_only_its_child_run(store: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    data = copy.deepcopy(SEED_LINEAR)
+    # 500 neighbours cannot be found among ~107 rows per training fold: a real fit-time error
+    data["candidates"].append({"estimator": "knn", "params": {"n_neighbors": [500]}})
+    result = train_project(load_project(write_project(tmp_path, data)))
+    assert (result.candidate, result.n_trials, result.n_failed) == ("ridge", 3, 1)
+    client = MlflowClient()
+    children = _children(client, result.run_id, result.experiment_id)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1
+    assert failed[0].data.tags["mm.candidate"] == "knn"
+    assert "n_neighbors" in failed[0].data.tags["mm.error"]
+    assert client.get_run(result.run_id).data.metrics["n_failed_trials"] == 1

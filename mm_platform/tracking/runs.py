@@ -87,17 +87,20 @@ def tracked_run(
         _end_quietly("KILLED")
         raise
     except MlflowException as exc:
-        _end_quietly("FAILED")
+        _end_quietly("FAILED", exc)
         raise _tracking_error(exc) from exc
-    except BaseException:
-        _end_quietly("FAILED")
+    except BaseException as exc:
+        _end_quietly("FAILED", exc)
         raise
     else:
         mlflow.end_run("FINISHED")
 
 
-def _end_quietly(status: str) -> None:
+def _end_quietly(status: str, exc: BaseException | None = None) -> None:
     # the store may be the thing that failed; the original error matters more
+    if exc is not None:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("mm.error", f"{type(exc).__name__}: {exc}"[:_PARAM_LIMIT])
     with contextlib.suppress(Exception):
         mlflow.end_run(status)
 
