@@ -98,6 +98,60 @@ def _print_train_result(result: TrainResult) -> None:
 
 
 @main.command()
+@click.argument("project")
+@click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    metavar="NAME@ALIAS",
+    help="Compress this alias of the project's model (default: NAME@champion).",
+)
+@click.option("--version", default=None, help="Compress this registered version instead.")
+def compress(project: str, model_ref: str | None, version: str | None) -> None:
+    """Prune, quantize and distill PROJECT's champion; log and register every variant."""
+    from mm_platform.compression.job import compress_project, parse_model_ref
+    from mm_platform.config import load_project
+
+    loaded = load_project(project)
+    if model_ref and version:
+        raise click.UsageError("give --model or --version, not both")
+    alias = parse_model_ref(model_ref, loaded) if model_ref else None
+    with _progress_bar() as report:
+        result = compress_project(loaded, alias=alias, version=version, progress=report)
+    _print_compression(result)
+
+
+def _print_compression(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mm_platform.compression.job import summary_rows
+
+    primary = result.primary
+    table = Table(
+        title=f"mm compress: {result.project} version {result.parent_version} "
+        f"({result.parent_metrics['size_bytes']:,.0f} bytes, "
+        f"{primary} = {result.parent_metrics[primary]:.4g})"
+    )
+    for column in ("method", "variant", "size", "ratio", "speedup", primary, "loss", "version"):
+        table.add_column(column, justify="left" if column in ("method", "variant") else "right")
+    skipped = []
+    for row in summary_rows(result):
+        if row.get("skipped"):
+            skipped.append(row)
+            continue
+        table.add_row(
+            row["method"], row["variant"], f"{row['size_bytes']:,.0f}",
+            f"{row['compression_ratio']:.1f}x", f"{row['speedup']:.1f}x",
+            f"{row[primary]:.4g}", f"{row['relative_loss']:+.2%}", str(row["version"]),
+        )  # fmt: skip
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    for row in skipped:
+        console.print(f"skipped {row['variant']}: {row['skipped']}")
+
+
+@main.command()
 @click.option(
     "--projects",
     "folder",
@@ -114,7 +168,7 @@ def demo(folder: Path) -> None:
     from mm_platform.demo import run_demo
 
     with _progress_bar() as report:
-        results = run_demo(folder, progress=report)
+        results, compressions = run_demo(folder, progress=report)
     table = Table(title="mm demo: trained and registered")
     for column in ("project", "estimator", "holdout metric", "version", "alias"):
         table.add_column(column)
@@ -123,6 +177,8 @@ def demo(folder: Path) -> None:
         table.add_row(r.project, r.candidate, f"{metric} = {value:.4g}", r.version, r.alias)
     console = Console()
     console.print(table)
+    for compressed in compressions:
+        _print_compression(compressed)
     uri = results[0].tracking_uri if results else ""
     console.print(f"store: {uri}")
     console.print("compare the runs in the MLflow UI:  mm ui")

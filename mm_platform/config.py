@@ -177,6 +177,73 @@ class Selection(_Strict):
     metric: Literal[tuple(METRICS)]  # type: ignore[valid-type]
 
 
+# --- compression -------------------------------------------------------------------------
+
+Sparsity = Annotated[float, Field(gt=0, lt=1)]
+
+
+class Prune(_Strict):
+    """Pruning sweeps: magnitude sparsities, L1 proximal lambdas, ensemble sizes."""
+
+    sparsities: list[Sparsity] = Field(default_factory=lambda: [0.5, 0.8, 0.9])
+    l1_lambdas: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
+    ensemble_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    refit_epochs: int = Field(0, ge=0, le=1000)
+
+
+class Quantize(_Strict):
+    """Quantization sweeps: 8 (int8 with scales) or 16 (float16) bits."""
+
+    bits: list[Literal[8, 16]] = Field(default_factory=lambda: [8, 16])
+    per_channel: list[bool] = Field(default_factory=lambda: [False])
+
+
+class Student(_Strict):
+    """A smaller model trained on the teacher's predictions."""
+
+    kind: Literal["boosting", "mlp", "linear_poly"]
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    n_estimators: int = Field(100, ge=1, le=5000)
+    max_depth: int = Field(3, ge=1, le=32)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    hidden_layer_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32])
+    max_iter: int = Field(300, ge=1, le=10_000)
+    degree: int = Field(2, ge=1, le=4)
+    alpha: float = Field(1e-3, ge=0)
+
+    @property
+    def label(self) -> str:
+        """The student's name in run names: `name`, else its kind."""
+        return self.name or self.kind
+
+
+class Distill(_Strict):
+    """Distillation: students fit to the teacher on the training inputs plus jittered copies."""
+
+    students: list[Student] = Field(min_length=1)
+    n_jitter_copies: int = Field(2, ge=0, le=50)
+    jitter_scale: float = Field(0.05, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Distill:
+        labels = [s.label for s in self.students]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                raise ValueError(
+                    f"students[{i}]: two students are called '{label}'; give each a distinct name"
+                )
+        return self
+
+
+class Compression(_Strict):
+    """Which compression variants `mm compress` makes of a registered model."""
+
+    prune: Prune | None = None
+    quantize: Quantize | None = None
+    distill: Distill | None = None
+    latency_repeats: int = Field(7, ge=1, le=1000)
+
+
 class Project(_Strict):
     """One model project: data, features, candidates, selection; registered under `name`."""
 
@@ -189,6 +256,7 @@ class Project(_Strict):
     selection: Selection
     split: Split = Field(default_factory=Split)
     seed: int = Field(42, ge=0, le=2**32 - 1)
+    compression: Compression | None = None
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -371,7 +439,7 @@ def _model_of(annotation: Any) -> Any:
 
 def project_params(project: Project) -> dict[str, str]:
     """The project's settings as flat MLflow params (`dataset.source`, `features.scale`, ...)."""
-    data = project.model_dump(mode="json", exclude={"candidates", "description"})
+    data = project.model_dump(mode="json", exclude={"candidates", "description", "compression"})
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:

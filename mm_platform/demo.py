@@ -9,6 +9,7 @@ from mm_platform.config import load_project
 from mm_platform.errors import ProjectConfigError
 
 if TYPE_CHECKING:
+    from mm_platform.compression.job import CompressResult
     from mm_platform.training import Progress, TrainResult
 
 
@@ -25,9 +26,19 @@ def project_files(folder: Path) -> list[Path]:
     return files
 
 
-def run_demo(folder: Path, progress: Progress | None = None) -> list[TrainResult]:
-    """Train and register every project in `folder`; all files are checked before any trains."""
+def run_demo(
+    folder: Path, progress: Progress | None = None
+) -> tuple[list[TrainResult], list[CompressResult]]:
+    """Train and register every project in `folder` (all files are checked before any
+    trains), then compress the champion of each project that has a compression section."""
+    from mm_platform.compression.job import compress_project
     from mm_platform.training import train_project
 
     projects = [load_project(path) for path in project_files(folder)]
-    return [train_project(project, progress=progress) for project in projects]
+    trained = [train_project(project, progress=progress) for project in projects]
+    compressed = [
+        compress_project(project, progress=progress)
+        for project in projects
+        if project.compression is not None
+    ]
+    return trained, compressed

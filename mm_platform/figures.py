@@ -49,3 +49,43 @@ def roc_and_confusion(y: Any, y_pred: Any, y_score: Any, classes: list[Any], tit
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def pareto(
+    points: list[tuple[str, float, float]],
+    parent: tuple[str, float, float],
+    *,
+    metric: str,
+    larger_is_better: bool,
+    title: str,
+) -> Figure:
+    """Size (log scale) against the holdout metric; the parent and the Pareto front marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100)
+    for name, size, value in points:
+        ax.scatter(size, value, s=30, color="tab:blue")
+        ax.annotate(name, (size, value), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    name, size, value = parent
+    ax.scatter(size, value, s=90, marker="*", color="tab:red", label=name, zorder=3)
+    front = _front([(s, v) for _, s, v in points] + [(size, value)], larger_is_better)
+    if len(front) > 1:
+        xs, ys = zip(*front, strict=True)
+        ax.step(xs, ys, where="post", color="gray", linewidth=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("size on disk (bytes, log scale)")
+    ax.set_ylabel(f"{metric} ({'higher' if larger_is_better else 'lower'} is better)")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _front(points: list[tuple[float, float]], larger_is_better: bool) -> list[tuple[float, float]]:
+    """Points no other point beats on both size and metric, by increasing size."""
+    best = None
+    front = []
+    for size, value in sorted(points):
+        better = best is None or (value > best if larger_is_better else value < best)
+        if better:
+            front.append((size, value))
+            best = value
+    return front

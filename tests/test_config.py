@@ -47,7 +47,7 @@ def _with(path: str, value: object) -> dict:
 
 
 BAD = [
-    (_with("colour", "red"), r"unknown key 'colour'; allowed keys here: candidates, dataset"),
+    (_with("colour", "red"), r"unknown key 'colour'; allowed keys here: candidates, compression, dataset"),
     (_with("features.scal", "standard"),
      r"unknown key 'features\.scal'; allowed keys here: .*scale"),
     (_with("dataset.nosie", 1), r"unknown key 'dataset\.nosie'; allowed keys here: .*noise"),
@@ -68,6 +68,14 @@ BAD = [
      r"dataset: input tag 'kaggle'.*'synthetic', 'sklearn', 'file'"),
     (_with("candidates", []), r"candidates: list should have at least 1 item"),
     ({k: v for k, v in SEED_LINEAR.items() if k != "task"}, r"required key 'task' is missing"),
+    (_with("compression", {"prune": {"sparsities": [0.5, 1.5]}}),
+     r"compression\.prune\.sparsities\[1\]: input should be less than 1, got 1\.5"),
+    (_with("compression", {"prune": {"sparsities": [0]}}),
+     r"compression\.prune\.sparsities\[0\]: input should be greater than 0, got 0"),
+    (_with("compression", {"quantize": {"bits": [8, 4]}}),
+     r"compression\.quantize\.bits\[1\]: input should be 8 or 16, got 4"),
+    (_with("compression", {"distill": {"students": [{"kind": "forest"}]}}),
+     r"compression\.distill\.students\[0\]\.kind: input should be 'boosting', 'mlp' or"),
 ]  # fmt: skip
 
 

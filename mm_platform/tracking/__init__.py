@@ -7,10 +7,18 @@ from __future__ import annotations
 
 # store first: it sets the environment that keeps MLflow quiet before MLflow is imported
 from mm_platform.tracking.store import connect, ui_runs_url  # isort: skip
-from mm_platform.tracking.models import log_sklearn_model, pip_requirements
+from mm_platform.tracking.models import (
+    artifact_size,
+    load_sklearn_model,
+    log_compressed_model,
+    log_sklearn_model,
+    model_flavors,
+    pip_requirements,
+)
 from mm_platform.tracking.registry import (
     get_alias_version,
     register_with_alias,
+    resolve_version,
 )
 from mm_platform.tracking.runs import (
     log_dataset,
@@ -23,8 +31,11 @@ from mm_platform.tracking.runs import (
 )
 
 __all__ = [
+    "artifact_size",
     "connect",
     "get_alias_version",
+    "load_sklearn_model",
+    "log_compressed_model",
     "log_dataset",
     "log_figure",
     "log_frame",
@@ -32,8 +43,10 @@ __all__ = [
     "log_metrics",
     "log_params",
     "log_sklearn_model",
+    "model_flavors",
     "pip_requirements",
     "register_with_alias",
+    "resolve_version",
     "tracked_run",
     "ui_runs_url",
 ]

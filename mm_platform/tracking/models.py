@@ -21,13 +21,7 @@ def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
 
     Passing these explicitly skips MLflow's requirement inference, which costs 6-10 s a model.
     """
-    pins = []
-    for package in (*_RUNTIME_PACKAGES, *extra):
-        try:
-            pins.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return pins
+    return pip_requirements_for((*_RUNTIME_PACKAGES, *extra))
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -53,3 +47,59 @@ def log_sklearn_model(
         skops_trusted_types=_trusted_types(model),
         pyfunc_predict_fn=method,
     )
+
+
+def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "model") -> ModelInfo:
+    """Log a CompressedModel as a pyfunc whose loader is the runtime file shipped beside it."""
+    import tempfile
+    from pathlib import Path
+
+    from mm_platform.compression import mm_compressed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        model.save(data)
+        output = model.predict(X_sample)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            loader_module="mm_compressed",
+            data_path=str(data),
+            code_paths=[mm_compressed.__file__],
+            signature=infer_signature(X_sample, output),
+            input_example=X_sample.head(5),
+            pip_requirements=pip_requirements_for(("mlflow", "numpy", "pandas")),
+        )
+
+
+def pip_requirements_for(packages: tuple[str, ...]) -> list[str]:
+    """Pinned requirements of just these installed packages."""
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def artifact_size(model_uri: str) -> int:
+    """Bytes of a logged model's files as the artifact store holds them (all files summed)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return sum(p.stat().st_size for p in Path(local).rglob("*") if p.is_file())
+
+
+def load_sklearn_model(model_uri: str) -> Any:
+    """The sklearn object of a version logged with the sklearn flavor."""
+    return mlflow.sklearn.load_model(model_uri)
+
+
+def model_flavors(model_uri: str) -> list[str]:
+    """The flavors a logged model offers (`sklearn`, `python_function`, ...)."""
+    from mlflow.models import Model
+
+    with_files = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/MLmodel")
+    return list(Model.load(with_files).flavors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -49,12 +50,13 @@ def register_with_alias(
     tags: Mapping[str, str],
     description: str = "",
     alias: str | None = None,
-) -> tuple[str, str]:
+    assign_alias: bool = True,
+) -> tuple[str, str | None]:
     """Register a model version and point an alias at it; return (version, alias).
 
     Without `alias`, the version becomes `champion` when the model has none yet, else
-    `challenger`. If anything after creating the version fails, the version is deleted,
-    so no half-registered model is left.
+    `challenger`; with `assign_alias=False` it gets none. If anything after creating the
+    version fails, the version is deleted, so no half-registered model is left.
     """
     client = MlflowClient()
     _ensure_registered_model(client, name, description)
@@ -67,6 +69,8 @@ def register_with_alias(
         model_id=model_id,
     )
     number = str(version.version)
+    if not assign_alias:
+        return number, None
     try:
         if alias is None:
             alias = CHALLENGER if get_alias_version(name, CHAMPION) else CHAMPION
@@ -80,3 +84,32 @@ def register_with_alias(
             ) from exc
         raise
     return number, alias
+
+
+def resolve_version(name: str, *, alias: str | None = None, version: str | None = None) -> Any:
+    """The ModelVersion named by `version`, or by `alias` (default: champion)."""
+    client = MlflowClient()
+    if version is not None:
+        try:
+            return client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            raise TrackingError(
+                f"{name} has no version {version}; see its versions on the Models page "
+                "of the MLflow UI (mm ui)"
+            ) from exc
+    alias = alias or CHAMPION
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if alias == CHAMPION:
+            raise TrackingError(
+                f"{name} has no champion in {_uri()}; train one first: "
+                f"mm train projects/{name}.yaml"
+            ) from exc
+        raise TrackingError(f"{name} has no version with alias @{alias}") from exc
+
+
+def _uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()

@@ -1,0 +1,1 @@
+"""Compression of registered models: pruning, quantization, distillation, with lineage."""

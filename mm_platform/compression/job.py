@@ -1,0 +1,270 @@
+"""`mm compress`: every configured variant of a registered model, as runs and versions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from mm_platform.catalog import METRICS
+from mm_platform.compression.compile import UnsupportedModel
+from mm_platform.compression.methods import Variant, Workspace, make, plan
+from mm_platform.data import load_dataset
+from mm_platform.errors import ProjectConfigError, TrackingError
+from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows
+from mm_platform.training import Progress, split_holdout
+
+if TYPE_CHECKING:
+    from mm_platform.config import Project
+
+MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<alias>[A-Za-z0-9_-]+)$")
+
+
+@dataclass
+class VariantResult:
+    """One row of the compression table."""
+
+    method: str
+    variant: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    version: str | None = None
+    run_id: str | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class CompressResult:
+    """The parent that was compressed and what became of each variant."""
+
+    project: str
+    parent_version: str
+    parent_metrics: dict[str, float]
+    primary: str
+    run_id: str
+    variants: list[VariantResult]
+
+
+def parse_model_ref(ref: str, project: Project) -> str:
+    """The alias in `NAME@alias`, checking NAME is the project's registered model."""
+    match = MODEL_REF.match(ref)
+    if not match:
+        raise ProjectConfigError(
+            f"--model {ref!r} is not of the form NAME@alias (e.g. {project.name}@champion)"
+        )
+    if match["name"] != project.name:
+        raise ProjectConfigError(
+            f"--model {ref}: {project.label} registers its models as '{project.name}', "
+            f"not '{match['name']}'; use {project.name}@{match['alias']}"
+        )
+    return match["alias"]
+
+
+def relative_loss(metric: str, parent: float, value: float) -> float:
+    """How much worse `value` is than `parent`, as a fraction of the parent (negative: better)."""
+    _, larger_is_better = METRICS[metric]
+    if parent == 0:
+        return 0.0 if value == parent else float("inf")
+    change = (parent - value) if larger_is_better else (value - parent)
+    return change / abs(parent)
+
+
+def compress_project(
+    project: Project,
+    *,
+    alias: str | None = None,
+    version: str | None = None,
+    progress: Progress | None = None,
+) -> CompressResult:
+    """Make every configured variant of the parent version, log and register each."""
+    if project.compression is None:
+        raise ProjectConfigError(
+            f"{project.label}: has no compression section; add one with prune, quantize "
+            "and/or distill (README, 'Compression')"
+        )
+    variants = plan(project)
+    data = load_dataset(project)
+    X_train, X_hold, y_train, y_hold = split_holdout(project, data)
+
+    from mm_platform import tracking
+
+    tracking.connect()
+    parent_version = tracking.resolve_version(project.name, alias=alias, version=version)
+    number = str(parent_version.version)
+    uri = f"models:/{project.name}/{number}"
+    if "sklearn" not in tracking.model_flavors(uri):
+        raise TrackingError(
+            f"{project.name} version {number} is not a trained sklearn model (it is "
+            f"{parent_version.tags.get('mm.run_type', 'unknown')}); compress a version made by "
+            "mm train"
+        )
+    parent = tracking.load_sklearn_model(uri)
+    stratify = y_train if project.task != "regression" and project.split.stratify else None
+    # validation rows for ensemble pruning come from the training split (the holdout stays
+    # untouched for scoring); the parent has seen them, which favours in-sample fits
+    _, X_val, _, y_val = train_test_split(
+        X_train, y_train, test_size=0.2, random_state=project.seed, stratify=stratify
+    )
+    ws = Workspace(project, parent, X_train, y_train, X_val, y_val)
+    repeats = project.compression.latency_repeats
+    primary = f"holdout_{project.selection.metric}"
+    parent_metrics = holdout_metrics(project.task, parent, X_hold, y_hold)
+    parent_metrics["size_bytes"] = tracking.artifact_size(uri)
+    parent_metrics["latency_ms_per_1k_rows"] = latency_ms_per_1k_rows(parent, X_hold, repeats)
+    lineage = {
+        "mm.parent_model_version": number,
+        "mm.parent_run_id": parent_version.run_id or "",
+    }
+    report = progress or (lambda _d, _i, _n: None)
+    results: list[VariantResult] = []
+    with tracking.tracked_run(
+        "compress", project.name, f"compress/{project.name}@v{number}", tags=lineage
+    ) as run:
+        tracking.log_metrics({f"parent_{k}": v for k, v in parent_metrics.items()})
+        tracking.log_params({"parent_version": number, "n_variants": len(variants)})
+        for i, variant in enumerate(variants):
+            report(f"{project.name}: {variant.name}", i, len(variants))
+            results.append(
+                _one_variant(variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
+            )
+        report(f"{project.name}: done", len(variants), len(variants))
+        _log_summary(project, number, parent_metrics, primary, results)
+        return CompressResult(
+            project.name, number, parent_metrics, primary, run.info.run_id, results
+        )
+
+
+def _one_variant(
+    variant: Variant,
+    ws: Workspace,
+    X_hold: pd.DataFrame,
+    y_hold: pd.Series,
+    parent_metrics: dict[str, float],
+    lineage: dict[str, str],
+    repeats: int,
+) -> VariantResult:
+    from mm_platform import tracking
+
+    project = ws.project
+    try:
+        model = make(variant, ws)
+    except UnsupportedModel as exc:
+        import mlflow
+
+        mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
+        return VariantResult(variant.method, variant.name, skipped=str(exc))
+    tags = {**lineage, "mm.method": variant.method, "mm.variant": variant.name}
+    with tracking.tracked_run(
+        "compress", project.name, f"compress/{variant.name}", tags=tags
+    ) as run:
+        params = {k: (v.label if k == "student" else v) for k, v in variant.params.items()}
+        if "student" in variant.params:
+            params.update(
+                {f"student.{k}": v for k, v in variant.params["student"].model_dump().items()}
+            )
+        tracking.log_params({"method": variant.method, "variant": variant.name, **params})
+        metrics = holdout_metrics(project.task, model, X_hold, y_hold)
+        info = tracking.log_compressed_model(model, ws.X_train)
+        size = tracking.artifact_size(info.model_uri)
+        latency = latency_ms_per_1k_rows(model, X_hold, repeats)
+        metrics.update(
+            size_bytes=size,
+            n_params=model.n_params(),
+            n_nonzero=model.n_nonzero(),
+            compression_ratio=parent_metrics["size_bytes"] / size,
+            latency_ms_per_1k_rows=latency,
+            speedup=parent_metrics["latency_ms_per_1k_rows"] / latency,
+        )
+        for name in [k for k in metrics if k.startswith("holdout_")]:
+            metrics[f"delta_{name}"] = metrics[name] - parent_metrics[name]
+        primary = project.selection.metric
+        metrics["relative_loss"] = relative_loss(
+            primary, parent_metrics[f"holdout_{primary}"], metrics[f"holdout_{primary}"]
+        )
+        tracking.log_metrics(metrics)
+        version, _ = tracking.register_with_alias(
+            project.name,
+            model_uri=info.model_uri,
+            run_id=run.info.run_id,
+            model_id=info.model_id,
+            assign_alias=False,
+            tags={
+                **tags,
+                "mm.run_type": "compress",
+                "mm.project": project.name,
+                "mm.source_run_id": run.info.run_id,
+                **{
+                    f"mm.metric.{k}": f"{v:.6g}"
+                    for k, v in metrics.items()
+                    if k.startswith("holdout_") or k in ("size_bytes", "relative_loss")
+                },
+            },
+            description=(
+                f"{variant.name} ({variant.method}) of {project.name} version "
+                f"{lineage['mm.parent_model_version']}: {size} bytes "
+                f"({metrics['compression_ratio']:.1f}x smaller), "
+                f"relative {primary} loss {metrics['relative_loss']:+.2%}"
+            ),
+        )
+        import mlflow
+
+        mlflow.set_tag("mm.model_version", version)
+        return VariantResult(variant.method, variant.name, metrics, version, run.info.run_id)
+
+
+def _log_summary(
+    project: Project,
+    parent_version: str,
+    parent_metrics: dict[str, float],
+    primary: str,
+    results: list[VariantResult],
+) -> None:
+    """The variants table and the Pareto figure on the compress parent run."""
+    import mlflow
+
+    from mm_platform import tracking
+    from mm_platform.figures import pareto
+
+    rows = [_row("parent", f"v{parent_version}", parent_metrics, parent_version, primary)]
+    for r in results:
+        if r.skipped:
+            rows.append({"method": r.method, "variant": r.variant, "skipped": r.skipped})
+        else:
+            rows.append(_row(r.method, r.variant, r.metrics, r.version, primary))
+    mlflow.log_table(pd.DataFrame(rows), "compression/variants.json")
+    made = [r for r in results if not r.skipped]
+    fig = pareto(
+        [(r.variant, r.metrics["size_bytes"], r.metrics[primary]) for r in made],
+        (f"parent v{parent_version}", parent_metrics["size_bytes"], parent_metrics[primary]),
+        metric=primary,
+        larger_is_better=METRICS[project.selection.metric][1],
+        title=f"{project.name}: compression variants",
+    )
+    tracking.log_figure(fig, "compression/pareto.png")
+
+
+def _row(method: str, variant: str, m: dict[str, float], version: str | None, primary: str) -> dict:
+    return {
+        "method": method,
+        "variant": variant,
+        "version": version,
+        "size_bytes": m.get("size_bytes"),
+        "compression_ratio": m.get("compression_ratio", 1.0),
+        "speedup": m.get("speedup", 1.0),
+        primary: m.get(primary),
+        "relative_loss": m.get("relative_loss", 0.0),
+        "skipped": "",
+    }
+
+
+def summary_rows(result: CompressResult) -> list[dict[str, Any]]:
+    """Rows for a table: method, variant, size, ratio, speedup, metric, loss, version."""
+    rows = []
+    for r in result.variants:
+        if r.skipped:
+            rows.append({"method": r.method, "variant": r.variant, "skipped": r.skipped})
+            continue
+        rows.append(_row(r.method, r.variant, r.metrics, r.version, result.primary))
+    return rows
