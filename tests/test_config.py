@@ -47,7 +47,8 @@ def _with(path: str, value: object) -> dict:
 
 
 BAD = [
-    (_with("colour", "red"), r"unknown key 'colour'; allowed keys here: candidates, compression, dataset"),
+    (_with("colour", "red"),
+     r"unknown key 'colour'; allowed keys here: candidates, compression, dataset"),
     (_with("features.scal", "standard"),
      r"unknown key 'features\.scal'; allowed keys here: .*scale"),
     (_with("dataset.nosie", 1), r"unknown key 'dataset\.nosie'; allowed keys here: .*noise"),
