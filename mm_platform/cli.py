@@ -115,7 +115,7 @@ def compress(project: str, model_ref: str | None, version: str | None) -> None:
     loaded = load_project(project)
     if model_ref and version:
         raise click.UsageError("give --model or --version, not both")
-    alias = parse_model_ref(model_ref, loaded) if model_ref else None
+    alias = parse_model_ref(model_ref, loaded) if model_ref else None  # "" from MLproject: none
     with _progress_bar() as report:
         result = compress_project(loaded, alias=alias, version=version, progress=report)
     _print_compression(result)
@@ -136,8 +136,8 @@ def _print_compression(result: Any) -> None:
     for column in ("method", "variant", "size", "ratio", "speedup", primary, "loss", "version"):
         table.add_column(column, justify="left" if column in ("method", "variant") else "right")
     skipped = []
-    for row in summary_rows(result):
-        if row.get("skipped"):
+    for row in summary_rows(result.variants, primary):
+        if row.get("note"):
             skipped.append(row)
             continue
         table.add_row(
@@ -148,7 +148,7 @@ def _print_compression(result: Any) -> None:
     console = Console(width=max(Console().width, 110))
     console.print(table)
     for row in skipped:
-        console.print(f"skipped {row['variant']}: {row['skipped']}")
+        console.print(f"{row['variant']}: {row['note']}")
 
 
 @main.command()

@@ -77,12 +77,20 @@ def _scores(model: Any, X: pd.DataFrame, task: str) -> Any:
 
 
 def latency_ms_per_1k_rows(model: Any, X: pd.DataFrame, repeats: int = 7) -> float:
-    """Median wall time of `model.predict` on 1000 rows (rows repeated if X has fewer)."""
+    """Median wall time of `model.predict` on 1000 rows (rows repeated if X has fewer).
+
+    BLAS and OpenMP pools are held to one thread while timing, as in a scoring server
+    answering one request per worker: small matrix products otherwise pay thread
+    hand-offs, and pools left spinning by an earlier fit skew whatever is timed next.
+    """
+    from threadpoolctl import threadpool_limits
+
     rows = X.iloc[np.arange(1000) % len(X)]
-    model.predict(rows)  # warm-up
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(rows)
-        times.append(time.perf_counter() - start)
+    with threadpool_limits(limits=1):
+        model.predict(rows)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.predict(rows)
+            times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)

@@ -120,6 +120,8 @@ def test_demo_trains_each_project_and_leaves_champions(store: str, tmp_path: Pat
         assert stem in result.stdout
         assert str(MlflowClient().get_model_version_by_alias(stem, "champion").version) == "1"
     assert "holdout_rmse" in result.stdout
+    assert "mm compress: seed_linear version 1" in result.stdout  # seed_linear has compression
+    assert "l1-0.1" in result.stdout and "int8" in result.stdout
     assert "mm ui" in result.stdout
 
 

@@ -13,7 +13,7 @@ from mm_platform.catalog import METRICS
 from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data import load_dataset
-from mm_platform.errors import ProjectConfigError, TrackingError
+from mm_platform.errors import MmError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows
 from mm_platform.training import Progress, split_holdout
 
@@ -32,7 +32,13 @@ class VariantResult:
     metrics: dict[str, float] = field(default_factory=dict)
     version: str | None = None
     run_id: str | None = None
-    skipped: str | None = None
+    skipped: str | None = None  # the model family cannot have this variant
+    failed: str | None = None  # building or logging it raised
+
+    @property
+    def made(self) -> bool:
+        """True when the variant was built, logged and registered."""
+        return not (self.skipped or self.failed)
 
 
 @dataclass
@@ -145,16 +151,35 @@ def _one_variant(
     lineage: dict[str, str],
     repeats: int,
 ) -> VariantResult:
+    """Build, score, log and register one variant; a failure fails only this variant."""
+    import mlflow
+
+    try:
+        return _build_and_log(variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
+    except UnsupportedModel as exc:
+        mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
+        return VariantResult(variant.method, variant.name, skipped=str(exc))
+    except MmError:
+        raise  # the store or the project is unusable: stop, the parent run ends FAILED
+    except Exception as exc:  # a numerical or library failure of one variant
+        reason = f"{type(exc).__name__}: {exc}"
+        mlflow.set_tag(f"mm.failed.{variant.name}", reason[:5000])
+        return VariantResult(variant.method, variant.name, failed=reason)
+
+
+def _build_and_log(
+    variant: Variant,
+    ws: Workspace,
+    X_hold: pd.DataFrame,
+    y_hold: pd.Series,
+    parent_metrics: dict[str, float],
+    lineage: dict[str, str],
+    repeats: int,
+) -> VariantResult:
     from mm_platform import tracking
 
     project = ws.project
-    try:
-        model = make(variant, ws)
-    except UnsupportedModel as exc:
-        import mlflow
-
-        mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
-        return VariantResult(variant.method, variant.name, skipped=str(exc))
+    model = make(variant, ws)
     tags = {**lineage, "mm.method": variant.method, "mm.variant": variant.name}
     with tracking.tracked_run(
         "compress", project.name, f"compress/{variant.name}", tags=tags
@@ -228,13 +253,9 @@ def _log_summary(
     from mm_platform.figures import pareto
 
     rows = [_row("parent", f"v{parent_version}", parent_metrics, parent_version, primary)]
-    for r in results:
-        if r.skipped:
-            rows.append({"method": r.method, "variant": r.variant, "skipped": r.skipped})
-        else:
-            rows.append(_row(r.method, r.variant, r.metrics, r.version, primary))
+    rows += summary_rows(results, primary)
     mlflow.log_table(pd.DataFrame(rows), "compression/variants.json")
-    made = [r for r in results if not r.skipped]
+    made = [r for r in results if r.made]
     fig = pareto(
         [(r.variant, r.metrics["size_bytes"], r.metrics[primary]) for r in made],
         (f"parent v{parent_version}", parent_metrics["size_bytes"], parent_metrics[primary]),
@@ -255,16 +276,18 @@ def _row(method: str, variant: str, m: dict[str, float], version: str | None, pr
         "speedup": m.get("speedup", 1.0),
         primary: m.get(primary),
         "relative_loss": m.get("relative_loss", 0.0),
-        "skipped": "",
+        "note": "",
     }
 
 
-def summary_rows(result: CompressResult) -> list[dict[str, Any]]:
-    """Rows for a table: method, variant, size, ratio, speedup, metric, loss, version."""
+def summary_rows(results: list[VariantResult], primary: str) -> list[dict[str, Any]]:
+    """Rows for a table: method, variant, size, ratio, speedup, metric, loss, version;
+    skipped and failed variants carry only their reason."""
     rows = []
-    for r in result.variants:
-        if r.skipped:
-            rows.append({"method": r.method, "variant": r.variant, "skipped": r.skipped})
-            continue
-        rows.append(_row(r.method, r.variant, r.metrics, r.version, result.primary))
+    for r in results:
+        if r.made:
+            rows.append(_row(r.method, r.variant, r.metrics, r.version, primary))
+        else:
+            reason = f"skipped: {r.skipped}" if r.skipped else f"failed: {r.failed}"
+            rows.append({"method": r.method, "variant": r.variant, "note": reason})
     return rows

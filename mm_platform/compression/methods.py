@@ -139,6 +139,7 @@ def magnitude_prune(ws: Workspace, sparsity: float, refit_epochs: int) -> Compre
     masks = [_magnitude_mask(W, sparsity) for W in model.coefs_]
     model.coefs_ = [np.where(m, W, 0.0) for W, m in zip(model.coefs_, masks, strict=True)]
     if refit_epochs:
+        model.early_stopping = False  # partial_fit cannot hold out a validation fraction
         Z = ws.parent[:-1].transform(ws.X_train)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
