@@ -87,7 +87,8 @@ def train(project: str) -> None:
 def _print_train_result(result: TrainResult) -> None:
     metric, value = result.key_metric
     click.echo(
-        f"{result.project}: {result.candidate} ({result.n_trials} configurations"
+        f"{result.project}: {result.candidate} ({result.n_trials} configuration"
+        + ("s" if result.n_trials != 1 else "")
         + (f", {result.n_failed} failed" if result.n_failed else "")
         + f"), cv_{result.selection_metric}_mean={result.cv_score:.4g}, {metric}={value:.4g}"
     )

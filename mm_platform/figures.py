@@ -41,8 +41,10 @@ def roc_and_confusion(y: Any, y_pred: Any, y_score: Any, classes: list[Any], tit
         else:
             for i, cls in enumerate(classes):
                 RocCurveDisplay.from_predictions(
-                    y == cls, y_score[:, i], name=f"class {cls}", ax=left
+                    y == cls, y_score[:, i], pos_label=True, name=f"class {cls} vs rest", ax=left
                 )
+            left.set_xlabel("false positive rate (one vs rest)")
+            left.set_ylabel("true positive rate (one vs rest)")
     left.set_title("ROC")
     ConfusionMatrixDisplay.from_predictions(y, y_pred, labels=classes, ax=right, colorbar=False)
     right.set_title("confusion matrix (holdout)")

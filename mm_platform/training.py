@@ -362,8 +362,15 @@ def _log_learning_curve(pipeline: Any) -> None:
         history["train_loss"] = list(model.loss_curve_)
     if getattr(model, "validation_scores_", None) is not None:
         history["validation_score"] = list(model.validation_scores_)
-    if getattr(model, "train_score_", None) is not None and len(model.train_score_):
-        history["train_loss"] = list(model.train_score_)
+    train_score = getattr(model, "train_score_", None)
+    if train_score is not None and len(train_score):
+        if type(model).__name__.startswith("HistGradientBoosting"):
+            # scores (higher is better; with scoring="loss" the negated loss), per iteration
+            history["train_score"] = list(train_score)
+            if len(getattr(model, "validation_score_", [])):
+                history["validation_score"] = list(model.validation_score_)
+        else:  # GradientBoosting: the training loss (deviance) after each stage
+            history["train_loss"] = list(train_score)
     if history:
         tracking.log_history(history)
 

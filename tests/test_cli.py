@@ -107,6 +107,56 @@ def test_unreachable_tracking_server(tmp_path: Path) -> None:
     assert "MLFLOW_TRACKING_URI" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        (
+            "file:///{tmp}/fstore",
+            r"cannot use the MLflow tracking store file:///.*maintenance mode",
+        ),
+        ("htp://127.0.0.1:5000", r"cannot use the MLflow tracking store htp://127\.0\.0\.1:5000"),
+    ],
+)
+def test_unusable_tracking_store_is_one_line(tmp_path: Path, uri: str, message: str) -> None:
+    import re
+
+    path = write_project(tmp_path, SEED_LINEAR)
+    result = mm(
+        "train", str(path), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri.format(tmp=tmp_path)}
+    )
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr.strip().splitlines()[-1])
+    assert "MLFLOW_TRACKING_URI" in result.stderr
+
+
+def test_http_server_that_is_not_mlflow(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import time
+
+        import requests
+
+        for _ in range(50):
+            try:
+                requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        path = write_project(tmp_path, SEED_LINEAR)
+        uri = f"http://127.0.0.1:{port}"
+        result = mm("train", str(path), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert result.returncode == 3
+    assert f"{uri} answers 404 on /health: is it an MLflow tracking server?" in result.stderr
+
+
 def test_demo_trains_each_project_and_leaves_champions(store: str, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 

@@ -58,6 +58,21 @@ def test_mm_ui_serves_the_store_and_prints_runs_table_url(store: str, tmp_path: 
         assert body["experiment"]["name"] == "tiny"
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
     finally:
-        process.terminate()
+        process.terminate()  # SIGTERM: mm ui must stop the server it started, workers too
         process.wait(30)
-    time.sleep(0.1)
+    time.sleep(0.5)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_mm_ui_on_a_busy_port_says_so(store: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = mm("ui", "--port", str(port), cwd=tmp_path, timeout=60)
+    assert result.returncode == 3
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "--port" in result.stderr and "Traceback" not in result.stderr

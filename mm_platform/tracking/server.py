@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +26,8 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def _experiment_id(project: str | None) -> str | None:
+def _experiment(project: str | None) -> tuple[str, str] | None:
+    """(id, name) of the project's experiment, or of the newest one when no project is given."""
     client = MlflowClient()
     if project is not None:
         experiment = client.get_experiment_by_name(project)
@@ -32,9 +36,22 @@ def _experiment_id(project: str | None) -> str | None:
                 f"no experiment named '{project}' in {mlflow.get_tracking_uri()}; "
                 f"train it first: mm train projects/{project}.yaml"
             )
-        return experiment.experiment_id
+        return experiment.experiment_id, experiment.name
     experiments = client.search_experiments(order_by=["last_update_time DESC"], max_results=1)
-    return experiments[0].experiment_id if experiments else None
+    return (experiments[0].experiment_id, experiments[0].name) if experiments else None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise TrackingError when something already listens on host:port."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise TrackingError(
+                f"port {port} on {host} is already in use ({exc.strerror}); stop what holds "
+                "it or choose another with --port"
+            ) from exc
 
 
 def wait_for_health(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
@@ -45,7 +62,8 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes] | None, timeout: 
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise TrackingError(
-                f"the MLflow server for {url} exited with code {process.returncode}"
+                f"the MLflow server for {url} stopped (exit code {process.returncode}) before "
+                "answering; its own error is printed above"
             )
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
@@ -56,41 +74,56 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes] | None, timeout: 
     raise TrackingError(f"the MLflow server at {url} did not become healthy in {timeout:.0f} s")
 
 
-def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], None]) -> None:
-    """Start `mlflow ui` for the current store, print the runs-table URL, wait until Ctrl-C."""
-    uri = connect()
-    experiment_id = _experiment_id(project)
-    if uri.startswith(("http://", "https://")):
-        echo(f"the store is a tracking server; its UI: {ui_runs_url(uri, experiment_id or '0')}")
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and the worker processes it started (its whole process group)."""
+    if process.poll() is not None:
         return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], None]) -> None:
+    """Start `mlflow ui` for the current store, print its URL, serve until Ctrl-C or SIGTERM."""
+    uri = connect()
+    experiment = _experiment(project)
+    if uri.startswith(("http://", "https://")):
+        where = ui_runs_url(uri, experiment[0]) if experiment else uri
+        echo(f"the store is a tracking server; open its own UI: {where}")
+        return
+    check_port_free(host, port)
     base = f"http://{host}:{port}"
     command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    # the server's own chatter goes to stderr so stdout carries only the URL
-    process = subprocess.Popen(command, env=server_env(), stdout=sys.stderr)
+        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # own process group, so stopping it stops its uvicorn workers too; its chatter goes to
+    # stderr so that stdout carries only the URL
+    process = subprocess.Popen(command, env=server_env(), stdout=sys.stderr, start_new_session=True)
     try:
         wait_for_health(base, process, timeout=90)
-        target = ui_runs_url(base, experiment_id) if experiment_id else base
-        echo(f"MLflow UI for {uri}: {target}  (Ctrl-C stops it)")
+        if project is not None and experiment is not None:
+            echo(f"MLflow UI for {uri}: {ui_runs_url(base, experiment[0])}  (Ctrl-C stops it)")
+        else:
+            echo(f"MLflow UI for {uri}: {base}  (Ctrl-C stops it)")
+            if experiment is not None:
+                echo(f"runs of the newest experiment, {experiment[1]}: "
+                     f"{ui_runs_url(base, experiment[0])}")  # fmt: skip
         process.wait()
+        if process.returncode not in (0, -signal.SIGTERM):
+            raise TrackingError(f"mlflow ui stopped with exit code {process.returncode}")
     except KeyboardInterrupt:
         pass
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(process)
+        signal.signal(signal.SIGTERM, previous)

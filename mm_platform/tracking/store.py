@@ -44,7 +44,26 @@ def connect() -> str:
                 f"tracking store {uri}: folder {folder} does not exist; create it, or set "
                 "MLFLOW_TRACKING_URI to another store"
             )
+    _check_store(uri)
     return uri
+
+
+def _check_store(uri: str) -> None:
+    """One cheap read of the tracking store and the registry, so that a store MLflow cannot
+    use fails here with one line rather than mid-run with a traceback."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient()
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    except Exception as exc:  # MLflow raises several unrelated types for unusable stores
+        reason = _gist(str(getattr(exc, "message", exc)))
+        raise TrackingError(
+            f"cannot use the MLflow tracking store {uri}: {reason}. Set MLFLOW_TRACKING_URI to "
+            "a running MLflow server or a sqlite:///path/mlflow.db store (unset it for "
+            "./mlflow.db)"
+        ) from exc
 
 
 def _check_server(uri: str) -> None:
@@ -58,13 +77,24 @@ def _check_server(uri: str) -> None:
             f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, or set "
             "MLFLOW_TRACKING_URI to a running server (unset it for the local sqlite:///mlflow.db)"
         ) from exc
-    if response.status_code >= 500:
+    if response.status_code in (401, 403):
+        return  # an auth-protected server: the store check names what is missing
+    if response.status_code != 200:
         raise TrackingError(
-            f"the MLflow tracking server at {uri} answers {response.status_code} on /health; "
-            "check its log, or set MLFLOW_TRACKING_URI to another server"
+            f"{uri} answers {response.status_code} on /health: is it an MLflow tracking "
+            "server? Check its log, or set MLFLOW_TRACKING_URI to another server"
         )
 
 
 def ui_runs_url(base_url: str, experiment_id: str) -> str:
     """The MLflow UI page that lists an experiment's runs."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def _gist(message: str, limit: int = 240) -> str:
+    """The first line of a library message, cut after a whole sentence near `limit`."""
+    line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    if len(line) <= limit:
+        return line.rstrip(".")
+    cut = line.rfind(". ", 0, limit)
+    return line[:cut] if cut > 0 else line[:limit] + "..."
