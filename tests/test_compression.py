@@ -345,3 +345,17 @@ def test_compressed_version_serves_with_mlflow_models_serve(store: str, tmp_path
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_changed_training_data_refuses_to_compare(store: str, tmp_path: Path) -> None:
+    from mm_platform.compression.job import compress_project
+    from mm_platform.errors import DataError
+    from mm_platform.training import train_project
+
+    path = write_project(tmp_path, {**COMPRESSIBLE, "compression": {"quantize": {"bits": [8]}}})
+    train_project(load_project(path))
+    changed = copy.deepcopy(COMPRESSIBLE)
+    changed["dataset"] = {**changed["dataset"], "n_samples": 300}
+    changed["compression"] = {"quantize": {"bits": [8]}}
+    with pytest.raises(DataError, match=r"not what tiny version 1 was trained on .*retrain first"):
+        compress_project(load_project(write_project(tmp_path, changed)))

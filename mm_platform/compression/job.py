@@ -13,7 +13,7 @@ from mm_platform.catalog import METRICS
 from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data import load_dataset
-from mm_platform.errors import MmError, ProjectConfigError, TrackingError
+from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows
 from mm_platform.training import Progress, split_holdout
 
@@ -106,6 +106,15 @@ def compress_project(
             f"{parent_version.tags.get('mm.run_type', 'unknown')}); compress a version made by "
             "mm train"
         )
+    target = str(data.y.name)
+    digest = tracking.dataset_digest(pd.concat([X_train, y_train], axis=1), targets=target)
+    trained_on = parent_version.tags.get("mm.dataset_digest")
+    if trained_on and trained_on != digest:
+        raise DataError(
+            f"{project.label}: the training data is not what {project.name} version {number} "
+            f"was trained on (digest {digest}, version has {trained_on}), so its holdout "
+            f"would not compare; retrain first: mm train {project.label}"
+        )
     parent = tracking.load_sklearn_model(uri)
     stratify = y_train if project.task != "regression" and project.split.stratify else None
     # validation rows for ensemble pruning come from the training split (the holdout stays
@@ -122,6 +131,7 @@ def compress_project(
     lineage = {
         "mm.parent_model_version": number,
         "mm.parent_run_id": parent_version.run_id or "",
+        "mm.dataset_digest": digest,
     }
     report = progress or (lambda _d, _i, _n: None)
     results: list[VariantResult] = []

@@ -21,6 +21,7 @@ from mm_platform.tracking.registry import (
     resolve_version,
 )
 from mm_platform.tracking.runs import (
+    dataset_digest,
     log_dataset,
     log_figure,
     log_frame,
@@ -33,6 +34,7 @@ from mm_platform.tracking.runs import (
 __all__ = [
     "artifact_size",
     "connect",
+    "dataset_digest",
     "get_alias_version",
     "load_sklearn_model",
     "log_compressed_model",

@@ -148,6 +148,11 @@ def log_dataset(frame: pd.DataFrame, *, name: str, source: str, targets: str, co
     return dataset.digest
 
 
+def dataset_digest(frame: pd.DataFrame, *, targets: str) -> str:
+    """The digest `log_dataset` would record for `frame`, without logging anything."""
+    return mlflow.data.from_pandas(frame, targets=targets).digest
+
+
 def _dataset_source(source: str) -> Any:
     if os.path.exists(source):
         return str(Path(source).resolve())
