@@ -153,6 +153,42 @@ def _print_compression(result: Any) -> None:
 
 
 @main.command()
+@click.argument("project")
+def lineage(project: str) -> None:
+    """Print the tree of PROJECT's registered versions: trained -> compressed -> ..."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from mm_platform import tracking
+    from mm_platform.config import load_project
+    from mm_platform.lineage import build_tree
+
+    loaded = load_project(project)
+    tracking.connect()
+    roots = build_tree(tracking.list_versions(loaded.name))
+    key = f"holdout_{loaded.selection.metric}"
+    tree = Tree(f"[bold]{loaded.name}[/bold]  (key metric {key})")
+
+    def add(branch: Tree, node) -> None:
+        parts = [f"v{node.version}", node.run_type]
+        if node.label:
+            parts.append(node.label)
+        if key in node.metrics:
+            parts.append(f"{key}={node.metrics[key]:.4g}")
+        if "size_bytes" in node.metrics:
+            parts.append(f"{node.metrics['size_bytes']:,.0f} B")
+        if node.aliases:
+            parts.append(" ".join(f"[green]@{a}[/green]" for a in node.aliases))
+        child = branch.add("  ".join(parts))
+        for sub in node.children:
+            add(child, sub)
+
+    for root in roots:
+        add(tree, root)
+    Console(width=max(Console().width, 110)).print(tree)
+
+
+@main.command()
 @click.option(
     "--projects",
     "folder",

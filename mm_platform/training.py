@@ -261,6 +261,8 @@ def train_project(project: Project, progress: Progress | None = None) -> TrainRe
         _log_figure(project, pipeline, X_hold, y_hold)
         tracking.log_frame(_reference_sample(project, pipeline, X_hold, y_hold), REFERENCE_ARTIFACT)
         info = tracking.log_sklearn_model(pipeline, X_train, method="predict")
+        size = {"size_bytes": float(tracking.artifact_size(info.model_uri)), **_n_params(pipeline)}
+        tracking.log_metrics(size)
         key = f"holdout_{project.selection.metric}"
         version, alias = tracking.register_with_alias(
             project.name,
@@ -274,7 +276,7 @@ def train_project(project: Project, progress: Progress | None = None) -> TrainRe
                 "mm.source_run_id": parent.info.run_id,
                 "mm.candidate": best.trial.candidate,
                 "mm.reference_artifact": REFERENCE_ARTIFACT,
-                **{f"mm.metric.{k}": f"{v:.6g}" for k, v in holdout.items()},
+                **{f"mm.metric.{k}": f"{v:.6g}" for k, v in {**holdout, **size}.items()},
             },
             description=(
                 f"{best.trial.candidate} trained by `mm train` on {data.name}; "
@@ -351,6 +353,17 @@ def _best(project: Project, results: list[TrialResult]) -> TrialResult:
     key = f"cv_{project.selection.metric}_mean"
     _, larger_is_better = METRICS[project.selection.metric]
     return (max if larger_is_better else min)(ok, key=lambda r: r.scores[key])
+
+
+def _n_params(pipeline: Any) -> dict[str, float]:
+    """`n_params` and `n_nonzero` as compression counts them, where the family has them."""
+    from mm_platform.compression.compile import UnsupportedModel, compile_pipeline
+
+    try:
+        compiled = compile_pipeline(pipeline)
+    except UnsupportedModel:
+        return {}
+    return {"n_params": float(compiled.n_params()), "n_nonzero": float(compiled.n_nonzero())}
 
 
 def _log_learning_curve(pipeline: Any) -> None:

@@ -261,6 +261,16 @@ def test_compress_logs_runs_registers_versions_with_lineage(store: str, tmp_path
     in_memory = methods.quantize(parent, 8, per_channel=False)
     np.testing.assert_array_equal(loaded.predict(X), in_memory.predict(X))
 
+    # the lineage tree, from registry tags alone
+    tree = mm("lineage", str(project.source_path), cwd=tmp_path)
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    root = next(line for line in lines if f"v{trained.version}  train" in line)
+    assert "@champion" in root and "holdout_rmse=" in root and " B" in root
+    int8_line = next(line for line in lines if "compress  int8" in line)
+    assert int8_line.index("v") > root.index("v")  # indented under its parent
+    assert f"v{made['int8'].version}" in int8_line
+
 
 def test_each_method_round_trips_through_the_registry(store: str) -> None:
     import mlflow

@@ -67,6 +67,8 @@ def test_train_logs_parent_children_model_and_registers_champion_then_challenger
     assert version.tags["mm.project"] == "tiny"
     assert version.tags["mm.source_run_id"] == result.run_id
     assert version.tags["mm.dataset_digest"] == result.dataset_digest
+    assert float(version.tags["mm.metric.size_bytes"]) == parent.data.metrics["size_bytes"] > 1000
+    assert parent.data.metrics["n_params"] == 3  # ridge on x, x²: two weights and an intercept
 
     reference = pd.read_parquet(
         mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=REFERENCE_ARTIFACT)

@@ -17,6 +17,7 @@ from mm_platform.tracking.models import (
 )
 from mm_platform.tracking.registry import (
     get_alias_version,
+    list_versions,
     register_with_alias,
     resolve_version,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "connect",
     "dataset_digest",
     "get_alias_version",
+    "list_versions",
     "load_sklearn_model",
     "log_compressed_model",
     "log_dataset",

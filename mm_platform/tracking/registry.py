@@ -113,3 +113,34 @@ def _uri() -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
+
+
+def list_versions(name: str) -> list[dict[str, Any]]:
+    """Every version of `name` with its tags, description and aliases, oldest first."""
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise TrackingError(
+                f"no registered model named '{name}' in {_uri()}; train it first: "
+                f"mm train projects/{name}.yaml"
+            ) from exc
+        raise
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():  # search results carry no aliases
+        aliases.setdefault(str(version), []).append(alias)
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted(
+        (
+            {
+                "version": str(v.version),
+                "tags": dict(v.tags or {}),
+                "description": v.description or "",
+                "aliases": sorted(aliases.get(str(v.version), [])),
+                "run_id": v.run_id,
+            }
+            for v in versions
+        ),
+        key=lambda v: int(v["version"]),
+    )
