@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -76,10 +78,27 @@ def _scores(model: Any, X: pd.DataFrame, task: str) -> Any:
     return proba[:, 1] if task == "binary" else proba
 
 
+@contextlib.contextmanager
+def _joblib_single(model: Any) -> Iterator[None]:
+    """Hold an estimator's own `n_jobs` (forests predict with joblib threads) to 1."""
+    step = getattr(model, "named_steps", {}).get("model", model)
+    params = step.get_params() if hasattr(step, "get_params") else {}
+    if "n_jobs" not in params:
+        yield
+        return
+    before = params["n_jobs"]
+    step.set_params(n_jobs=1)
+    try:
+        yield
+    finally:
+        step.set_params(n_jobs=before)
+
+
 def latency_ms_per_1k_rows(model: Any, X: pd.DataFrame, repeats: int = 7) -> float:
     """Median wall time of `model.predict` on 1000 rows (rows repeated if X has fewer).
 
-    BLAS and OpenMP pools are held to one thread while timing, as in a scoring server
+    BLAS and OpenMP pools (and a forest's joblib threads) are held to one thread while
+    timing, as in a scoring server
     answering one request per worker: small matrix products otherwise pay thread
     hand-offs, and pools left spinning by an earlier fit skew whatever is timed next.
     """
@@ -87,7 +106,7 @@ def latency_ms_per_1k_rows(model: Any, X: pd.DataFrame, repeats: int = 7) -> flo
 
     rows = X.iloc[np.arange(1000) % len(X)]
     times = []
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), _joblib_single(model):
         model.predict(rows)  # warm-up
         for _ in range(repeats):
             start = time.perf_counter()

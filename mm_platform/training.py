@@ -363,6 +363,8 @@ def _n_params(pipeline: Any) -> dict[str, float]:
         compiled = compile_pipeline(pipeline)
     except UnsupportedModel:
         return {}
+    except Exception:  # counting is informational; it must never fail a training run
+        return {}
     return {"n_params": float(compiled.n_params()), "n_nonzero": float(compiled.n_nonzero())}
 
 

@@ -73,6 +73,8 @@ BAD = [
      r"compression\.prune\.sparsities\[1\]: input should be less than 1, got 1\.5"),
     (_with("compression", {"prune": {"sparsities": [0]}}),
      r"compression\.prune\.sparsities\[0\]: input should be greater than 0, got 0"),
+    (_with("compression", {"prune": {"sparsities": [0.5, 0.5]}}),
+     r"compression\.prune\.sparsities: lists each value once; \[0\.5\] repeat"),
     (_with("compression", {"quantize": {"bits": [8, 4]}}),
      r"compression\.quantize\.bits\[1\]: input should be 8 or 16, got 4"),
     (_with("compression", {"distill": {"students": [{"kind": "forest"}]}}),

@@ -89,7 +89,10 @@ def _preprocess(pipeline: Pipeline, arrays: dict[str, np.ndarray]) -> dict[str, 
             spec["numeric"] = [str(c) for c in columns]
             for step_name, step in steps.steps:
                 if step_name == "impute":
-                    arrays["pre.fill"] = np.asarray(step.statistics_, dtype=np.float64)
+                    fill = np.asarray(step.statistics_, dtype=np.float64)
+                    arrays["pre.fill"] = fill
+                    if np.isnan(fill).any():  # columns all-missing in training are dropped
+                        arrays["pre.keep"] = ~np.isnan(fill)
                 elif step_name == "scale":
                     arrays["pre.offset"], arrays["pre.mult"] = _affine(step)
                 elif step_name == "poly":
@@ -186,7 +189,7 @@ def _trees(
     # boosting: one raw score per class column; forests: one value (or class fraction) each
     n_classes = 1 if classes is None else len(classes)
     n_out = est.estimators_.shape[1] if boosted else n_classes
-    lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
+    lefts, rights, features, thresholds, values, roots, missing = [], [], [], [], [], [], []
     offset = 0
     for tree, column in pairs:
         t = tree.tree_
@@ -196,6 +199,7 @@ def _trees(
         lefts.append(np.where(is_leaf, -1, left + offset))
         rights.append(np.where(is_leaf, -1, right + offset))
         features.append(np.where(is_leaf, 0, t.feature))
+        missing.append(np.where(is_leaf, 0, t.missing_go_to_left).astype(np.uint8))
         thresholds.append(np.where(is_leaf, 0.0, t.threshold))
         raw = t.value.reshape(t.node_count, -1).astype(np.float64)
         value = np.zeros((t.node_count, n_out))
@@ -212,6 +216,7 @@ def _trees(
     arrays["t.right"] = np.concatenate(rights).astype(index_type)
     arrays["t.feature"] = np.concatenate(features).astype(np.int32)
     arrays["t.threshold"] = _round_down_f32(np.concatenate(thresholds))
+    arrays["t.missing_left"] = np.concatenate(missing)
     arrays["t.roots"] = np.asarray(roots, dtype=index_type)
     _tensor(spec, arrays, "t.value", np.concatenate(values), codec("t.value"), axis=-1)
     model: dict[str, Any] = {"kind": "trees", "classes": classes}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows
 from mm_platform.training import Progress, split_holdout
 
 if TYPE_CHECKING:
+    from mm_platform.compression.mm_compressed import CompressedModel
     from mm_platform.config import Project
 
 MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<alias>[A-Za-z0-9_-]+)$")
@@ -71,9 +74,9 @@ def parse_model_ref(ref: str, project: Project) -> str:
 def relative_loss(metric: str, parent: float, value: float) -> float:
     """How much worse `value` is than `parent`, as a fraction of the parent (negative: better)."""
     _, larger_is_better = METRICS[metric]
-    if parent == 0:
-        return 0.0 if value == parent else float("inf")
     change = (parent - value) if larger_is_better else (value - parent)
+    if parent == 0:  # no scale to compare against: only the direction is known
+        return 0.0 if change == 0 else math.copysign(math.inf, change)
     return change / abs(parent)
 
 
@@ -97,7 +100,9 @@ def compress_project(
     from mm_platform import tracking
 
     tracking.connect()
-    parent_version = tracking.resolve_version(project.name, alias=alias, version=version)
+    parent_version = tracking.resolve_version(
+        project.name, alias=alias, version=version, source=project.label
+    )
     number = str(parent_version.version)
     uri = f"models:/{project.name}/{number}"
     if "sklearn" not in tracking.model_flavors(uri):
@@ -164,20 +169,43 @@ def _one_variant(
     """Build, score, log and register one variant; a failure fails only this variant."""
     import mlflow
 
+    def failed(exc: Exception) -> VariantResult:
+        reason = f"{type(exc).__name__}: {exc}"
+        mlflow.set_tag(f"mm.failed.{variant.name}", reason[:5000])
+        return VariantResult(variant.method, variant.name, failed=reason)
+
     try:
-        return _build_and_log(variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
+        model = make(variant, ws)
     except UnsupportedModel as exc:
         mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
         return VariantResult(variant.method, variant.name, skipped=str(exc))
     except MmError:
         raise  # the store or the project is unusable: stop, the parent run ends FAILED
-    except Exception as exc:  # a numerical or library failure of one variant
-        reason = f"{type(exc).__name__}: {exc}"
-        mlflow.set_tag(f"mm.failed.{variant.name}", reason[:5000])
-        return VariantResult(variant.method, variant.name, failed=reason)
+    except Exception as exc:  # a numerical or library failure while building it
+        _record_failed_run(ws.project.name, variant, exc)
+        return failed(exc)
+    try:
+        return _log_variant(model, variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
+    except MmError:
+        raise
+    except Exception as exc:  # its run has already ended FAILED with the error
+        return failed(exc)
 
 
-def _build_and_log(
+def _record_failed_run(project: str, variant: Variant, exc: Exception) -> None:
+    """A FAILED child run for a variant that could not be built, carrying the error."""
+    from mm_platform import tracking
+
+    tags = {"mm.method": variant.method, "mm.variant": variant.name}
+    with (
+        contextlib.suppress(type(exc)),
+        tracking.tracked_run("compress", project, f"compress/{variant.name}", tags=tags),
+    ):
+        raise exc
+
+
+def _log_variant(
+    model: CompressedModel,
     variant: Variant,
     ws: Workspace,
     X_hold: pd.DataFrame,
@@ -189,7 +217,6 @@ def _build_and_log(
     from mm_platform import tracking
 
     project = ws.project
-    model = make(variant, ws)
     tags = {**lineage, "mm.method": variant.method, "mm.variant": variant.name}
     with tracking.tracked_run(
         "compress", project.name, f"compress/{variant.name}", tags=tags
@@ -243,9 +270,7 @@ def _build_and_log(
                 f"relative {primary} loss {metrics['relative_loss']:+.2%}"
             ),
         )
-        import mlflow
-
-        mlflow.set_tag("mm.model_version", version)
+        # registration is the run's last step: nothing after it can fail and orphan the version
         return VariantResult(variant.method, variant.name, metrics, version, run.info.run_id)
 
 

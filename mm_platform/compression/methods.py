@@ -106,8 +106,12 @@ def quantize(parent: Pipeline, bits: int, per_channel: bool) -> CompressedModel:
     """int8 (symmetric; per tensor or per output channel) or float16 weights / leaf values."""
     _require(parent, ("linear", "mlp", "forest", "boosted"), "quantization")
     weight = ("int8c" if per_channel else "int8") if bits == 8 else "f16"
-    other = "f32" if bits == 8 else "f16"  # biases and intercepts
-    return compile_pipeline(parent, codec=lambda name: weight if _is_weight(name) else other)
+    # biases and intercepts stay float32: few values, and a regression intercept can exceed
+    # float16's range
+    try:
+        return compile_pipeline(parent, codec=lambda name: weight if _is_weight(name) else "f32")
+    except OverflowError as exc:
+        raise UnsupportedModel(f"float16 cannot hold this model: {exc}") from exc
 
 
 # --- pruning --------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ def encode(name: str, array: np.ndarray, codec: str, axis: int = -1) -> dict[str
     if codec == "f32":
         return {name: array.astype(np.float32)}
     if codec == "f16":
+        peak = float(np.abs(array).max(initial=0.0))
+        if peak > float(np.finfo(np.float16).max):
+            raise OverflowError(f"{name} holds {peak:.4g}, beyond float16's range (65504)")
         return {name: array.astype(np.float16)}
     if codec not in ("int8", "int8c"):
         raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
@@ -124,6 +127,11 @@ class CompressedModel:
                 missing = np.isnan(num)
                 if missing.any():
                     num[missing] = np.take(a["pre.fill"], np.nonzero(missing)[1])
+                if "pre.keep" in a:  # the imputer drops columns that were all missing in training
+                    num = num[:, a["pre.keep"]]
+            if self._model["kind"] != "trees" and np.isnan(num).any():
+                # as sklearn: without imputation only trees accept missing values
+                raise ValueError("Input X contains NaN; this model was trained without imputation")
             if "pre.offset" in a:
                 num = (num - a["pre.offset"]) * a["pre.mult"]
             if "pre.powers" in a:
@@ -131,10 +139,12 @@ class CompressedModel:
                 num = np.stack([np.prod(num**p, axis=1) for p in powers], axis=1)
             blocks.append(num)
         for j, column in enumerate(pre["categorical"]):
-            values = X[column].astype(object).where(X[column].notna(), None)
-            values = values.map(lambda v: None if v is None else str(v)).to_numpy()
+            # as sklearn's SimpleImputer: only float NaN is missing; None is a category
             fill = str(a["pre.cat_fill"][j])
-            values = np.where(pd.isna(values), fill, values).astype(str)
+            values = np.asarray(
+                [fill if isinstance(v, float) and v != v else str(v) for v in X[column]],
+                dtype=str,
+            )
             categories = a[f"pre.cat.{j}"]
             blocks.append((values[:, None] == categories[None, :]).astype(np.float64))
         matrix = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
@@ -164,22 +174,30 @@ class CompressedModel:
         a = self.arrays
         left, right = a["t.left"].astype(np.int64), a["t.right"].astype(np.int64)
         feature, threshold = a["t.feature"].astype(np.int64), a["t.threshold"]
+        missing_left = a["t.missing_left"].astype(bool)
         values = self._params["t.value"]
         roots = a["t.roots"].astype(np.int64)
-        X32 = Z.astype(np.float32)  # sklearn trees compare float32 inputs
-        rows = np.arange(len(X32))[None, :]
-        nodes = np.repeat(roots[:, None], len(X32), axis=1)
         leaf = left < 0
-        active = ~leaf[nodes]
-        while active.any():
-            go_left = X32[rows, feature[nodes]] <= threshold[nodes]
-            nxt = np.where(go_left, left[nodes], right[nodes])
-            nodes = np.where(active, nxt, nodes)
+        X32 = Z.astype(np.float32)  # sklearn trees compare float32 inputs
+        chunks = []
+        for start in range(0, len(X32), 10_000):  # bounds memory: trees x rows indices
+            X = X32[start : start + 10_000]
+            rows = np.arange(len(X))[None, :]
+            nodes = np.repeat(roots[:, None], len(X), axis=1)
             active = ~leaf[nodes]
-        leaf_values = values[nodes]  # trees x rows x outputs
-        if self._model["combine"] == "mean":
-            return leaf_values.mean(axis=0)
-        return self._params["t.init"] + self._model["learning_rate"] * leaf_values.sum(axis=0)
+            while active.any():
+                x = X[rows, feature[nodes]]
+                go_left = (x <= threshold[nodes]) | (np.isnan(x) & missing_left[nodes])
+                nxt = np.where(go_left, left[nodes], right[nodes])
+                nodes = np.where(active, nxt, nodes)
+                active = ~leaf[nodes]
+            leaf_values = values[nodes]  # trees x rows x outputs
+            if self._model["combine"] == "mean":
+                chunks.append(leaf_values.mean(axis=0))
+            else:
+                lr = self._model["learning_rate"]
+                chunks.append(self._params["t.init"] + lr * leaf_values.sum(axis=0))
+        return np.vstack(chunks) if chunks else np.zeros((0, values.shape[1]))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities (classifiers only)."""

@@ -86,8 +86,13 @@ def register_with_alias(
     return number, alias
 
 
-def resolve_version(name: str, *, alias: str | None = None, version: str | None = None) -> Any:
-    """The ModelVersion named by `version`, or by `alias` (default: champion)."""
+def resolve_version(
+    name: str, *, alias: str | None = None, version: str | None = None, source: str | None = None
+) -> Any:
+    """The ModelVersion named by `version`, or by `alias` (default: champion).
+
+    `source` is the project file, for the hint in the error when there is no champion.
+    """
     client = MlflowClient()
     if version is not None:
         try:
@@ -104,7 +109,7 @@ def resolve_version(name: str, *, alias: str | None = None, version: str | None 
         if alias == CHAMPION:
             raise TrackingError(
                 f"{name} has no champion in {_uri()}; train one first: "
-                f"mm train projects/{name}.yaml"
+                f"mm train {source or f'projects/{name}.yaml'}"
             ) from exc
         raise TrackingError(f"{name} has no version with alias @{alias}") from exc
 
