@@ -182,6 +182,13 @@ class Selection(_Strict):
 Sparsity = Annotated[float, Field(gt=0, lt=1)]
 
 
+def _no_repeats(values: list[Any]) -> list[Any]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"lists each value once; {repeated} repeat")
+    return values
+
+
 class Prune(_Strict):
     """Pruning sweeps: magnitude sparsities, L1 proximal lambdas, ensemble sizes."""
 
@@ -190,12 +197,22 @@ class Prune(_Strict):
     ensemble_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     refit_epochs: int = Field(0, ge=0, le=1000)
 
+    @field_validator("sparsities", "l1_lambdas", "ensemble_sizes")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        return _no_repeats(values)
+
 
 class Quantize(_Strict):
     """Quantization sweeps: 8 (int8 with scales) or 16 (float16) bits."""
 
     bits: list[Literal[8, 16]] = Field(default_factory=lambda: [8, 16])
     per_channel: list[bool] = Field(default_factory=lambda: [False])
+
+    @field_validator("bits", "per_channel")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        return _no_repeats(values)
 
 
 class Student(_Strict):
@@ -244,6 +261,23 @@ class Compression(_Strict):
     latency_repeats: int = Field(7, ge=1, le=1000)
 
 
+class Serving(_Strict):
+    """Where the served model's prediction log and labels live."""
+
+    prediction_log: str | None = Field(
+        None, description="folder (relative to the project file) or pyarrow filesystem URI"
+    )
+
+    @field_validator("prediction_log")
+    @classmethod
+    def _resolve_log(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is None or "://" in value or base is None:
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else Path(base) / path)
+
+
 class Project(_Strict):
     """One model project: data, features, candidates, selection; registered under `name`."""
 
@@ -257,6 +291,7 @@ class Project(_Strict):
     split: Split = Field(default_factory=Split)
     seed: int = Field(42, ge=0, le=2**32 - 1)
     compression: Compression | None = None
+    serving: Serving = Field(default_factory=Serving)
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -439,7 +474,9 @@ def _model_of(annotation: Any) -> Any:
 
 def project_params(project: Project) -> dict[str, str]:
     """The project's settings as flat MLflow params (`dataset.source`, `features.scale`, ...)."""
-    data = project.model_dump(mode="json", exclude={"candidates", "description", "compression"})
+    data = project.model_dump(
+        mode="json", exclude={"candidates", "description", "compression", "serving"}
+    )
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
