@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,8 @@ def _onnx_peer(pipeline, X_hold, y_hold, workdir: Path) -> dict[str, float]:
     rows = X_hold.iloc[np.arange(1000) % len(X_hold)]
     return {
         "size_bytes": int8.stat().st_size,
+        # our arrays.bin is deflate-compressed; compress the peer's file the same way
+        "deflated_size_bytes": len(zlib.compress(int8.read_bytes(), 6)),
         "fp32_size_bytes": fp32.stat().st_size,
         "rmse": score_predictions("regression", y_hold, predictor(int8)(X_hold))["rmse"],
         "fp32_rmse": score_predictions("regression", y_hold, predictor(fp32)(X_hold))["rmse"],
@@ -80,7 +83,7 @@ def _onnx_peer(pipeline, X_hold, y_hold, workdir: Path) -> dict[str, float]:
 
 
 def _payload_bytes(model, workdir: Path) -> int:
-    """Bytes of our model payload alone (spec.json + arrays.npz), without MLflow packaging."""
+    """Bytes of our model payload alone (spec.json + arrays.bin), without MLflow packaging."""
     folder = workdir / "payload"
     model.save(folder)
     return sum(p.stat().st_size for p in folder.iterdir())
@@ -132,7 +135,8 @@ def main() -> None:
         peer_loss = relative_loss("rmse", parent_rmse, peer["rmse"])
         m = int8.metrics
         passed = m["compression_ratio"] >= 3.5 and m["relative_loss"] <= 0.01
-        no_larger = ours_payload <= peer["size_bytes"]
+        # like for like: both deflate-compressed (our arrays.bin is; the .onnx protobuf is not)
+        no_larger = ours_payload <= peer["deflated_size_bytes"]
         no_worse = m["relative_loss"] <= peer_loss
         ok &= passed and no_larger and no_worse
         print(
@@ -146,16 +150,18 @@ def main() -> None:
             f"{'PASS' if passed else 'FAIL'}"
         )
         print(
-            f"   ours int8 payload    {ours_payload:>9,} B  (spec.json + arrays.npz; "
-            f"float64 repack payload {repack_payload:,} B)"
+            f"   ours int8 payload    {ours_payload:>9,} B  (spec.json + arrays.bin; "
+            f"float64 repack payload {repack_payload:,} B: int8 alone "
+            f"{repack_payload / ours_payload:.2f}x)"
         )
         fp32_loss = relative_loss("rmse", parent_rmse, peer["fp32_rmse"])
         print(
-            f"   onnx int8 file       {peer['size_bytes']:>9,} B  loss {peer_loss:+.3%}  "
+            f"   onnx int8 file       {peer['size_bytes']:>9,} B  "
+            f"(deflated {peer['deflated_size_bytes']:,} B)  loss {peer_loss:+.3%}  "
             f"{peer['latency_ms_per_1k_rows']:.3f} ms/1k rows  (fp32 file "
             f"{peer['fp32_size_bytes']:,} B, loss {fp32_loss:+.3%})"
         )
-        print(f"   ours vs peer: size {ours_payload / peer['size_bytes']:.2f}x "
+        print(f"   ours vs peer: size {ours_payload / peer['deflated_size_bytes']:.2f}x deflated, "
               f"({'no larger' if no_larger else 'LARGER'}), loss "
               f"{'no more' if no_worse else 'MORE'}, latency "
               f"{m['latency_ms_per_1k_rows'] / peer['latency_ms_per_1k_rows']:.2f}x")  # fmt: skip

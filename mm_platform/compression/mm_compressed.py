@@ -5,14 +5,15 @@ its pyfunc `loader_module`, so a compressed version loads wherever numpy and pan
 without mm_platform installed. It must import nothing but numpy, pandas and the standard
 library.
 
-An artifact folder holds `spec.json` (structure, codecs) and `arrays.npz` (the stored
-arrays, zlib-compressed). Prediction uses the arrays exactly as stored: int8 tensors are
+An artifact folder holds `spec.json` (structure, codecs, array index) and `arrays.bin`
+(every stored array in one deflate-compressed buffer). Prediction uses the arrays exactly as stored: int8 tensors are
 dequantized as `q * scale` once at load; nothing else of the original model survives.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +101,35 @@ class CompressedModel:
     # -- persistence
 
     def save(self, folder: str | Path) -> None:
-        """Write spec.json and arrays.npz into `folder`."""
+        """Write spec.json (with the array index) and arrays.bin into `folder`.
+
+        All arrays go into one deflate-compressed buffer: per-array containers such as .npz
+        cost a few hundred bytes of headers each, more than a small model's weights.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(json.dumps(self.spec, separators=(",", ":")))
-        np.savez_compressed(folder / "arrays.npz", **self.arrays)
+        index, chunks, offset = {}, [], 0
+        for name, array in self.arrays.items():
+            array = np.ascontiguousarray(array)
+            index[name] = [array.dtype.str, list(array.shape), offset]
+            chunks.append(array.tobytes())
+            offset += array.nbytes
+        spec = {**self.spec, "arrays": index}
+        (folder / "spec.json").write_text(json.dumps(spec, separators=(",", ":")))
+        (folder / "arrays.bin").write_bytes(zlib.compress(b"".join(chunks), 9))
 
     @classmethod
     def load(cls, folder: str | Path) -> CompressedModel:
         """Read a model written by `save`."""
         folder = Path(folder)
         spec = json.loads((folder / "spec.json").read_text())
-        with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        blob = zlib.decompress((folder / "arrays.bin").read_bytes())
+        arrays = {}
+        for name, (dtype, shape, offset) in spec.pop("arrays").items():
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape, dtype=np.int64))
+            flat = np.frombuffer(blob, dtype=dt, count=count, offset=offset)
+            arrays[name] = flat.reshape(shape).copy()
         return cls(spec, arrays)
 
     # -- inference
