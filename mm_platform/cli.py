@@ -154,6 +154,85 @@ def _print_compression(result: Any) -> None:
 
 @main.command()
 @click.argument("project")
+@click.option("--alias", default="champion", show_default=True, help="Serve this alias.")
+@click.option("--version", default=None, help="Serve this registered version instead.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+def serve(project: str, alias: str, version: str | None, host: str, port: int) -> None:
+    """Serve PROJECT's champion with `mlflow models serve`, logging every prediction."""
+    import tempfile
+    from pathlib import Path as _Path
+
+    from mm_platform import tracking
+    from mm_platform.config import load_project
+    from mm_platform.serving.predlog import log_root
+    from mm_platform.tracking.serving import build_monitored_model, run_server
+
+    loaded = load_project(project)
+    tracking.connect()
+    chosen = tracking.resolve_version(loaded.name, alias=alias, version=version)
+    root = log_root(loaded.serving.prediction_log)
+    with tempfile.TemporaryDirectory(prefix="mm-serve-") as tmp:
+        model_dir = build_monitored_model(
+            loaded.name, str(chosen.version), root, _Path(tmp) / "model"
+        )
+        run_server(
+            model_dir, host=host, port=port, echo=click.echo,
+            banner=f"serving {loaded.name} version {chosen.version}, logging to {root}",
+        )  # fmt: skip
+
+
+@main.command()
+@click.argument("project")
+@click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--alias", default="champion", show_default=True, help="Score with this alias.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write predictions (default: INPUT.predictions.csv).")  # fmt: skip
+def predict(project: str, input_file: Path, alias: str, output: Path | None) -> None:
+    """Score a CSV or Parquet file in batch; every row goes to the prediction log."""
+    from mm_platform import tracking
+    from mm_platform.config import load_project
+    from mm_platform.serving.batch import predict_file
+    from mm_platform.serving.predlog import log_root
+
+    loaded = load_project(project)
+    tracking.connect()
+    chosen = tracking.resolve_version(loaded.name, alias=alias)
+    model = tracking.load_pyfunc(f"models:/{loaded.name}/{chosen.version}")
+    result = predict_file(
+        loaded, input_file, version=str(chosen.version), model=model,
+        columns=tracking.input_columns(model), log_root=log_root(loaded.serving.prediction_log),
+        output=output,
+    )  # fmt: skip
+    click.echo(
+        f"scored {result.rows} rows with {loaded.name} version {result.version}; "
+        f"predictions and request ids in {result.output}; logged to {result.log_root}"
+    )
+
+
+@main.command()
+@click.argument("project")
+@click.argument("labels_file", metavar="FILE", type=click.Path(path_type=Path))
+def labels(project: str, labels_file: Path) -> None:
+    """Ingest ground truth (columns request_id, label) for logged predictions."""
+    from mm_platform.config import load_project
+    from mm_platform.serving.batch import ingest_labels
+    from mm_platform.serving.predlog import log_root
+
+    loaded = load_project(project)
+    result = ingest_labels(loaded, labels_file, log_root=log_root(loaded.serving.prediction_log))
+    click.echo(f"ingested {result.ingested} labels for {loaded.name}")
+    if result.duplicates:
+        click.echo(f"{result.duplicates} duplicate request ids: the last label of each was kept")
+    if result.unknown:
+        click.echo(
+            f"{result.unknown} labels name request ids not in the prediction log and were not "
+            f"stored (e.g. {', '.join(result.unknown_examples)})"
+        )
+
+
+@main.command()
+@click.argument("project")
 def lineage(project: str) -> None:
     """Print the tree of PROJECT's registered versions: trained -> compressed -> ..."""
     from rich.console import Console

@@ -6,8 +6,9 @@ without mm_platform installed. It must import nothing but numpy, pandas and the 
 library.
 
 An artifact folder holds `spec.json` (structure, codecs, array index) and `arrays.bin`
-(every stored array in one deflate-compressed buffer). Prediction uses the arrays exactly as stored: int8 tensors are
-dequantized as `q * scale` once at load; nothing else of the original model survives.
+(every stored array in one deflate-compressed buffer). Prediction uses the arrays exactly
+as stored: int8 tensors are dequantized as `q * scale` once at load; nothing else of the
+original model survives.
 """
 
 from __future__ import annotations

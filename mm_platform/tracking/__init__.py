@@ -9,6 +9,8 @@ from __future__ import annotations
 from mm_platform.tracking.store import connect, ui_runs_url  # isort: skip
 from mm_platform.tracking.models import (
     artifact_size,
+    input_columns,
+    load_pyfunc,
     load_sklearn_model,
     log_compressed_model,
     log_sklearn_model,
@@ -37,7 +39,9 @@ __all__ = [
     "connect",
     "dataset_digest",
     "get_alias_version",
+    "input_columns",
     "list_versions",
+    "load_pyfunc",
     "load_sklearn_model",
     "log_compressed_model",
     "log_dataset",

@@ -103,3 +103,14 @@ def model_flavors(model_uri: str) -> list[str]:
 
     with_files = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/MLmodel")
     return list(Model.load(with_files).flavors)
+
+
+def load_pyfunc(model_uri: str) -> Any:
+    """Any logged model (sklearn or compressed) as an MLflow pyfunc."""
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def input_columns(pyfunc_model: Any) -> list[str]:
+    """The input column names of a pyfunc model's signature."""
+    signature = pyfunc_model.metadata.signature
+    return signature.inputs.input_names() if signature is not None else []

@@ -21,6 +21,9 @@ from mm_platform.tracking.store import connect, ui_runs_url
 def server_env() -> dict[str, str]:
     """Environment for an MLflow server or UI process: background job execution off."""
     env = dict(os.environ)
+    # MLflow starts `uvicorn` by name: make this interpreter's scripts folder come first
+    scripts = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     env.setdefault("DO_NOT_TRACK", "1")
     return env
@@ -54,8 +57,10 @@ def check_port_free(host: str, port: int) -> None:
             ) from exc
 
 
-def wait_for_health(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Poll `url`/health until it answers 200, the process exits, or `timeout` passes."""
+def wait_for_health(
+    url: str, process: subprocess.Popen[bytes] | None, timeout: float, path: str = "/health"
+) -> None:
+    """Poll `url` + `path` until it answers 200, the process exits, or `timeout` passes."""
     import requests
 
     deadline = time.monotonic() + timeout
@@ -66,7 +71,7 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes] | None, timeout: 
                 "answering; its own error is printed above"
             )
         try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+            if requests.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
