@@ -1,0 +1,1 @@
+"""Serving: the monitored model behind `mlflow models serve`, the prediction log, labels."""

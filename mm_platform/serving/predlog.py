@@ -1,0 +1,163 @@
+"""The prediction log and the labels: Parquet datasets partitioned by model and date.
+
+Layout under the log root (a local folder or any pyarrow filesystem URI such as s3://...):
+
+    predictions/model=<name>/date=<YYYY-MM-DD>/part-<time>-<uuid>.parquet
+    labels/model=<name>/date=<YYYY-MM-DD>/part-<time>-<uuid>.parquet
+
+Every file is written under a hidden name (".tmp-...", which readers skip) and then moved
+into place, so a crash never leaves a half-written file visible.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_ROOT = "prediction_log"
+ENV_ROOT = "MM_PREDICTION_LOG"
+META = ("request_id", "timestamp", "model_name", "model_version")
+
+
+def log_root(configured: str | None = None) -> str:
+    """The log root: MM_PREDICTION_LOG, else the project's setting, else ./prediction_log."""
+    root = os.environ.get(ENV_ROOT) or configured or DEFAULT_ROOT
+    if "://" in root:
+        return root
+    return str(Path(root).expanduser().resolve())
+
+
+def _filesystem(root: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), root
+
+
+def write_partition(root: str, kind: str, model: str, frame: pd.DataFrame) -> str:
+    """Write `frame` as one new file of dataset `kind` for `model`, atomically; return its path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, base = _filesystem(root)
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    folder = f"{base}/{kind}/model={model}/date={day}"
+    fs.create_dir(folder, recursive=True)
+    name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with fs.open_output_stream(tmp) as sink:
+        pq.write_table(table, sink)
+    fs.move(tmp, final)
+    return final
+
+
+def read_dataset(
+    root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given)."""
+    import pyarrow.dataset as ds
+
+    fs, base = _filesystem(root)
+    folder = f"{base}/{kind}/model={model}"
+    info = fs.get_file_info(folder)
+    if info.type.name == "NotFound":
+        return pd.DataFrame()
+    dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
+    frame = dataset.to_table().to_pandas()
+    frame = frame.drop(columns=[c for c in ("date",) if c in frame.columns])
+    if "timestamp" in frame.columns and (start is not None or end is not None):
+        stamps = pd.to_datetime(frame["timestamp"], utc=True)
+        keep = np.ones(len(frame), dtype=bool)
+        if start is not None:
+            keep &= stamps >= pd.Timestamp(start)
+        if end is not None:
+            keep &= stamps < pd.Timestamp(end)
+        frame = frame[keep]
+    return frame.reset_index(drop=True)
+
+
+class PredictionLogWriter:
+    """Buffers prediction records and writes them in the background.
+
+    `append` returns at once; a thread writes a file every `flush_seconds` (or sooner when
+    `max_rows` are waiting). `close` (also run at interpreter exit, which a graceful
+    SIGTERM of the scoring server reaches) writes whatever is still buffered.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        model_name: str,
+        model_version: str,
+        *,
+        flush_seconds: float = 0.2,
+        max_rows: int = 50_000,
+    ) -> None:
+        self.root = root
+        self.model_name = model_name
+        self.model_version = str(model_version)
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self._buffer: list[pd.DataFrame] = []
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mm-prediction-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def append(self, features: pd.DataFrame, predictions: Any) -> list[str]:
+        """Record one request's rows; return a request id per row."""
+        n = len(features)
+        ids = [uuid.uuid4().hex for _ in range(n)]
+        now = pd.Timestamp.now(tz="UTC")
+        frame = features.reset_index(drop=True).copy()
+        frame["prediction"] = np.asarray(predictions).reshape(n, -1)[:, 0]
+        frame.insert(0, "model_version", self.model_version)
+        frame.insert(0, "model_name", self.model_name)
+        frame.insert(0, "timestamp", now)
+        frame.insert(0, "request_id", ids)
+        with self._lock:
+            self._buffer.append(frame)
+            self._rows += n
+            full = self._rows >= self.max_rows
+        if full:
+            self._wake.set()
+        return ids
+
+    def flush(self) -> int:
+        """Write everything buffered now; return the rows written."""
+        with self._lock:
+            frames, self._buffer, self._rows = self._buffer, [], 0
+        if not frames:
+            return 0
+        frame = pd.concat(frames, ignore_index=True)
+        write_partition(self.root, "predictions", self.model_name, frame)
+        return len(frame)
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()

@@ -1,0 +1,135 @@
+"""Monitored serving through `mlflow models serve`, the prediction log, batch scoring, labels."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from conftest import SEED_LINEAR, free_port, mm, write_project
+
+from mm_platform.serving.predlog import PredictionLogWriter, read_dataset
+
+
+def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> None:
+    root = str(tmp_path / "log")
+    writer = PredictionLogWriter(root, "m", "3", flush_seconds=60)
+    ids = writer.append(pd.DataFrame({"x": [1.0, 2.0]}), [10.0, 20.0])
+    ids += writer.append(pd.DataFrame({"x": [3.0]}), [30.0])
+    assert len(set(ids)) == 3
+    assert read_dataset(root, "predictions", "m").empty  # buffered, not yet written
+    writer.close()
+    files = list((tmp_path / "log" / "predictions" / "model=m").rglob("*"))
+    parquet = [f for f in files if f.is_file()]
+    assert len(parquet) == 1 and parquet[0].parent.name.startswith("date=")
+    assert not any(f.name.startswith(".tmp-") for f in parquet)
+    frame = read_dataset(root, "predictions", "m")
+    assert list(frame["request_id"]) == ids
+    assert list(frame["prediction"]) == [10.0, 20.0, 30.0]
+    assert set(frame["model_version"]) == {"3"} and set(frame["model_name"]) == {"m"}
+    later = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=1)
+    assert read_dataset(root, "predictions", "m", start=later).empty
+
+
+def test_half_written_files_are_invisible(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1")
+    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
+    writer.close()
+    folder = next((root / "predictions" / "model=m").iterdir())
+    (folder / ".tmp-part-crashed.parquet").write_bytes(b"PAR1 half a file")
+    assert len(read_dataset(str(root), "predictions", "m")) == 1
+
+
+@pytest.fixture
+def trained(store: str, tmp_path: Path) -> Path:
+    path = write_project(tmp_path, SEED_LINEAR)
+    result = mm("train", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_batch_predict_logs_every_row_and_labels_join(trained: Path, tmp_path: Path) -> None:
+    pd.DataFrame({"x": [0.5, 1.5, 9.0]}).to_csv(tmp_path / "batch.csv", index=False)
+    result = mm("predict", str(trained), str(tmp_path / "batch.csv"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "scored 3 rows with tiny version 1" in result.stdout
+    scored = pd.read_csv(tmp_path / "batch.predictions.csv")
+    logged = read_dataset(str(tmp_path / "prediction_log"), "predictions", "tiny")
+    assert sorted(logged["request_id"]) == sorted(scored["request_id"])
+
+    labels = pd.DataFrame(
+        {"request_id": [*scored["request_id"], scored["request_id"][0], "unknown-id"],
+         "label": [3.5, 6.5, 29.0, 3.6, 1.0]}
+    )  # fmt: skip
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    result = mm("labels", str(trained), str(tmp_path / "labels.csv"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ingested 3 labels for tiny" in result.stdout
+    assert "1 duplicate request ids" in result.stdout
+    assert "1 labels name request ids not in the prediction log" in result.stdout
+    assert "unknown-id" in result.stdout
+    stored = read_dataset(str(tmp_path / "prediction_log"), "labels", "tiny")
+    assert len(stored) == 3
+    assert stored.set_index("request_id").loc[scored["request_id"][0], "label"] == 3.6
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"z": [1.0]}), r"batch\.csv: columns do not match .*missing \['x'\]"),
+        (pd.DataFrame({"x": [1.0], "z": [2.0]}), r"not in the model \['z'\]"),
+        (pd.DataFrame({"x": ["abc"]}), r"batch\.csv: the model refuses this data"),
+    ],
+)
+def test_batch_predict_bad_input(trained: Path, tmp_path: Path, frame, message: str) -> None:
+    import re
+
+    frame.to_csv(tmp_path / "batch.csv", index=False)
+    result = mm("predict", str(trained), str(tmp_path / "batch.csv"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert read_dataset(str(tmp_path / "prediction_log"), "predictions", "tiny").empty
+
+
+@pytest.mark.slow
+def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, tmp_path: Path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mm_platform", "serve", str(trained), "--port", str(port)],
+        cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        banner = server.stdout.readline()
+        assert "serving tiny version 1" in banner and url in banner
+        ids = []
+        for rows in ([[1.0]], [[2.0], [3.0]]):
+            answer = requests.post(url, json={"dataframe_split": {"columns": ["x"], "data": rows}})
+            assert answer.status_code == 200
+            ids += [p["request_id"] for p in answer.json()["predictions"]]
+        for body in (
+            {"dataframe_split": {"columns": ["z"], "data": [[1.0]]}},  # missing column
+            {"dataframe_split": {"columns": ["x", "z"], "data": [[1.0, 2.0]]}},  # extra
+            {"dataframe_split": {"columns": ["x"], "data": [["abc"]]}},  # mistyped
+        ):
+            bad = requests.post(url, json=body)
+            assert bad.status_code == 400, bad.text
+        server.send_signal(signal.SIGTERM)  # graceful: what was acknowledged must be written
+        server.wait(60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    time.sleep(0.2)
+    logged = read_dataset(str(tmp_path / "prediction_log"), "predictions", "tiny")
+    assert sorted(logged["request_id"]) == sorted(ids)
+    assert sorted(logged["x"]) == [1.0, 2.0, 3.0]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/ping", timeout=3)
