@@ -99,9 +99,10 @@ def main() -> None:
 
     from mm_platform.compression import methods
     from mm_platform.compression.compile import compile_pipeline
-    from mm_platform.compression.job import compress_project, relative_loss
+    from mm_platform.compression.job import compress_project
     from mm_platform.config import load_project
     from mm_platform.data import load_dataset
+    from mm_platform.evaluation import relative_loss
     from mm_platform.training import split_holdout, train_project
 
     seed_mlp = load_project(REPO / "projects" / "seed_mlp.yaml")

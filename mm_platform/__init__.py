@@ -7,7 +7,13 @@ import them when they run.
 from __future__ import annotations
 
 from mm_platform.config import Project, load_project
-from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
+from mm_platform.errors import (
+    DataError,
+    MmError,
+    ProjectConfigError,
+    RegistryError,
+    TrackingError,
+)
 
 __version__ = "0.1.0"
 
@@ -16,6 +22,7 @@ __all__ = [
     "MmError",
     "Project",
     "ProjectConfigError",
+    "RegistryError",
     "TrackingError",
     "__version__",
     "load_project",

@@ -231,6 +231,94 @@ def labels(project: str, labels_file: Path) -> None:
         )
 
 
+def _since(value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO date or time, e.g. 2026-11-29") from exc
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+@main.command()
+@click.argument("project")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labelled CSV/Parquet with the model's columns and the target.",
+)
+@click.option(
+    "--from-production", is_flag=True, help="Use logged predictions joined with their labels."
+)
+@click.option("--since", default=None, help="With --from-production: rows from this UTC time on.")
+@click.option("--lam", type=float, default=None, help="λ of λ‖θ − θ₀‖² (default: the project's).")
+def finetune(
+    project: str, data_file: Path | None, from_production: bool, since: str | None,
+    lam: float | None,
+) -> None:  # fmt: skip
+    """Fine-tune PROJECT's champion on new data, near its own parameters; register a challenger."""
+    from mm_platform.config import load_project
+    from mm_platform.finetuning import finetune_project
+    from mm_platform.serving.predlog import log_root
+
+    if (data_file is None) == (not from_production):
+        raise click.UsageError("give exactly one of --data FILE and --from-production")
+    loaded = load_project(project)
+    result = finetune_project(
+        loaded, data_path=data_file, since=_since(since), lam=lam,
+        log_root=log_root(loaded.serving.prediction_log),
+    )  # fmt: skip
+    metric, m = loaded.selection.metric, result.metrics
+    key = f"holdout_{metric}"
+    click.echo(
+        f"fine-tuned {result.project} version {result.parent_version} on {result.n_rows} rows "
+        f"(lambda={result.lam:g}): new-data {metric} {m['parent_new_' + metric]:.4g} -> "
+        f"{m['new_' + metric]:.4g}, {key} {m['parent_' + key]:.4g} -> {m[key]:.4g} "
+        f"(forgetting {m['forgetting']:+.2%})"
+    )
+    click.echo(f"registered {result.project} version {result.version} as @challenger")
+
+
+@main.command()
+@click.argument("project")
+def promote(project: str) -> None:
+    """Promote PROJECT's challenger if it passes the gate (exit 0), else refuse (exit 4)."""
+    from mm_platform.config import load_project
+    from mm_platform.promotion import promote_project
+    from mm_platform.serving.predlog import log_root
+
+    loaded = load_project(project)
+    result = promote_project(loaded, log_root=log_root(loaded.serving.prediction_log))
+    metric = loaded.selection.metric
+    click.echo(
+        f"{result.project}: champion v{result.champion} {metric}="
+        f"{result.champion_metrics[metric]:.4g}, challenger v{result.challenger} "
+        f"{metric}={result.challenger_metrics[metric]:.4g} on {result.n_holdout} holdout + "
+        f"{result.n_production} labelled production rows"
+    )
+    if result.promoted:
+        click.echo(f"promoted: @champion -> v{result.challenger}, @previous -> v{result.champion}")
+        return
+    click.echo("refused: " + "; ".join(result.reasons))
+    sys.exit(4)
+
+
+@main.command()
+@click.argument("project")
+def rollback(project: str) -> None:
+    """Move PROJECT's champion back to the previous champion."""
+    from mm_platform.config import load_project
+    from mm_platform.promotion import rollback_project
+
+    current, previous = rollback_project(load_project(project))
+    click.echo(f"@champion -> v{previous}" + (f", @previous -> v{current}" if current else ""))
+
+
 @main.command()
 @click.argument("project")
 def lineage(project: str) -> None:

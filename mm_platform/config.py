@@ -278,6 +278,24 @@ class Serving(_Strict):
         return str(path if path.is_absolute() else Path(base) / path)
 
 
+class Finetune(_Strict):
+    """Fine-tuning toward the champion: min 1/m Σ L + λ‖θ − θ₀‖²."""
+
+    lam: float = Field(1.0, ge=0)
+    epochs: int = Field(20, ge=1, le=10_000)  # MLP: warm-started epochs on the new data
+    n_new_trees: int = Field(50, ge=1, le=10_000)  # tree ensembles: trees added
+
+
+class Promotion(_Strict):
+    """The gate a challenger passes to become champion."""
+
+    min_improvement: float = Field(0.0, ge=-1, le=10)  # relative, on the selection metric
+    max_regression: float = Field(0.02, ge=0, le=10)  # relative, on every other metric
+    max_size_bytes: int | None = Field(None, ge=1)
+    max_latency_ms: float | None = Field(None, gt=0)  # per 1000 rows
+    use_production: bool = True  # also evaluate on labelled production data
+
+
 class Project(_Strict):
     """One model project: data, features, candidates, selection; registered under `name`."""
 
@@ -292,6 +310,8 @@ class Project(_Strict):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     compression: Compression | None = None
     serving: Serving = Field(default_factory=Serving)
+    finetune: Finetune = Field(default_factory=Finetune)
+    promotion: Promotion = Field(default_factory=Promotion)
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -475,7 +495,8 @@ def _model_of(annotation: Any) -> Any:
 def project_params(project: Project) -> dict[str, str]:
     """The project's settings as flat MLflow params (`dataset.source`, `features.scale`, ...)."""
     data = project.model_dump(
-        mode="json", exclude={"candidates", "description", "compression", "serving"}
+        mode="json",
+        exclude={"candidates", "description", "compression", "serving", "finetune", "promotion"},
     )
     flat: dict[str, str] = {}
 

@@ -25,3 +25,9 @@ class TrackingError(MmError):
     """The MLflow tracking server or model registry cannot be used as asked."""
 
     exit_code = 3
+
+
+class RegistryError(TrackingError):
+    """The registry is not in the state the command needs (no champion, no challenger...)."""
+
+    exit_code = 2

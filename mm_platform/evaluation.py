@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+from mm_platform.catalog import METRICS
 
 # CV scorer per metric and task; scorers named neg_* are negated back when reported.
 _SCORERS = {
@@ -113,3 +116,12 @@ def latency_ms_per_1k_rows(model: Any, X: pd.DataFrame, repeats: int = 7) -> flo
             model.predict(rows)
             times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)
+
+
+def relative_loss(metric: str, parent: float, value: float) -> float:
+    """How much worse `value` is than `parent`, as a fraction of the parent (negative: better)."""
+    _, larger_is_better = METRICS[metric]
+    change = (parent - value) if larger_is_better else (value - parent)
+    if parent == 0:  # no scale to compare against: only the direction is known
+        return 0.0 if change == 0 else math.copysign(math.inf, change)
+    return change / abs(parent)

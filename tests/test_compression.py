@@ -143,7 +143,7 @@ def test_float16_out_of_range_is_a_skip_reason() -> None:
     ],
 )
 def test_relative_loss_is_positive_when_worse(metric, parent, value, expected) -> None:
-    from mm_platform.compression.job import relative_loss
+    from mm_platform.evaluation import relative_loss
 
     assert relative_loss(metric, parent, value) == pytest.approx(expected)
 

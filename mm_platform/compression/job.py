@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data import load_dataset
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows
+from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows, relative_loss
 from mm_platform.training import Progress, split_holdout
 
 if TYPE_CHECKING:
@@ -69,15 +68,6 @@ def parse_model_ref(ref: str, project: Project) -> str:
             f"not '{match['name']}'; use {project.name}@{match['alias']}"
         )
     return match["alias"]
-
-
-def relative_loss(metric: str, parent: float, value: float) -> float:
-    """How much worse `value` is than `parent`, as a fraction of the parent (negative: better)."""
-    _, larger_is_better = METRICS[metric]
-    change = (parent - value) if larger_is_better else (value - parent)
-    if parent == 0:  # no scale to compare against: only the direction is known
-        return 0.0 if change == 0 else math.copysign(math.inf, change)
-    return change / abs(parent)
 
 
 def compress_project(

@@ -18,8 +18,10 @@ from mm_platform.tracking.models import (
     pip_requirements,
 )
 from mm_platform.tracking.registry import (
+    delete_alias,
     get_alias_version,
     list_versions,
+    move_alias,
     register_with_alias,
     resolve_version,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "artifact_size",
     "connect",
     "dataset_digest",
+    "delete_alias",
     "get_alias_version",
     "input_columns",
     "list_versions",
@@ -52,6 +55,7 @@ __all__ = [
     "log_params",
     "log_sklearn_model",
     "model_flavors",
+    "move_alias",
     "pip_requirements",
     "register_with_alias",
     "resolve_version",

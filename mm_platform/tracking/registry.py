@@ -9,7 +9,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mm_platform.errors import TrackingError
+from mm_platform.errors import RegistryError, TrackingError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -98,7 +98,7 @@ def resolve_version(
         try:
             return client.get_model_version(name, str(version))
         except MlflowException as exc:
-            raise TrackingError(
+            raise RegistryError(
                 f"{name} has no version {version}; see its versions on the Models page "
                 "of the MLflow UI (mm ui)"
             ) from exc
@@ -107,11 +107,11 @@ def resolve_version(
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if alias == CHAMPION:
-            raise TrackingError(
+            raise RegistryError(
                 f"{name} has no champion in {_uri()}; train one first: "
                 f"mm train {source or f'projects/{name}.yaml'}"
             ) from exc
-        raise TrackingError(f"{name} has no version with alias @{alias}") from exc
+        raise RegistryError(f"{name} has no version with alias @{alias}") from exc
 
 
 def _uri() -> str:
@@ -149,3 +149,18 @@ def list_versions(name: str) -> list[dict[str, Any]]:
         ),
         key=lambda v: int(v["version"]),
     )
+
+
+def move_alias(name: str, alias: str, version: str) -> None:
+    """Point `alias` of model `name` at `version`."""
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(name: str, alias: str) -> None:
+    """Remove `alias` from model `name` (nothing happens when it is not set)."""
+    client = MlflowClient()
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise

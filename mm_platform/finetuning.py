@@ -1,0 +1,259 @@
+"""`mm finetune`: the champion refit on new labelled data, held near its own parameters.
+
+The seed writes it as min_θ 1/m Σ L(y, ŷ; θ) + λ‖θ − θ₀‖², θ₀ the champion's parameters.
+Preprocessing stays as fitted on the original data; only the model stage moves:
+
+- linear regression: the closed form (ZᵀZ/m + λI) θ = Zᵀy/m + λθ₀ (intercept included);
+- logistic regression: that objective with the log-loss, minimised by L-BFGS;
+- MLP: warm-started Adam epochs on the new data, each followed by a decoupled pull toward
+  θ₀ (θ ← θ − 2λ·lr·(θ − θ₀), the AdamW-style form of the penalty's gradient);
+- tree ensembles (random forest, extra trees, gradient boosting, hist gradient boosting):
+  `n_new_trees` trees added on the new data (warm start); λ does not apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mm_platform.catalog import METRICS
+from mm_platform.data import load_dataset
+from mm_platform.errors import DataError, ProjectConfigError, TrackingError
+from mm_platform.evaluation import score_predictions
+from mm_platform.serving.batch import check_columns, labelled_production, read_table, target_name
+from mm_platform.training import split_holdout
+
+if TYPE_CHECKING:
+    from mm_platform.config import Project
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The fine-tuned challenger and how it compares with its parent."""
+
+    project: str
+    parent_version: str
+    version: str
+    run_id: str
+    n_rows: int
+    lam: float
+    metrics: dict[str, float]
+
+
+def new_data(
+    project: Project, columns: list[str], *, data_path: Path | None, since: datetime | None,
+    log_root: str,
+) -> tuple[pd.DataFrame, pd.Series, str]:  # fmt: skip
+    """The labelled rows to fine-tune on: a file, or production predictions joined with labels."""
+    target = target_name(project)
+    if data_path is not None:
+        frame = read_table(data_path)
+        source = str(data_path)
+        if target not in frame.columns:
+            raise DataError(
+                f"{data_path}: fine-tuning data lacks the target column '{target}' "
+                f"(columns: {list(frame.columns)})"
+            )
+    else:
+        frame = labelled_production(project, log_root, since)
+        source = f"production since {since.isoformat() if since else 'the start'}"
+        if len(frame) == 0:
+            raise DataError(
+                f"{project.name}: no labelled production data in {log_root}"
+                + (f" since {since.isoformat()}" if since else "")
+                + "; ingest labels with mm labels, or pass --data FILE"
+            )
+        data_path = Path(log_root)
+    y = frame[target]
+    X = check_columns(data_path, frame.drop(columns=[target]).drop(
+        columns=[c for c in ("request_id", "timestamp", "model_name", "model_version",
+                             "prediction") if c in frame.columns]), columns)  # fmt: skip
+    for column in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[column]) and column not in (
+            project.features.categorical
+        ):
+            raise DataError(f"{data_path}: column '{column}' is not numeric, as the model expects")
+    if y.isna().any():
+        raise DataError(f"{data_path}: target '{target}' has {int(y.isna().sum())} missing values")
+    return X.reset_index(drop=True), y.reset_index(drop=True), source
+
+
+def refit(parent: Any, X: pd.DataFrame, y: pd.Series, lam: float, project: Project) -> Any:
+    """A copy of the fitted pipeline with its model stage fine-tuned (see the module doc)."""
+    model = parent.named_steps["model"]
+    name = type(model).__name__
+    Z = parent[:-1].transform(X)
+    tuned = copy.deepcopy(parent)
+    step = tuned.named_steps["model"]
+    spec = project.finetune
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if (
+            name in ("LinearRegression", "Ridge", "Lasso", "ElasticNet")
+            and np.ndim(model.coef_) == 1
+        ):
+            step.coef_, step.intercept_ = _ridge_toward(Z, np.asarray(y, float), model, lam)
+        elif name == "LogisticRegression":
+            step.coef_, step.intercept_ = _logistic_toward(Z, y, model, lam)
+        elif name in ("MLPRegressor", "MLPClassifier"):
+            _mlp_toward(step, Z, y, lam, spec.epochs)
+        elif name in ("RandomForestRegressor", "RandomForestClassifier", "ExtraTreesRegressor",
+                      "ExtraTreesClassifier", "GradientBoostingRegressor",
+                      "GradientBoostingClassifier"):  # fmt: skip
+            step.set_params(warm_start=True, n_estimators=step.n_estimators + spec.n_new_trees)
+            step.fit(Z, y)
+        elif name.startswith("HistGradientBoosting"):
+            step.set_params(warm_start=True, max_iter=step.max_iter + spec.n_new_trees,
+                            early_stopping=False)  # fmt: skip
+            step.fit(Z, y)
+        else:
+            raise ProjectConfigError(
+                f"{project.label}: fine-tuning supports linear, logistic, MLP and tree-ensemble "
+                f"models; the champion is {name}"
+            )
+    return tuned
+
+
+def _ridge_toward(Z: np.ndarray, y: np.ndarray, model: Any, lam: float) -> tuple[Any, float]:
+    m = len(Z)
+    A = np.hstack([Z, np.ones((m, 1))])
+    theta0 = np.append(np.asarray(model.coef_, float), float(model.intercept_))
+    lhs = A.T @ A / m + lam * np.eye(A.shape[1])
+    theta = np.linalg.solve(lhs, A.T @ y / m + lam * theta0)
+    return theta[:-1], float(theta[-1])
+
+
+def _logistic_toward(Z: np.ndarray, y: pd.Series, model: Any, lam: float) -> tuple[Any, Any]:
+    from scipy.optimize import minimize
+
+    classes = list(model.classes_)
+    unknown = set(pd.unique(y)) - set(classes)
+    if unknown:
+        raise DataError(f"fine-tuning labels {sorted(unknown)} are not classes of the champion")
+    W0, b0 = np.asarray(model.coef_, float), np.asarray(model.intercept_, float)
+    k, n = W0.shape
+    index = np.searchsorted(classes, np.asarray(y))
+    m = len(Z)
+    # binary: sklearn keeps one row of weights for the second class
+    target = (index == 1).astype(float) if k == 1 else np.eye(k)[index]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W, b = theta[: k * n].reshape(k, n), theta[k * n :]
+        logits = Z @ W.T + b
+        if k == 1:
+            p = 1 / (1 + np.exp(-logits[:, 0]))
+            loss = -np.mean(target * np.log(p + 1e-12) + (1 - target) * np.log(1 - p + 1e-12))
+            residual = (p - target)[:, None]
+        else:
+            logits = logits - logits.max(axis=1, keepdims=True)
+            P = np.exp(logits)
+            P /= P.sum(axis=1, keepdims=True)
+            loss = -np.mean(np.sum(target * np.log(P + 1e-12), axis=1))
+            residual = P - target
+        gW = residual.T @ Z / m + 2 * lam * (W - W0)
+        gb = residual.mean(axis=0) + 2 * lam * (b - b0)
+        penalty = lam * (np.sum((W - W0) ** 2) + np.sum((b - b0) ** 2))
+        return loss + penalty, np.concatenate([gW.ravel(), gb])
+
+    start = np.concatenate([W0.ravel(), b0])
+    solution = minimize(objective, start, jac=True, method="L-BFGS-B")
+    return solution.x[: k * n].reshape(k, n), solution.x[k * n :]
+
+
+def _mlp_toward(model: Any, Z: np.ndarray, y: pd.Series, lam: float, epochs: int) -> None:
+    anchors = [W.copy() for W in model.coefs_] + [b.copy() for b in model.intercepts_]
+    model.early_stopping = False  # partial_fit cannot hold out data
+    pull = min(1.0, 2 * lam * model.learning_rate_init)
+    for _ in range(epochs):
+        model.partial_fit(Z, y)
+        params = model.coefs_ + model.intercepts_
+        for current, anchor in zip(params, anchors, strict=True):
+            current -= pull * (current - anchor)
+
+
+def finetune_project(
+    project: Project,
+    *,
+    data_path: Path | None = None,
+    since: datetime | None = None,
+    lam: float | None = None,
+    log_root: str,
+) -> FinetuneResult:
+    """Fine-tune the champion on new data, log the run, register the result as challenger."""
+    from mm_platform import tracking
+    from mm_platform.training import REFERENCE_ARTIFACT, _reference_sample
+
+    lam = project.finetune.lam if lam is None else lam
+    if lam < 0:
+        raise ProjectConfigError(f"--lam must be >= 0, got {lam}")
+    tracking.connect()
+    champion = tracking.resolve_version(project.name)
+    number = str(champion.version)
+    uri = f"models:/{project.name}/{number}"
+    if "sklearn" not in tracking.model_flavors(uri):
+        raise TrackingError(
+            f"{project.name} version {number} (the champion) is a compressed model; fine-tune "
+            "a trained version (promote one, or mm train first)"
+        )
+    parent = tracking.load_sklearn_model(uri)
+    columns = list(parent.named_steps["preprocess"].feature_names_in_)
+    X_new, y_new, source = new_data(
+        project, columns, data_path=data_path, since=since, log_root=log_root
+    )
+    data = load_dataset(project)
+    _, X_hold, _, y_hold = split_holdout(project, data)
+    tuned = refit(parent, X_new, y_new, lam, project)
+
+    task = project.task
+    metrics: dict[str, float] = {}
+    for prefix, model in (("", tuned), ("parent_", parent)):
+        for name, X, y in (("new_", X_new, y_new), ("holdout_", X_hold, y_hold)):
+            metrics.update(score_predictions(task, y, model.predict(X), prefix=prefix + name))
+    for key in [k for k in metrics if k.startswith("holdout_")]:
+        metrics[f"delta_{key}"] = metrics[key] - metrics[f"parent_{key}"]
+    primary = project.selection.metric
+    larger = METRICS[primary][1]
+    before, after = metrics[f"parent_holdout_{primary}"], metrics[f"holdout_{primary}"]
+    metrics["forgetting"] = ((before - after) if larger else (after - before)) / abs(before or 1)
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lineage = {"mm.parent_model_version": number, "mm.parent_run_id": champion.run_id or ""}
+    with tracking.tracked_run("finetune", project.name, f"finetune/{day}", tags=lineage) as run:
+        tracking.log_params({"lam": lam, "n_rows": len(X_new), "source": source,
+                             "parent_version": number, "epochs": project.finetune.epochs,
+                             "n_new_trees": project.finetune.n_new_trees})  # fmt: skip
+        tracking.log_metrics(metrics)
+        tracking.log_frame(_reference_sample(project, tuned, X_hold, y_hold), REFERENCE_ARTIFACT)
+        info = tracking.log_sklearn_model(tuned, X_new)
+        version, _ = tracking.register_with_alias(
+            project.name,
+            model_uri=info.model_uri,
+            run_id=run.info.run_id,
+            model_id=info.model_id,
+            alias="challenger",
+            tags={
+                **lineage,
+                "mm.run_type": "finetune",
+                "mm.project": project.name,
+                "mm.source_run_id": run.info.run_id,
+                "mm.reference_artifact": REFERENCE_ARTIFACT,
+                **{
+                    f"mm.metric.{k}": f"{v:.6g}"
+                    for k, v in metrics.items()
+                    if k.startswith("holdout_")
+                },
+            },
+            description=(
+                f"version {number} fine-tuned on {len(X_new)} rows ({source}), lambda={lam:g}; "
+                f"holdout {primary} {before:.4g} -> {after:.4g}"
+            ),
+        )
+        return FinetuneResult(
+            project.name, number, version, run.info.run_id, len(X_new), lam, metrics
+        )
