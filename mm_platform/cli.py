@@ -323,20 +323,26 @@ def rollback(project: str) -> None:
 @click.argument("project")
 def lineage(project: str) -> None:
     """Print the tree of PROJECT's registered versions: trained -> compressed -> ..."""
+    from mm_platform import tracking
+    from mm_platform.config import load_project
+
+    loaded = load_project(project)
+    tracking.connect()
+    _print_lineage(loaded.name, loaded.selection.metric)
+
+
+def _print_lineage(name: str, metric: str) -> None:
     from rich.console import Console
     from rich.tree import Tree
 
     from mm_platform import tracking
-    from mm_platform.config import load_project
     from mm_platform.lineage import build_tree
 
-    loaded = load_project(project)
-    tracking.connect()
-    roots = build_tree(tracking.list_versions(loaded.name))
-    key = f"holdout_{loaded.selection.metric}"
-    tree = Tree(f"[bold]{loaded.name}[/bold]  (key metric {key})")
+    roots = build_tree(tracking.list_versions(name))
+    key = f"holdout_{metric}"
+    tree = Tree(f"[bold]{name}[/bold]  (key metric {key})")
 
-    def add(branch: Tree, node) -> None:
+    def add(branch: Tree, node: Any) -> None:
         parts = [f"v{node.version}", node.run_type]
         if node.label:
             parts.append(node.label)
@@ -372,7 +378,8 @@ def demo(folder: Path) -> None:
     from mm_platform.demo import run_demo
 
     with _progress_bar() as report:
-        results, compressions = run_demo(folder, progress=report)
+        outcome = run_demo(folder, progress=report)
+    results = outcome.trained
     table = Table(title="mm demo: trained and registered")
     for column in ("project", "estimator", "holdout metric", "version", "alias"):
         table.add_column(column)
@@ -381,11 +388,38 @@ def demo(folder: Path) -> None:
         table.add_row(r.project, r.candidate, f"{metric} = {value:.4g}", r.version, r.alias)
     console = Console()
     console.print(table)
-    for compressed in compressions:
+    for compressed in outcome.compressed:
         _print_compression(compressed)
+    if outcome.loop is not None:
+        _print_loop(outcome.loop)
     uri = results[0].tracking_uri if results else ""
     console.print(f"store: {uri}")
     console.print("compare the runs in the MLflow UI:  mm ui")
+
+
+def _print_loop(loop: Any) -> None:
+    tuned, decision = loop.finetune, loop.promotion
+    click.echo(
+        f"\nproduction loop ({loop.project}): served v{loop.served_version} with mlflow models "
+        f"serve, {loop.n_requests} requests / {loop.n_rows} rows logged, inputs and truth "
+        f"shifted after row {loop.shifted_from}"
+    )
+    click.echo(
+        f"labels: {loop.labels.ingested} ingested, {loop.labels.unknown} unknown; fine-tuned "
+        f"v{tuned.parent_version} on {tuned.n_rows} labelled production rows -> "
+        f"v{tuned.version} @challenger (lambda={tuned.lam:g}, forgetting on the original "
+        f"holdout {tuned.metrics['forgetting']:+.2%})"
+    )
+    verdict = (
+        f"promoted v{decision.challenger} to @champion"
+        if decision.promoted
+        else "refused: " + "; ".join(decision.reasons)
+    )
+    click.echo(
+        f"promotion gate on {decision.n_holdout} holdout + {decision.n_production} production "
+        f"rows: {verdict}"
+    )
+    _print_lineage(loop.project, loop.metric)
 
 
 @main.command()

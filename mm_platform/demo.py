@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mm_platform.config import load_project
+import numpy as np
+import pandas as pd
+
+from mm_platform.config import Project, load_project
 from mm_platform.errors import ProjectConfigError
 
 if TYPE_CHECKING:
     from mm_platform.compression.job import CompressResult
+    from mm_platform.finetuning import FinetuneResult
+    from mm_platform.promotion import PromotionResult
+    from mm_platform.serving.batch import LabelResult
     from mm_platform.training import Progress, TrainResult
 
 
@@ -26,12 +35,21 @@ def project_files(folder: Path) -> list[Path]:
     return files
 
 
-def run_demo(
-    folder: Path, progress: Progress | None = None
-) -> tuple[list[TrainResult], list[CompressResult]]:
+@dataclass
+class DemoResult:
+    """Everything `mm demo` did, for the CLI to render."""
+
+    trained: list[TrainResult]
+    compressed: list[CompressResult]
+    loop: LoopResult | None
+
+
+def run_demo(folder: Path, progress: Progress | None = None) -> DemoResult:
     """Train and register every project in `folder` (all files are checked before any
-    trains), then compress the champion of each project that has a compression section."""
+    trains), compress the champion of each project that has a compression section, then
+    run the production loop on seed_linear when the folder has it."""
     from mm_platform.compression.job import compress_project
+    from mm_platform.serving.predlog import log_root
     from mm_platform.training import train_project
 
     projects = [load_project(path) for path in project_files(folder)]
@@ -41,4 +59,108 @@ def run_demo(
         for project in projects
         if project.compression is not None
     ]
-    return trained, compressed
+    loop = None
+    for project in projects:
+        if project.name == LOOP_PROJECT:
+            root = log_root(project.serving.prediction_log)
+            loop = production_loop(project, log_root=root, progress=progress)
+    return DemoResult(trained, compressed, loop)
+
+
+LOOP_PROJECT = "seed_linear"  # the loop simulates traffic for its one feature, x
+
+
+@dataclass
+class LoopResult:
+    """The production loop of the demo: traffic served, labels, fine-tune, promotion."""
+
+    project: str
+    metric: str
+    served_version: str
+    n_requests: int
+    n_rows: int
+    shifted_from: int
+    labels: LabelResult
+    finetune: FinetuneResult
+    promotion: PromotionResult
+
+
+def simulated_traffic(seed: int, n_requests: int) -> list[tuple[pd.DataFrame, np.ndarray]]:
+    """Requests of 1-5 rows; halfway through, inputs and the true relation both shift."""
+    rng = np.random.default_rng(seed)
+    traffic = []
+    for i in range(n_requests):
+        n = int(rng.integers(1, 6))
+        if i < n_requests // 2:
+            x = rng.uniform(0, 10, n)
+            y = 3.0 * x + 2.0 + rng.normal(0, 0.5, n)
+        else:  # covariate shift (wider x) and concept shift (steeper slope)
+            x = rng.uniform(4, 14, n)
+            y = 3.4 * x + 2.5 + rng.normal(0, 0.5, n)
+        traffic.append((pd.DataFrame({"x": x}), y))
+    return traffic
+
+
+def production_loop(
+    project: Project, *, log_root: str, n_requests: int = 150, progress: Progress | None = None
+) -> LoopResult:
+    """Serve the champion, send shifted traffic, ingest labels, fine-tune, promote."""
+    import tempfile
+
+    import requests
+
+    from mm_platform import tracking
+    from mm_platform.finetuning import finetune_project
+    from mm_platform.promotion import promote_project
+    from mm_platform.serving.batch import ingest_labels
+    from mm_platform.tracking.serving import (
+        build_monitored_model,
+        start_server,
+        stop_process_group,
+    )
+
+    report = progress or (lambda _d, _i, _n: None)
+    tracking.connect()
+    champion = str(tracking.resolve_version(project.name, source=project.label).version)
+    traffic = simulated_traffic(project.seed, n_requests)
+    ids: list[str] = []
+    truth: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
+        model_dir = build_monitored_model(project.name, champion, log_root, Path(tmp) / "model")
+        port = _free_port()
+        report(f"{project.name}: starting server", 0, n_requests)
+        server = start_server(model_dir, host="127.0.0.1", port=port, output=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/invocations"
+            for i, (frame, y) in enumerate(traffic):
+                body = {"dataframe_split": frame.to_dict(orient="split", index=False)}
+                answer = requests.post(url, json=body, timeout=30)
+                answer.raise_for_status()
+                ids += answer.json()["predictions"]["request_id"]
+                truth += list(y)
+                report(f"{project.name}: traffic", i + 1, n_requests)
+        finally:
+            stop_process_group(server)  # graceful: the log is flushed before it exits
+        labels_file = Path(tmp) / "labels.csv"
+        pd.DataFrame({"request_id": ids, "label": truth}).to_csv(labels_file, index=False)
+        labels = ingest_labels(project, labels_file, log_root=log_root)
+    tuned = finetune_project(project, log_root=log_root)
+    decision = promote_project(project, log_root=log_root)
+    shifted_from = sum(len(frame) for frame, _ in traffic[: n_requests // 2])
+    return LoopResult(
+        project.name,
+        project.selection.metric,
+        champion,
+        n_requests,
+        len(ids),
+        shifted_from,
+        labels,
+        tuned,
+        decision,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

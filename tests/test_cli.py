@@ -172,6 +172,11 @@ def test_demo_trains_each_project_and_leaves_champions(store: str, tmp_path: Pat
     assert "holdout_rmse" in result.stdout
     assert "mm compress: seed_linear version 1" in result.stdout  # seed_linear has compression
     assert "l1-0.1" in result.stdout and "int8" in result.stdout
+    # the production loop: served, labelled, fine-tuned, gated, lineage printed
+    assert "production loop (seed_linear): served v1 with mlflow models serve" in result.stdout
+    assert "0 unknown; fine-tuned v1 on" in result.stdout
+    assert "promotion gate on 200 holdout +" in result.stdout
+    assert "v8  finetune" in result.stdout
     assert "mm ui" in result.stdout
 
 

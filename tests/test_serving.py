@@ -116,7 +116,7 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
         for rows in ([[1.0]], [[2.0], [3.0]]):
             answer = requests.post(url, json={"dataframe_split": {"columns": ["x"], "data": rows}})
             assert answer.status_code == 200
-            ids += [p["request_id"] for p in answer.json()["predictions"]]
+            ids += answer.json()["predictions"]["request_id"]
         for body in (
             {"dataframe_split": {"columns": ["z"], "data": [[1.0]]}},  # missing column
             {"dataframe_split": {"columns": ["x", "z"], "data": [[1.0, 2.0]]}},  # extra

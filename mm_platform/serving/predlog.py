@@ -55,7 +55,8 @@ def write_partition(root: str, kind: str, model: str, frame: pd.DataFrame) -> st
     fs.create_dir(folder, recursive=True)
     name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # one thread: this also runs at interpreter exit, when new threads cannot start
+    table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
     with fs.open_output_stream(tmp) as sink:
         pq.write_table(table, sink)
     fs.move(tmp, final)
@@ -109,7 +110,9 @@ class PredictionLogWriter:
         self.model_version = str(model_version)
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
-        self._buffer: list[pd.DataFrame] = []
+        # (features, predictions, first request id, UTC time) per request; frames are built
+        # by the writer thread, so the request path only takes a reference
+        self._buffer: list[tuple[pd.DataFrame, np.ndarray, str, pd.Timestamp]] = []
         self._rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -119,30 +122,48 @@ class PredictionLogWriter:
         atexit.register(self.close)
 
     def append(self, features: pd.DataFrame, predictions: Any) -> list[str]:
-        """Record one request's rows; return a request id per row."""
+        """Record one request's rows; return a request id per row (`<uuid>-<row>`).
+
+        The caller must not modify `features` afterwards (the scoring server builds a new
+        frame per request).
+        """
         n = len(features)
-        ids = [uuid.uuid4().hex for _ in range(n)]
-        now = pd.Timestamp.now(tz="UTC")
-        frame = features.reset_index(drop=True).copy()
-        frame["prediction"] = np.asarray(predictions).reshape(n, -1)[:, 0]
-        frame.insert(0, "model_version", self.model_version)
-        frame.insert(0, "model_name", self.model_name)
-        frame.insert(0, "timestamp", now)
-        frame.insert(0, "request_id", ids)
+        base = uuid.uuid4().hex
+        record = (features, np.asarray(predictions), base, pd.Timestamp.now(tz="UTC"))
         with self._lock:
-            self._buffer.append(frame)
+            self._buffer.append(record)
             self._rows += n
             full = self._rows >= self.max_rows
         if full:
             self._wake.set()
-        return ids
+        return [f"{base}-{i}" for i in range(n)]
 
     def flush(self) -> int:
         """Write everything buffered now; return the rows written."""
         with self._lock:
-            frames, self._buffer, self._rows = self._buffer, [], 0
-        if not frames:
+            records, self._buffer, self._rows = self._buffer, [], 0
+        if not records:
             return 0
+        frames = []
+        for features, predictions, base, stamp in records:
+            n = len(features)
+            frame = features.reset_index(drop=True)
+            frame = pd.concat(
+                [
+                    pd.DataFrame(
+                        {
+                            "request_id": [f"{base}-{i}" for i in range(n)],
+                            "timestamp": [stamp] * n,
+                            "model_name": self.model_name,
+                            "model_version": self.model_version,
+                        }
+                    ),
+                    frame,
+                ],
+                axis=1,
+            )
+            frame["prediction"] = predictions.reshape(n, -1)[:, 0]
+            frames.append(frame)
         frame = pd.concat(frames, ignore_index=True)
         write_partition(self.root, "predictions", self.model_name, frame)
         return len(frame)

@@ -10,6 +10,7 @@ timestamp to the prediction log, and returns the predictions with their request 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ class MonitoredModel:
         self.inner = inner
         self.writer = writer
         self.columns = columns
+        self._shutdown_hooked = False
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        """Predictions and request ids (a frame with columns `prediction`, `request_id`)."""
+        """Predictions and request ids: {"prediction": [...], "request_id": [...]}."""
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input, columns=self.columns)
         extra = [c for c in model_input.columns if c not in self.columns]
@@ -41,8 +43,23 @@ class MonitoredModel:
             )
         # the inner model enforces its signature: missing or mistyped columns raise (400)
         predictions = self.inner.predict(model_input)
+        if not self._shutdown_hooked:
+            self._hook_shutdown()
         ids = self.writer.append(model_input[self.columns], predictions)
-        return pd.DataFrame({"prediction": predictions, "request_id": ids})
+        # columns, not records: a dict of two lists serialises far faster than a frame
+        return {"prediction": predictions, "request_id": ids}
+
+    def _hook_shutdown(self) -> None:
+        """Flush the log in the scoring server's shutdown, before the process exits.
+
+        uvicorn re-raises SIGTERM after a graceful shutdown, which ends the process without
+        running atexit handlers; the app's shutdown handlers do run first.
+        """
+        self._shutdown_hooked = True
+        app_module = sys.modules.get("mlflow.pyfunc.scoring_server.app")
+        router = getattr(getattr(app_module, "app", None), "router", None)
+        if router is not None and hasattr(router, "on_shutdown"):
+            router.on_shutdown.append(self.writer.close)
 
 
 def _load_pyfunc(data_path: str) -> MonitoredModel:

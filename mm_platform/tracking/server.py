@@ -79,21 +79,27 @@ def wait_for_health(
     raise TrackingError(f"the MLflow server at {url} did not become healthy in {timeout:.0f} s")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server and the worker processes it started (its whole process group)."""
-    if process.poll() is not None:
-        return
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop the server and the worker processes it started (its whole process group),
+    gracefully, and return only when all of them have exited (SIGKILL after `timeout`)."""
+    group = process.pid
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.poll()  # reap our direct child; the workers are reaped by init
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break  # every process of the group has exited
+        time.sleep(0.05)
+    else:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(group, signal.SIGKILL)
+    process.wait()
 
 
-def _raise_interrupt(_signum: int, _frame: object) -> None:
+def raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -111,7 +117,7 @@ def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], N
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     # own process group, so stopping it stops its uvicorn workers too; its chatter goes to
     # stderr so that stdout carries only the URL
     process = subprocess.Popen(command, env=server_env(), stdout=sys.stderr, start_new_session=True)
@@ -130,5 +136,5 @@ def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], N
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(process)
+        stop_process_group(process)
         signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import mlflow.pyfunc
@@ -16,10 +17,10 @@ from mlflow.models import Model
 
 from mm_platform.tracking.models import pip_requirements
 from mm_platform.tracking.server import (
-    _raise_interrupt,
-    _stop,
     check_port_free,
+    raise_keyboard_interrupt,
     server_env,
+    stop_process_group,
     wait_for_health,
 )
 
@@ -69,25 +70,39 @@ def serve_command(model_dir: Path, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def start_server(
+    model_dir: Path, *, host: str, port: int, output: Any = None
+) -> subprocess.Popen[bytes]:
+    """Start `mlflow models serve` on `model_dir` and return once it answers /ping."""
+    check_port_free(host, port)
+    process = subprocess.Popen(
+        serve_command(model_dir, host, port), env=server_env(),
+        stdout=output if output is not None else sys.stderr,
+        stderr=output if output is not None else None, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_health_path(f"http://{host}:{port}", process)
+    except BaseException:
+        stop_process_group(process)
+        raise
+    return process
+
+
 def run_server(
     model_dir: Path, *, host: str, port: int, echo: Callable[[str], None], banner: str
 ) -> None:
     """Serve `model_dir` until Ctrl-C or SIGTERM; both stop the server gracefully."""
-    check_port_free(host, port)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    process = subprocess.Popen(
-        serve_command(model_dir, host, port), env=server_env(), stdout=sys.stderr,
-        start_new_session=True,
-    )  # fmt: skip
-    base = f"http://{host}:{port}"
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    process = None
     try:
-        wait_for_health_path(base, process)
-        echo(f"{banner}: POST {base}/invocations  (Ctrl-C stops it)")
+        process = start_server(model_dir, host=host, port=port)
+        echo(f"{banner}: POST http://{host}:{port}/invocations  (Ctrl-C stops it)")
         process.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(process)
+        if process is not None:
+            stop_process_group(process)
         signal.signal(signal.SIGTERM, previous)
 
 
