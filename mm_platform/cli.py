@@ -222,6 +222,8 @@ def labels(project: str, labels_file: Path) -> None:
     loaded = load_project(project)
     result = ingest_labels(loaded, labels_file, log_root=log_root(loaded.serving.prediction_log))
     click.echo(f"ingested {result.ingested} labels for {loaded.name}")
+    if result.missing:
+        click.echo(f"{result.missing} rows had no label value and were not stored")
     if result.duplicates:
         click.echo(f"{result.duplicates} duplicate request ids: the last label of each was kept")
     if result.unknown:
@@ -268,6 +270,8 @@ def finetune(
 
     if (data_file is None) == (not from_production):
         raise click.UsageError("give exactly one of --data FILE and --from-production")
+    if since is not None and not from_production:
+        raise click.UsageError("--since goes with --from-production")
     loaded = load_project(project)
     result = finetune_project(
         loaded, data_path=data_file, since=_since(since), lam=lam,

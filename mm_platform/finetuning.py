@@ -6,7 +6,8 @@ Preprocessing stays as fitted on the original data; only the model stage moves:
 - linear regression: the closed form (ZᵀZ/m + λI) θ = Zᵀy/m + λθ₀ (intercept included);
 - logistic regression: that objective with the log-loss, minimised by L-BFGS;
 - MLP: warm-started Adam epochs on the new data, each followed by a decoupled pull toward
-  θ₀ (θ ← θ − 2λ·lr·(θ − θ₀), the AdamW-style form of the penalty's gradient);
+  θ₀ (θ ← θ − 2λ·lr·(θ − θ₀), the form of the penalty's gradient step, applied once per
+  epoch rather than per mini-batch: λ is per epoch);
 - tree ensembles (random forest, extra trees, gradient boosting, hist gradient boosting):
   `n_new_trees` trees added on the new data (warm start); λ does not apply.
 """
@@ -14,6 +15,7 @@ Preprocessing stays as fitted on the original data; only the model stage moves:
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,13 +64,14 @@ def new_data(
                 f"(columns: {list(frame.columns)})"
             )
     else:
-        frame = labelled_production(project, log_root, since)
+        frame = labelled_production(project, log_root, since, part="fit")
         source = f"production since {since.isoformat() if since else 'the start'}"
         if len(frame) == 0:
             raise DataError(
                 f"{project.name}: no labelled production data in {log_root}"
                 + (f" since {since.isoformat()}" if since else "")
-                + "; ingest labels with mm labels, or pass --data FILE"
+                + " outside the rows the promotion gate keeps for evaluation; ingest labels "
+                "with mm labels, or pass --data FILE"
             )
         data_path = Path(log_root)
     y = frame[target]
@@ -89,6 +92,20 @@ def refit(parent: Any, X: pd.DataFrame, y: pd.Series, lam: float, project: Proje
     """A copy of the fitted pipeline with its model stage fine-tuned (see the module doc)."""
     model = parent.named_steps["model"]
     name = type(model).__name__
+    if hasattr(model, "classes_"):
+        unseen = set(pd.unique(y)) - set(model.classes_)
+        if unseen:
+            raise DataError(f"fine-tuning labels {sorted(unseen)} are not classes of the champion")
+        if not name.startswith(("Logistic", "MLP")) and set(pd.unique(y)) != set(model.classes_):
+            raise DataError(
+                f"adding trees needs every class of the champion in the new data; "
+                f"{sorted(set(model.classes_) - set(pd.unique(y)))} are missing"
+            )
+    if name.startswith("MLP") and model.solver not in ("adam", "sgd"):
+        raise ProjectConfigError(
+            f"{project.label}: fine-tuning an MLP continues its stochastic solver; the "
+            f"champion uses solver '{model.solver}' (use adam or sgd)"
+        )
     Z = parent[:-1].transform(X)
     tuned = copy.deepcopy(parent)
     step = tuned.named_steps["model"]
@@ -126,7 +143,8 @@ def _ridge_toward(Z: np.ndarray, y: np.ndarray, model: Any, lam: float) -> tuple
     A = np.hstack([Z, np.ones((m, 1))])
     theta0 = np.append(np.asarray(model.coef_, float), float(model.intercept_))
     lhs = A.T @ A / m + lam * np.eye(A.shape[1])
-    theta = np.linalg.solve(lhs, A.T @ y / m + lam * theta0)
+    # lstsq: with λ = 0 and collinear columns (one-hot + intercept) lhs is singular
+    theta = np.linalg.lstsq(lhs, A.T @ y / m + lam * theta0, rcond=None)[0]
     return theta[:-1], float(theta[-1])
 
 
@@ -191,8 +209,8 @@ def finetune_project(
     from mm_platform.training import REFERENCE_ARTIFACT, _reference_sample
 
     lam = project.finetune.lam if lam is None else lam
-    if lam < 0:
-        raise ProjectConfigError(f"--lam must be >= 0, got {lam}")
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ProjectConfigError(f"--lam must be a finite number >= 0, got {lam}")
     tracking.connect()
     champion = tracking.resolve_version(project.name)
     number = str(champion.version)
@@ -215,11 +233,19 @@ def finetune_project(
     metrics: dict[str, float] = {}
     for prefix, model in (("", tuned), ("parent_", parent)):
         for name, X, y in (("new_", X_new, y_new), ("holdout_", X_hold, y_hold)):
-            metrics.update(score_predictions(task, y, model.predict(X), prefix=prefix + name))
+            scores = None
+            if task != "regression" and hasattr(model, "predict_proba"):
+                proba = model.predict_proba(X)
+                scores = proba[:, 1] if task == "binary" else proba
+            metrics.update(score_predictions(task, y, model.predict(X), scores, prefix + name))
     for key in [k for k in metrics if k.startswith("holdout_")]:
         metrics[f"delta_{key}"] = metrics[key] - metrics[f"parent_{key}"]
     primary = project.selection.metric
     larger = METRICS[primary][1]
+    if f"holdout_{primary}" not in metrics:
+        raise DataError(
+            f"{project.label}: {primary} cannot be computed on the holdout (e.g. one class only)"
+        )
     before, after = metrics[f"parent_holdout_{primary}"], metrics[f"holdout_{primary}"]
     metrics["forgetting"] = ((before - after) if larger else (after - before)) / abs(before or 1)
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -231,6 +257,8 @@ def finetune_project(
         tracking.log_metrics(metrics)
         tracking.log_frame(_reference_sample(project, tuned, X_hold, y_hold), REFERENCE_ARTIFACT)
         info = tracking.log_sklearn_model(tuned, X_new)
+        metrics["size_bytes"] = float(tracking.artifact_size(info.model_uri))
+        tracking.log_metrics({"size_bytes": metrics["size_bytes"]})
         version, _ = tracking.register_with_alias(
             project.name,
             model_uri=info.model_uri,
@@ -246,7 +274,7 @@ def finetune_project(
                 **{
                     f"mm.metric.{k}": f"{v:.6g}"
                     for k, v in metrics.items()
-                    if k.startswith("holdout_")
+                    if k.startswith("holdout_") or k == "size_bytes"
                 },
             },
             description=(

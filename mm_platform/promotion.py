@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ def evaluation_data(project: Project, log_root: str) -> tuple[pd.DataFrame, pd.S
     _, X_hold, _, y_hold = split_holdout(project, data)
     n_prod = 0
     if project.promotion.use_production:
-        production = labelled_production(project, log_root)
+        production = labelled_production(project, log_root, part="evaluation")
         if len(production):
             target = target_name(project)
             X_prod = production[list(X_hold.columns)]
@@ -69,6 +70,8 @@ def gate(project: Project, champion: dict[str, float], challenger: dict[str, flo
     rules = project.promotion
     primary = project.selection.metric
     reasons = []
+    if primary not in champion or primary not in challenger:
+        return [f"{primary} cannot be computed for both models on this data (no class scores?)"]
     gain = -relative_loss(primary, champion[primary], challenger[primary])
     if gain < rules.min_improvement:
         reasons.append(
@@ -123,12 +126,7 @@ def promote_project(project: Project, *, log_root: str) -> PromotionResult:
     if champion == challenger:
         reasons.append(f"the challenger is the champion already (version {champion})")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
-    tags = {
-        "mm.champion_version": champion,
-        "mm.challenger_version": challenger,
-        "mm.decision": "promoted" if promoted else "refused",
-        "mm.reason": "; ".join(reasons) if reasons else "passed every rule of the gate",
-    }
+    tags = {"mm.champion_version": champion, "mm.challenger_version": challenger}
     with tracking.tracked_run("promote", project.name, f"promote/{stamp}", tags=tags) as run:
         tracking.log_params({**project.promotion.model_dump(), "n_holdout_rows": n_hold,
                              "n_production_rows": n_prod})  # fmt: skip
@@ -136,9 +134,13 @@ def promote_project(project: Project, *, log_root: str) -> PromotionResult:
             {f"{role}_{k}": v for role, m in figures.items() for k, v in m.items()}
         )
         if promoted:
-            tracking.move_alias(project.name, PREVIOUS, champion)
-            tracking.move_alias(project.name, CHAMPION, challenger)
-            tracking.delete_alias(project.name, CHALLENGER)
+            moves = {PREVIOUS: champion, CHAMPION: challenger, CHALLENGER: None}
+            _move_or_restore(project.name, moves)
+        # recorded only once the aliases are where the decision says
+        tracking.set_tags({
+            "mm.decision": "promoted" if promoted else "refused",
+            "mm.reason": "; ".join(reasons) if reasons else "passed every rule of the gate",
+        })  # fmt: skip
     return PromotionResult(project.name, champion, challenger, promoted, reasons,
                            figures[CHAMPION], figures[CHALLENGER], n_hold, n_prod,
                            run.info.run_id)  # fmt: skip
@@ -159,7 +161,29 @@ def rollback_project(project: Project) -> tuple[str, str]:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
     tags = {"mm.from_version": current or "", "mm.to_version": previous}
     with tracking.tracked_run("rollback", project.name, f"rollback/{stamp}", tags=tags):
-        tracking.move_alias(project.name, CHAMPION, previous)
+        moves: dict[str, str | None] = {CHAMPION: previous}
         if current is not None:
-            tracking.move_alias(project.name, PREVIOUS, current)
+            moves[PREVIOUS] = current
+        _move_or_restore(project.name, moves)
     return current or "", previous
+
+
+def _move_or_restore(name: str, moves: dict[str, str | None]) -> None:
+    """Set (or, for None, delete) several aliases; if one move fails, put all back."""
+    from mm_platform import tracking
+
+    before = {alias: tracking.get_alias_version(name, alias) for alias in moves}
+    try:
+        for alias, version in moves.items():
+            if version is None:
+                tracking.delete_alias(name, alias)
+            else:
+                tracking.move_alias(name, alias, version)
+    except BaseException:
+        for alias, version in before.items():
+            with contextlib.suppress(Exception):
+                if version is None:
+                    tracking.delete_alias(name, alias)
+                else:
+                    tracking.move_alias(name, alias, version)
+        raise

@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from mm_platform.config import load_project
 from mm_platform.errors import DataError
 from mm_platform.finetuning import _logistic_toward, _ridge_toward, finetune_project
+from mm_platform.serving.batch import is_evaluation_row
 
 
 def test_linear_closed_form_minimises_the_seed_objective() -> None:
@@ -90,6 +91,7 @@ def test_finetune_registers_a_challenger_with_lineage_and_forgetting_check(proje
     assert str(version.version) == "2"
     assert version.tags["mm.run_type"] == "finetune"
     assert version.tags["mm.parent_model_version"] == "1"
+    assert float(version.tags["mm.metric.size_bytes"]) > 1000  # lineage shows its size
     run = client.get_run(result.run_id)
     assert run.data.params["lam"] == "0.01" and run.data.params["n_rows"] == "300"
     assert run.data.tags["mm.run_type"] == "finetune"
@@ -141,7 +143,9 @@ def test_production_loop_predict_label_finetune(project, tmp_path: Path) -> None
         == 0
     )
     result = finetune_project(project, log_root=str(tmp_path / "prediction_log"), lam=0.01)
-    assert result.n_rows == 300
+    held_out = sum(is_evaluation_row(r) for r in scored["request_id"])
+    assert 30 < held_out < 90  # about one in five rows is kept for the promotion gate
+    assert result.n_rows == 300 - held_out  # fine-tuning never trains on those
     assert result.metrics["new_rmse"] < 0.7  # fits the shifted production data
 
 
@@ -199,6 +203,14 @@ def test_promote_without_challenger_and_rollback_without_previous(project, tmp_p
     assert "tiny has no challenger to promote" in result.stderr
     back = mm("rollback", str(project.source_path), cwd=tmp_path)
     assert back.returncode == 2 and "no previous champion to roll back to" in back.stderr
+
+
+def test_finetune_refuses_an_unusable_lambda(project, tmp_path: Path) -> None:
+    from mm_platform.errors import ProjectConfigError
+
+    with pytest.raises(ProjectConfigError, match=r"--lam must be a finite number >= 0, got nan"):
+        finetune_project(project, data_path=_new_rows(tmp_path / "n.csv"), lam=float("nan"),
+                         log_root=str(tmp_path))  # fmt: skip
 
 
 def test_finetune_tree_ensemble_adds_trees(store: str, tmp_path: Path) -> None:

@@ -37,6 +37,28 @@ def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> Non
     assert read_dataset(root, "predictions", "m", start=later).empty
 
 
+def test_files_with_int_and_float_columns_read_together(tmp_path: Path) -> None:
+    from mm_platform.serving.predlog import write_partition
+
+    root = str(tmp_path / "log")
+    write_partition(root, "labels", "m", pd.DataFrame({"request_id": ["a"], "label": [1]}))
+    write_partition(root, "labels", "m", pd.DataFrame({"request_id": ["b"], "label": [1.5]}))
+    assert sorted(read_dataset(root, "labels", "m")["label"]) == [1.0, 1.5]
+
+
+def test_a_failed_write_keeps_the_records(tmp_path: Path) -> None:
+    blocker = tmp_path / "log"
+    blocker.write_text("a file where the log folder should be")
+    writer = PredictionLogWriter(str(blocker), "m", "1", flush_seconds=60)
+    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
+    with pytest.raises(OSError):
+        writer.flush()
+    blocker.unlink()  # the disk is usable again: nothing was lost
+    assert writer.flush() == 1
+    writer.close()
+    assert len(read_dataset(str(blocker), "predictions", "m")) == 1
+
+
 def test_half_written_files_are_invisible(tmp_path: Path) -> None:
     root = tmp_path / "log"
     writer = PredictionLogWriter(str(root), "m", "1")
@@ -67,14 +89,15 @@ def test_batch_predict_logs_every_row_and_labels_join(trained: Path, tmp_path: P
     assert sorted(logged["request_id"]) == sorted(scored["request_id"])
 
     labels = pd.DataFrame(
-        {"request_id": [*scored["request_id"], scored["request_id"][0], "unknown-id"],
-         "label": [3.5, 6.5, 29.0, 3.6, 1.0]}
+        {"request_id": [*scored["request_id"], scored["request_id"][0], "unknown-id", "x-0"],
+         "label": [3.5, 6.5, 29.0, 3.6, 1.0, None]}
     )  # fmt: skip
     labels.to_csv(tmp_path / "labels.csv", index=False)
     result = mm("labels", str(trained), str(tmp_path / "labels.csv"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ingested 3 labels for tiny" in result.stdout
     assert "1 duplicate request ids" in result.stdout
+    assert "1 rows had no label value and were not stored" in result.stdout
     assert "1 labels name request ids not in the prediction log" in result.stdout
     assert "unknown-id" in result.stdout
     stored = read_dataset(str(tmp_path / "prediction_log"), "labels", "tiny")

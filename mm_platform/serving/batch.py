@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,7 +78,13 @@ def predict_file(
     result = frame.copy()
     result.insert(0, "request_id", ids)
     result["prediction"] = list(predictions)
-    result.to_csv(output, index=False)
+    try:
+        result.to_csv(output, index=False)
+    except OSError as exc:
+        raise DataError(
+            f"{output}: cannot write the predictions ({exc.strerror}); the rows are logged, "
+            "with request ids, in the prediction log"
+        ) from exc
     return BatchResult(len(frame), version, output, log_root)
 
 
@@ -90,6 +97,7 @@ class LabelResult:
     duplicates: int
     unknown_examples: list[str] = field(default_factory=list)
     path: str | None = None
+    missing: int = 0  # rows without a label value, not stored
 
 
 def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult:
@@ -104,6 +112,8 @@ def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult
         )
     frame = frame[["request_id", label_column]].rename(columns={label_column: "label"})
     frame["request_id"] = frame["request_id"].astype(str)
+    missing = int(frame["label"].isna().sum())
+    frame = frame[frame["label"].notna()]
     duplicates = int(frame["request_id"].duplicated(keep="last").sum())
     frame = frame.drop_duplicates("request_id", keep="last")
     logged = read_dataset(log_root, "predictions", project.name)
@@ -115,7 +125,12 @@ def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult
         known = known.assign(labelled_at=pd.Timestamp.now(tz="UTC"))
         written = write_partition(log_root, "labels", project.name, known)
     return LabelResult(
-        len(known), len(unknown), duplicates, list(unknown["request_id"].head(5)), written
+        len(known),
+        len(unknown),
+        duplicates,
+        list(unknown["request_id"].head(5)),
+        written,
+        missing,
     )
 
 
@@ -127,12 +142,29 @@ def target_name(project: Project) -> str:
     return "y" if dataset.source == "synthetic" else "target"
 
 
-def labelled_production(project: Project, log_root: str, since: object = None) -> pd.DataFrame:
-    """Logged features joined with their labels (latest label per request), since `since`."""
+EVALUATION_SHARE = 5  # one labelled production row in 5 is kept out of fine-tuning
+
+
+def is_evaluation_row(request_id: str) -> bool:
+    """A fixed, seed-free split of labelled production rows by request id: the gate scores
+    on these, fine-tuning never trains on them."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % EVALUATION_SHARE == 0
+
+
+def labelled_production(
+    project: Project, log_root: str, since: object = None, part: str | None = None
+) -> pd.DataFrame:
+    """Logged features joined with their labels (latest label per request), since `since`;
+    `part` "fit" or "evaluation" keeps only that side of the split by request id."""
     logged = read_dataset(log_root, "predictions", project.name, start=since)
     labels = read_dataset(log_root, "labels", project.name)
     if not len(logged) or not len(labels):
         return pd.DataFrame()
     labels = labels.sort_values("labelled_at").drop_duplicates("request_id", keep="last")
-    joined = logged.merge(labels[["request_id", "label"]], on="request_id", how="inner")
-    return joined.rename(columns={"label": target_name(project)})
+    labels = labels[["request_id", "label"]].rename(columns={"label": "__label"})
+    joined = logged.merge(labels, on="request_id", how="inner")
+    if part is not None:
+        held_out = joined["request_id"].map(is_evaluation_row)
+        joined = joined[held_out if part == "evaluation" else ~held_out]
+    return joined.rename(columns={"__label": target_name(project)}).reset_index(drop=True)

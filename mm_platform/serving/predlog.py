@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import uuid
@@ -75,17 +76,27 @@ def read_dataset(
     if info.type.name == "NotFound":
         return pd.DataFrame()
     dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
-    frame = dataset.to_table().to_pandas()
+    # file by file, so that files whose column types differ (int vs float) still combine
+    frames = [fragment.to_table().to_pandas() for fragment in dataset.get_fragments()]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
     frame = frame.drop(columns=[c for c in ("date",) if c in frame.columns])
     if "timestamp" in frame.columns and (start is not None or end is not None):
         stamps = pd.to_datetime(frame["timestamp"], utc=True)
         keep = np.ones(len(frame), dtype=bool)
         if start is not None:
-            keep &= stamps >= pd.Timestamp(start)
+            keep &= stamps >= _utc(start)
         if end is not None:
-            keep &= stamps < pd.Timestamp(end)
+            keep &= stamps < _utc(end)
         frame = frame[keep]
     return frame.reset_index(drop=True)
+
+
+def _utc(moment: datetime) -> pd.Timestamp:
+    """A timestamp in UTC; a naive one is taken to be UTC already."""
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 class PredictionLogWriter:
@@ -117,6 +128,7 @@ class PredictionLogWriter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="mm-prediction-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -144,6 +156,15 @@ class PredictionLogWriter:
             records, self._buffer, self._rows = self._buffer, [], 0
         if not records:
             return 0
+        try:
+            return self._write(records)
+        except BaseException:
+            with self._lock:  # keep them for the next attempt rather than lose them
+                self._buffer[:0] = records
+                self._rows += sum(len(r[0]) for r in records)
+            raise
+
+    def _write(self, records: list[tuple[pd.DataFrame, np.ndarray, str, pd.Timestamp]]) -> int:
         frames = []
         for features, predictions, base, stamp in records:
             n = len(features)
@@ -163,6 +184,9 @@ class PredictionLogWriter:
                 axis=1,
             )
             frame["prediction"] = predictions.reshape(n, -1)[:, 0]
+            for column in features.columns:  # one type per column in every file: ints as floats
+                if pd.api.types.is_integer_dtype(frame[column]):
+                    frame[column] = frame[column].astype("float64")
             frames.append(frame)
         frame = pd.concat(frames, ignore_index=True)
         write_partition(self.root, "predictions", self.model_name, frame)
@@ -172,7 +196,11 @@ class PredictionLogWriter:
         while not self._closed:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # keep serving; the records stay buffered for a retry
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                print(f"mm prediction log: write failed, will retry: {exc}", file=sys.stderr)
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent)."""

@@ -33,6 +33,7 @@ from mm_platform.tracking.runs import (
     log_history,
     log_metrics,
     log_params,
+    set_tags,
     tracked_run,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "pip_requirements",
     "register_with_alias",
     "resolve_version",
+    "set_tags",
     "tracked_run",
     "ui_runs_url",
 ]

@@ -176,3 +176,8 @@ def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
         frame.to_parquet(path, index=False)
         folder = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), None if folder == "." else folder)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    """Set tags on the active run."""
+    mlflow.set_tags(dict(tags))
