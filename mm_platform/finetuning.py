@@ -188,6 +188,8 @@ def _logistic_toward(Z: np.ndarray, y: pd.Series, model: Any, lam: float) -> tup
 def _mlp_toward(model: Any, Z: np.ndarray, y: pd.Series, lam: float, epochs: int) -> None:
     anchors = [W.copy() for W in model.coefs_] + [b.copy() for b in model.intercepts_]
     model.early_stopping = False  # partial_fit cannot hold out data
+    if getattr(model, "best_loss_", None) is None:  # trained with early stopping
+        model.best_loss_ = np.inf
     pull = min(1.0, 2 * lam * model.learning_rate_init)
     for _ in range(epochs):
         model.partial_fit(Z, y)

@@ -195,10 +195,14 @@ def test_float16_keeps_predictions_close() -> None:
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9])
 @pytest.mark.parametrize("refit_epochs", [0, 3])
-def test_magnitude_pruned_mlp_has_the_stated_sparsity(sparsity: float, refit_epochs: int) -> None:
-    pipeline, X, y = _fit(
-        "regression", MLPRegressor(hidden_layer_sizes=(32,), max_iter=300, random_state=0)
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_magnitude_pruned_mlp_has_the_stated_sparsity(
+    sparsity: float, refit_epochs: int, early_stopping: bool
+) -> None:
+    mlp = MLPRegressor(
+        hidden_layer_sizes=(32,), max_iter=300, random_state=0, early_stopping=early_stopping
     )
+    pipeline, X, y = _fit("regression", mlp)
     pruned = methods.magnitude_prune(_workspace(pipeline, X, y), sparsity, refit_epochs)
     for name in ("W0", "W1"):
         weights = pruned._params[name]

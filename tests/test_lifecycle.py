@@ -229,3 +229,20 @@ def test_finetune_tree_ensemble_adds_trees(store: str, tmp_path: Path) -> None:
 
     tuned = mlflow.sklearn.load_model(f"models:/tiny/{result.version}")
     assert len(tuned.named_steps["model"].estimators_) == 15
+
+
+def test_finetune_mlp_trained_with_early_stopping(store: str, tmp_path: Path) -> None:
+    data = copy.deepcopy(SEED_LINEAR)
+    data["candidates"] = [
+        {"estimator": "mlp", "params": {"hidden_layer_sizes": [[8]], "early_stopping": True}}
+    ]
+    data["finetune"] = {"epochs": 3}
+    path = write_project(tmp_path, data)
+    from mm_platform.training import train_project
+
+    loaded = load_project(path)
+    train_project(loaded)
+    result = finetune_project(
+        loaded, data_path=_new_rows(tmp_path / "n.csv"), log_root=str(tmp_path)
+    )
+    assert result.version == "2" and np.isfinite(result.metrics["holdout_rmse"])

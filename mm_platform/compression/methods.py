@@ -144,6 +144,8 @@ def magnitude_prune(ws: Workspace, sparsity: float, refit_epochs: int) -> Compre
     model.coefs_ = [np.where(m, W, 0.0) for W, m in zip(model.coefs_, masks, strict=True)]
     if refit_epochs:
         model.early_stopping = False  # partial_fit cannot hold out a validation fraction
+        if getattr(model, "best_loss_", None) is None:  # trained with early stopping
+            model.best_loss_ = np.inf
         Z = ws.parent[:-1].transform(ws.X_train)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
