@@ -30,6 +30,7 @@ from mm_platform.data import load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import score_predictions
 from mm_platform.serving.batch import check_columns, labelled_production, read_table, target_name
+from mm_platform.serving.predlog import META
 from mm_platform.training import split_holdout
 
 if TYPE_CHECKING:
@@ -75,9 +76,8 @@ def new_data(
             )
         data_path = Path(log_root)
     y = frame[target]
-    X = check_columns(data_path, frame.drop(columns=[target]).drop(
-        columns=[c for c in ("request_id", "timestamp", "model_name", "model_version",
-                             "prediction") if c in frame.columns]), columns)  # fmt: skip
+    logged = [c for c in (*META, "prediction") if c in frame.columns]  # the log's own columns
+    X = check_columns(data_path, frame.drop(columns=[target, *logged]), columns)
     for column in X.columns:
         if not pd.api.types.is_numeric_dtype(X[column]) and column not in (
             project.features.categorical

@@ -357,14 +357,12 @@ def _best(project: Project, results: list[TrialResult]) -> TrialResult:
 
 def _n_params(pipeline: Any) -> dict[str, float]:
     """`n_params` and `n_nonzero` as compression counts them, where the family has them."""
-    from mm_platform.compression.compile import UnsupportedModel, compile_pipeline
+    from mm_platform.compression.compile import compile_pipeline
 
     try:
         compiled = compile_pipeline(pipeline)
-    except UnsupportedModel:
-        return {}
-    except Exception:  # counting is informational; it must never fail a training run
-        return {}
+    except Exception:  # no compressed form (UnsupportedModel) or a bug: counting must never
+        return {}  # fail a training run
     return {"n_params": float(compiled.n_params()), "n_nonzero": float(compiled.n_nonzero())}
 
 
