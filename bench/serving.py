@@ -5,7 +5,7 @@ Targets (issue 4):
   logging, for 1-row and 1000-row requests (requests alternate between the two servers);
 - 10,000 requests across a graceful restart: 0 records missing from the prediction log.
 
-Run: python bench/serving.py [--requests 400]
+Run: python bench/serving.py [--requests 800]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400, help="1-row requests per server")
+    parser.add_argument("--requests", type=int, default=800, help="1-row requests per server")
     parser.add_argument("--restart-requests", type=int, default=10_000)
     args = parser.parse_args()
     warnings.simplefilter("ignore")

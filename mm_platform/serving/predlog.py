@@ -45,8 +45,9 @@ def _filesystem(root: str) -> tuple[Any, str]:
     return pafs.LocalFileSystem(), root
 
 
-def write_partition(root: str, kind: str, model: str, frame: pd.DataFrame) -> str:
-    """Write `frame` as one new file of dataset `kind` for `model`, atomically; return its path."""
+def write_partition(root: str, kind: str, model: str, frame: Any) -> str:
+    """Write `frame` (a DataFrame or an Arrow table) as one new file of dataset `kind` for
+    `model`, atomically; return its path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,8 +57,10 @@ def write_partition(root: str, kind: str, model: str, frame: pd.DataFrame) -> st
     fs.create_dir(folder, recursive=True)
     name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
-    # one thread: this also runs at interpreter exit, when new threads cannot start
-    table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+    table = frame
+    if isinstance(frame, pd.DataFrame):
+        # one thread: this also runs at interpreter exit, when new threads cannot start
+        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
     with fs.open_output_stream(tmp) as sink:
         pq.write_table(table, sink)
     fs.move(tmp, final)
@@ -99,6 +102,23 @@ def _utc(moment: datetime) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+_SUFFIXES: list[str] = [f"-{i}" for i in range(1024)]
+
+
+def _suffixes(n: int) -> list[str]:
+    """ "-0" ... "-<n-1>", made once: the request path only concatenates."""
+    global _SUFFIXES
+    known = _SUFFIXES
+    if len(known) < n:  # a new list, swapped in whole: safe across request threads
+        known = [f"-{i}" for i in range(max(n, 2 * len(known)))]
+        _SUFFIXES = known
+    return known[:n]
+
+
+# one request: features, predictions, a request id per row, UTC time in ns since the epoch
+Record = tuple[pd.DataFrame, np.ndarray, list[str], int]
+
+
 class PredictionLogWriter:
     """Buffers prediction records and writes them in the background.
 
@@ -121,9 +141,8 @@ class PredictionLogWriter:
         self.model_version = str(model_version)
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
-        # (features, predictions, first request id, UTC time) per request; frames are built
-        # by the writer thread, so the request path only takes a reference
-        self._buffer: list[tuple[pd.DataFrame, np.ndarray, str, pd.Timestamp]] = []
+        # the writer thread builds the files, so the request path only takes references
+        self._buffer: list[Record] = []
         self._rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -141,14 +160,15 @@ class PredictionLogWriter:
         """
         n = len(features)
         base = uuid.uuid4().hex
-        record = (features, np.asarray(predictions), base, pd.Timestamp.now(tz="UTC"))
+        ids = [base + suffix for suffix in _suffixes(n)]
+        record = (features, np.asarray(predictions), ids, time.time_ns())
         with self._lock:
             self._buffer.append(record)
             self._rows += n
             full = self._rows >= self.max_rows
         if full:
             self._wake.set()
-        return [f"{base}-{i}" for i in range(n)]
+        return ids.copy()  # the buffer keeps its own: callers may extend what they get
 
     def flush(self) -> int:
         """Write everything buffered now; return the rows written."""
@@ -164,33 +184,43 @@ class PredictionLogWriter:
                 self._rows += sum(len(r[0]) for r in records)
             raise
 
-    def _write(self, records: list[tuple[pd.DataFrame, np.ndarray, str, pd.Timestamp]]) -> int:
-        # one concatenation per flush, not per request: this thread shares the GIL with
-        # the requests being served
-        sizes = [len(features) for features, _, _, _ in records]
-        frame = pd.concat([r[0] for r in records], ignore_index=True)
-        for column in frame.columns:  # one type per column in every file: ints as floats
-            if pd.api.types.is_integer_dtype(frame[column]):
-                frame[column] = frame[column].astype("float64")
-        meta = pd.DataFrame(
-            {
-                "request_id": [
-                    f"{r[2]}-{i}" for r, n in zip(records, sizes, strict=True) for i in range(n)
-                ],
-                "timestamp": np.repeat(
-                    np.array([r[3].value for r in records], dtype="datetime64[ns]"), sizes
-                ),
-                "model_name": self.model_name,
-                "model_version": self.model_version,
-            }
+    def _write(self, records: list[Record]) -> int:
+        """Build one Arrow table from the buffered requests and write it as one file.
+
+        This thread shares the GIL with the requests being served, so the work is done
+        column by column in Arrow and NumPy, never row by row in Python.
+        """
+        import pyarrow as pa
+
+        sizes = [len(record[0]) for record in records]
+        total = sum(sizes)
+        features = pd.concat([record[0] for record in records], ignore_index=True)
+        for column in features.columns:  # one type per column in every file: ints as floats
+            if pd.api.types.is_integer_dtype(features[column]):
+                features[column] = features[column].astype("float64")
+        stamps = np.repeat(np.array([r[3] for r in records], dtype="int64"), sizes)
+        constant = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(total, dtype="int32")),
+            pa.array([self.model_name, self.model_version]),
         )
-        meta["timestamp"] = meta["timestamp"].dt.tz_localize("UTC")
-        frame = pd.concat([meta, frame], axis=1)
-        frame["prediction"] = np.concatenate(
+        version_index = pa.array(np.ones(total, dtype="int32"))
+        columns = {
+            "request_id": pa.array([i for record in records for i in record[2]], pa.string()),
+            "timestamp": pa.array(stamps, pa.timestamp("ns", tz="UTC")),
+            "model_name": constant.cast(pa.string()),
+            "model_version": pa.DictionaryArray.from_arrays(
+                version_index, constant.dictionary
+            ).cast(pa.string()),
+        }
+        table = pa.Table.from_pandas(features, preserve_index=False, nthreads=1)
+        for position, (name, array) in enumerate(columns.items()):
+            table = table.add_column(position, name, array)
+        predictions = np.concatenate(
             [r[1].reshape(n, -1)[:, 0] for r, n in zip(records, sizes, strict=True)]
         )
-        write_partition(self.root, "predictions", self.model_name, frame)
-        return len(frame)
+        table = table.append_column("prediction", pa.array(predictions))
+        write_partition(self.root, "predictions", self.model_name, table)
+        return total
 
     def _run(self) -> None:
         while not self._closed:

@@ -45,7 +45,9 @@ class MonitoredModel:
         predictions = self.inner.predict(model_input)
         if not self._shutdown_hooked:
             self._hook_shutdown()
-        ids = self.writer.append(model_input[self.columns], predictions)
+        if list(model_input.columns) != self.columns:  # a copy only when the order differs
+            model_input = model_input[self.columns]
+        ids = self.writer.append(model_input, predictions)
         # columns, not records: a dict of two lists serialises far faster than a frame
         return {"prediction": predictions, "request_id": ids}
 
