@@ -114,3 +114,19 @@ def input_columns(pyfunc_model: Any) -> list[str]:
     """The input column names of a pyfunc model's signature."""
     signature = pyfunc_model.metadata.signature
     return signature.inputs.input_names() if signature is not None else []
+
+
+def input_schema(model_uri: str) -> list[tuple[str, str]]:
+    """(column, MLflow type) of a logged model's input signature, read from its MLmodel file
+    without loading the model; [] when it has no signature."""
+    from mlflow.models import Model
+
+    with_files = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/MLmodel")
+    signature = Model.load(with_files).signature
+    if signature is None:
+        return []
+    out = []
+    for spec in signature.inputs.inputs:
+        kind = getattr(spec, "type", None)
+        out.append((spec.name, getattr(kind, "name", str(kind))))
+    return out

@@ -181,3 +181,43 @@ def log_frame(frame: pd.DataFrame, artifact_file: str) -> None:
 def set_tags(tags: Mapping[str, str]) -> None:
     """Set tags on the active run."""
     mlflow.set_tags(dict(tags))
+
+
+def log_text(text: str, artifact_file: str) -> str:
+    """Log text as an artifact of the active run; return where the artifact store keeps it."""
+    mlflow.log_text(text, artifact_file)
+    return mlflow.get_artifact_uri(artifact_file)
+
+
+def load_frame(run_id: str, artifact_file: str) -> pd.DataFrame:
+    """A Parquet artifact of run `run_id` as a frame."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_file, dst_path=tmp
+        )
+        return pd.read_parquet(local)
+
+
+def recent_runs(experiment: str, filter_string: str, max_results: int) -> list[Any]:
+    """The newest runs of `experiment` matching `filter_string` (newest first)."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return list(
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=filter_string,
+            max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        )
+    )
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Set tags on a run that is not active (e.g. a finished drift run)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value)[:_PARAM_LIMIT])

@@ -1,0 +1,1 @@
+"""Monitoring: drift jobs, their schedule and the retrain policy."""

@@ -1,0 +1,439 @@
+"""Drift of one window against a model's reference sample, computed with Evidently.
+
+Evidently's `DataDriftPreset` infers every column's type, computes each column's drift
+three times and copies the data into its own `Dataset`. Here the column types come from
+the model (its signature and the project's categorical list), each column's drift is
+computed once with Evidently's own statistical tests (the same registry, default-method
+rule and cleaning that `ValueDrift` uses, so the scores are Evidently's), columns run in
+parallel threads, and the report is rendered from those results without touching the
+rows again.
+
+Importing this module imports Evidently (6-9 s); only the drift commands do.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DO_NOT_TRACK", "1")  # before Evidently is imported: no telemetry
+
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
+from evidently.legacy.calculations import stattests as _stattests
+from evidently.legacy.calculations.data_drift import ColumnDataDriftMetrics, DriftStatsField
+from evidently.legacy.calculations.stattests.registry import (
+    StatTest,
+    StatTestInvalidFeatureTypeError,
+    StatTestNotFoundError,
+    get_registered_stattest,
+)
+from evidently.legacy.core import ColumnType
+from evidently.legacy.options.base import Options
+from evidently.legacy.options.color_scheme import ColorOptions
+from evidently.legacy.utils.visualizations import get_distribution_for_column
+from evidently.metrics.column_statistics import ValueDriftCalculation
+
+from mm_platform.errors import DataError, ProjectConfigError
+
+Kind = Literal["num", "cat"]
+Role = Literal["feature", "prediction", "target"]
+_TYPES: dict[str, ColumnType] = {"num": ColumnType.Numerical, "cat": ColumnType.Categorical}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A column to test: its name, declared kind and role."""
+
+    name: str
+    kind: Kind
+    role: Role = "feature"
+
+
+@dataclass(frozen=True)
+class ColumnOptions:
+    """A configured method and threshold (None keeps Evidently's default)."""
+
+    method: str | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class ColumnResult:
+    """One column's drift: Evidently's test, its score and verdict."""
+
+    spec: ColumnSpec
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+    evidently: ColumnDataDriftMetrics | None = None  # for the report
+
+
+@dataclass
+class QualityResult:
+    """Data-quality summary of one column of the current data."""
+
+    column: str
+    missing: int
+    missing_share: float
+    unseen_categories: int = 0
+    unseen_examples: list[str] = field(default_factory=list)
+    out_of_range: int = 0
+    failure: str | None = None  # e.g. "all values missing"
+
+
+@dataclass
+class DriftResult:
+    """Drift of every column of one window, and the current data's quality."""
+
+    columns: list[ColumnResult]
+    quality: list[QualityResult]
+    n_reference: int
+    n_current: int
+    drift_share_threshold: float
+
+    @property
+    def features(self) -> list[ColumnResult]:
+        return [c for c in self.columns if c.spec.role == "feature"]
+
+    @property
+    def n_drifted(self) -> int:
+        return sum(c.drifted for c in self.features)
+
+    @property
+    def drift_share(self) -> float:
+        tested = len(self.features)
+        return self.n_drifted / tested if tested else 0.0
+
+    @property
+    def dataset_drift(self) -> bool:
+        """Evidently's rule: drift when the share of drifted features reaches the threshold."""
+        return bool(self.features) and self.drift_share >= self.drift_share_threshold
+
+    def role(self, role: Role) -> ColumnResult | None:
+        return next((c for c in self.columns if c.spec.role == role), None)
+
+    @property
+    def quality_failures(self) -> list[QualityResult]:
+        return [q for q in self.quality if q.failure]
+
+    @property
+    def detected(self) -> bool:
+        """Anything a person should look at: dataset drift, prediction drift, a quality failure."""
+        prediction = self.role("prediction")
+        target = self.role("target")
+        return (
+            self.dataset_drift
+            or (prediction is not None and prediction.drifted)
+            or (target is not None and target.drifted)
+            or bool(self.quality_failures)
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics with MLflow-valid keys (see README, 'Drift jobs')."""
+        out: dict[str, float] = {
+            "drift_share": self.drift_share,
+            "n_drifted_columns": float(self.n_drifted),
+            "dataset_drift": float(self.dataset_drift),
+            "n_reference_rows": float(self.n_reference),
+            "n_current_rows": float(self.n_current),
+            "n_quality_failures": float(len(self.quality_failures)),
+        }
+        for c in self.features:
+            out[f"drift_score.{metric_key(c.spec.name)}"] = c.score
+            out[f"drifted.{metric_key(c.spec.name)}"] = float(c.drifted)
+        for role in ("prediction", "target"):
+            result = self.role(role)  # type: ignore[arg-type]
+            if result is not None:
+                out[f"{role}_drift_score"] = result.score
+                out[f"{role}_drifted"] = float(result.drifted)
+        for q in self.quality:
+            key = metric_key(q.column)
+            out[f"missing_share.{key}"] = q.missing_share
+            out[f"unseen_categories.{key}"] = float(q.unseen_categories)
+            out[f"out_of_range.{key}"] = float(q.out_of_range)
+        return out
+
+
+_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /")
+
+
+def metric_key(name: str) -> str:
+    """`name` with every character MLflow does not allow in a metric key made `_`."""
+    return "".join(ch if ch in _KEY_CHARS else "_" for ch in str(name))
+
+
+# --- checking the current data ------------------------------------------------------------
+
+
+def check_current(current: pd.DataFrame, specs: list[ColumnSpec], *, source: str) -> pd.DataFrame:
+    """Refuse current data that lacks a reference column or has a wrong dtype.
+
+    Evidently silently drops a column missing from current data and fails with a pandas
+    TypeError on a string in a numeric column; both become one clear error here.
+    """
+    missing = [s.name for s in specs if s.name not in current.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing column(s) {missing} that the model's reference has; "
+            f"the current data needs every column of {[s.name for s in specs]}"
+        )
+    wrong = [
+        f"{s.name} ({current[s.name].dtype})"
+        for s in specs
+        if s.kind == "num"
+        and not current[s.name].isna().all()
+        and not (
+            pd.api.types.is_numeric_dtype(current[s.name])
+            and not pd.api.types.is_bool_dtype(current[s.name])
+        )
+    ]
+    if wrong:
+        raise DataError(
+            f"{source}: column(s) {', '.join(wrong)} should be numeric, as in the reference; "
+            "fix the values or the column types"
+        )
+    return current
+
+
+# --- per-column drift ---------------------------------------------------------------------
+
+
+def resolve_test(
+    spec: ColumnSpec, reference: pd.Series, current: pd.Series, options: ColumnOptions
+) -> StatTest:
+    """The configured test, or the one Evidently's `DataDriftPreset` would choose."""
+    ctype = _TYPES[spec.kind]
+    if options.method is not None:
+        try:
+            return get_registered_stattest(options.method, ctype)
+        except (StatTestNotFoundError, StatTestInvalidFeatureTypeError) as exc:
+            raise ProjectConfigError(
+                f"monitoring.columns.{spec.name}.method: '{options.method}' cannot test a "
+                f"{'numeric' if spec.kind == 'num' else 'categorical'} column ({exc})"
+            ) from exc
+    # Evidently's rule (stattests.registry._get_default_stattest), without its full
+    # nunique of both columns concatenated: only "more than 2 / more than 5" matters
+    small = reference.shape[0] <= 1000
+    if spec.kind == "cat" and not small:
+        return _stattests.jensenshannon_stat_test
+    if spec.kind == "num" and _more_unique(reference, current, 5):
+        return _stattests.ks_stat_test if small else _stattests.wasserstein_stat_test
+    if spec.kind == "num" and not small:
+        return _stattests.jensenshannon_stat_test
+    # few values (or a small categorical column): chi-square, or the z-test for two values
+    return (
+        _stattests.chi_stat_test if _more_unique(reference, current, 2) else _stattests.z_stat_test
+    )
+
+
+def _more_unique(reference: pd.Series, current: pd.Series, k: int) -> bool:
+    """Whether the two (NaN-free) columns together hold more than `k` distinct values."""
+    seen: set[Any] = set()
+    for column in (reference, current):
+        for start in range(0, len(column), 4096):  # a few thousand values nearly always tell
+            seen.update(pd.unique(column.iloc[start : start + 4096]))
+            if len(seen) > k:
+                return True
+    return False
+
+
+def _clean(column: pd.Series) -> pd.Series:
+    """Evidently's cleaning before a drift test: infinities and missing values dropped."""
+    if pd.api.types.is_float_dtype(column):
+        values = column.to_numpy()
+        finite = np.isfinite(values)
+        return column if finite.all() else column[finite]
+    return column.replace([-np.inf, np.inf], np.nan).dropna()
+
+
+def column_drift(
+    spec: ColumnSpec,
+    reference: pd.Series,
+    current: pd.Series,
+    options: ColumnOptions = ColumnOptions(),
+    *,
+    for_report: bool = True,
+) -> ColumnResult | None:
+    """One column's drift; None when either side has no value left to test."""
+    ref, cur = _clean(reference), _clean(current)
+    if ref.empty or cur.empty:
+        return None
+    test = resolve_test(spec, ref, cur, options)
+    ctype = _TYPES[spec.kind]
+    outcome = test(ref, cur, ctype, options.threshold)
+    result = ColumnResult(
+        spec,
+        test.name,
+        float(outcome.actual_threshold),
+        float(outcome.drift_score),
+        bool(outcome.drifted),
+    )
+    if for_report:
+        cur_dist, ref_dist = get_distribution_for_column(
+            column_type=spec.kind, current=cur, reference=ref
+        )
+        result.evidently = ColumnDataDriftMetrics(
+            column_name=spec.name,
+            column_type=spec.kind,
+            stattest_name=test.display_name,
+            stattest_threshold=result.threshold,
+            drift_score=result.score,
+            drift_detected=result.drifted,
+            current=DriftStatsField(distribution=cur_dist),
+            reference=DriftStatsField(distribution=ref_dist),
+            scatter=None,
+        )
+    return result
+
+
+def quality(spec: ColumnSpec, reference: pd.Series, current: pd.Series) -> QualityResult:
+    """Missing values, categories the reference never had, values outside its range."""
+    n = len(current)
+    missing = int(current.isna().sum())
+    result = QualityResult(spec.name, missing, missing / n if n else 0.0)
+    if n and missing == n:
+        result.failure = "all values missing"
+        return result
+    present = current.dropna()
+    if spec.kind == "cat":
+        known = set(pd.unique(reference.dropna()))
+        unseen = present[~present.isin(known)]
+        result.unseen_categories = len(unseen)
+        result.unseen_examples = [str(v) for v in pd.unique(unseen)[:5]]
+    else:
+        ref = reference.to_numpy(dtype="float64", na_value=np.nan)
+        ref = ref[np.isfinite(ref)]
+        if ref.size:
+            values = present.to_numpy(dtype="float64")
+            result.out_of_range = int(((values < ref.min()) | (values > ref.max())).sum())
+    return result
+
+
+def compute(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    specs: list[ColumnSpec],
+    *,
+    options: Mapping[str, ColumnOptions] | None = None,
+    drift_share: float = 0.5,
+    workers: int | None = None,
+    for_report: bool = True,
+) -> DriftResult:
+    """Every column's drift (in parallel threads) and the current data's quality.
+
+    `current` must have passed `check_current`. Target columns may have fewer current rows
+    (only the labelled ones); give them as a separate `current` column with NaN elsewhere.
+    """
+    options = options or {}
+    workers = workers or min(len(specs), os.cpu_count() or 1) or 1
+
+    def one(spec: ColumnSpec) -> tuple[ColumnResult | None, QualityResult | None]:
+        ref, cur = reference[spec.name], current[spec.name]
+        check = quality(spec, ref, cur) if spec.role == "feature" else None
+        if check is not None and check.failure:
+            return None, check
+        drift = column_drift(
+            spec, ref, cur, options.get(spec.name, ColumnOptions()), for_report=for_report
+        )
+        if drift is None and check is not None:
+            check.failure = "no finite values to compare"
+        return drift, check
+
+    # numpy sorts and pandas hashing release the GIL: threads share the data, no copies
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-drift") as pool:
+        outcomes = list(pool.map(one, specs))
+    return DriftResult(
+        columns=[d for d, _ in outcomes if d is not None],
+        quality=[q for _, q in outcomes if q is not None],
+        n_reference=len(reference),
+        n_current=len(current),
+        drift_share_threshold=drift_share,
+    )
+
+
+# --- the Evidently report -----------------------------------------------------------------
+
+# results handed to the report's metrics, keyed by (report token, column); see MmColumnDrift
+_PENDING: dict[tuple[str, str], ColumnDataDriftMetrics] = {}
+
+
+class MmColumnDrift(SingleValueMetric):
+    """A column's drift computed by `compute`, shown with Evidently's ValueDrift widget.
+
+    The snapshot stores column, method, threshold and score; reloading it needs
+    `mm_platform.monitoring.drift` imported (it registers this metric type).
+    """
+
+    column: str
+    method: str
+    threshold: float
+    role: str = "feature"
+    token: str = ""
+
+
+class MmColumnDriftCalculation(SingleValueCalculation[MmColumnDrift]):
+    def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
+        drift = _PENDING[(self.metric.token, self.metric.column)]
+        result = self.result(drift.drift_score)
+        result.widget = ValueDriftCalculation._render(self, drift, Options(), ColorOptions())
+        return result
+
+    def display_name(self) -> str:
+        what = {"prediction": "Prediction drift", "target": "Target drift"}
+        return f"{what.get(self.metric.role, 'Value drift')} for {self.metric.column}"
+
+
+def build_report(
+    result: DriftResult,
+    *,
+    performance: tuple[pd.DataFrame, pd.DataFrame, Any] | None = None,
+    timestamp: datetime | None = None,
+    name: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Any:
+    """An Evidently snapshot: summary counters, every column's drift widget, and (with
+    `performance` = (labelled current, labelled reference, data definition)) Evidently's
+    regression or classification metrics on the labelled rows."""
+    from evidently import Dataset, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    token = uuid.uuid4().hex
+    metrics: list[Any] = []
+    for column in result.columns:
+        if column.evidently is None:
+            continue
+        _PENDING[(token, column.spec.name)] = column.evidently
+        metrics.append(
+            MmColumnDrift(
+                column=column.spec.name,
+                method=column.method,
+                threshold=column.threshold,
+                role=column.spec.role,
+                token=token,
+            )
+        )
+    if performance is not None:
+        current, reference, definition = performance
+        preset = RegressionPreset() if definition.regression else ClassificationPreset()
+        metrics.append(preset)
+        cur_ds = Dataset.from_pandas(current, data_definition=definition)
+        ref_ds = Dataset.from_pandas(reference, data_definition=definition)
+    else:  # the drift metrics carry their own results: the report needs no rows
+        tiny = pd.DataFrame({"_": [0.0, 1.0]})
+        cur_ds = ref_ds = Dataset.from_pandas(tiny)
+    try:
+        return Report(metrics).run(
+            cur_ds, ref_ds, timestamp=timestamp, name=name, metadata=metadata or {}
+        )
+    finally:
+        for column in result.columns:
+            _PENDING.pop((token, column.spec.name), None)

@@ -1,0 +1,520 @@
+"""`mm drift`: one window of production data against the monitored version's reference.
+
+The job reads the reference sample logged with the version (features, target and its
+predictions), takes the current rows from the prediction log window (joined with any
+labels) or from a file, checks them, computes drift with Evidently
+(`mm_platform.monitoring.drift`), and records everything as one run of experiment
+`<project>-monitoring`: tags, flat metrics, the HTML report and a reloadable snapshot.
+Then it posts the configured alert and applies the retrain policy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from mm_platform.catalog import METRICS
+from mm_platform.errors import DataError, MmError
+from mm_platform.evaluation import score_predictions
+from mm_platform.serving.batch import read_table, target_name
+from mm_platform.serving.predlog import META, read_dataset
+
+if TYPE_CHECKING:
+    from mm_platform.config import Project
+    from mm_platform.monitoring.drift import ColumnSpec, DriftResult
+
+EXIT_NO_DRIFT = 0
+EXIT_DRIFT = 5
+EXIT_NOT_ENOUGH_DATA = 6
+STATUS_EXIT = {
+    "no_drift": EXIT_NO_DRIFT,
+    "drift": EXIT_DRIFT,
+    "not_enough_data": EXIT_NOT_ENOUGH_DATA,
+}
+REPORT_ARTIFACT = "drift_report.html"
+SNAPSHOT_ARTIFACT = "snapshot.json"
+_NUMERIC_TYPES = {"double", "float", "long", "integer"}
+
+
+@dataclass
+class DriftOutcome:
+    """What one drift job found and where it is recorded."""
+
+    project: str
+    version: str
+    alias: str | None
+    start: datetime | None
+    end: datetime | None
+    status: str  # no_drift, drift, not_enough_data
+    run_id: str
+    n_current: int
+    message: str
+    report_uri: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    drifted_columns: list[str] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_EXIT[self.status]
+
+
+def monitoring_experiment(project: Project) -> str:
+    return f"{project.name}-monitoring"
+
+
+def run_drift(
+    project: Project,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    current_path: Path | None = None,
+    alias: str | None = "champion",
+    version: str | None = None,
+    log_root: str | None = None,
+    retrain: bool = True,
+) -> DriftOutcome:
+    """Run the drift job for one window (or one file) and record it; see the module doc."""
+    from mm_platform import tracking
+    from mm_platform.serving.predlog import log_root as default_log_root
+
+    log_root = log_root or default_log_root(project.serving.prediction_log)
+    if current_path is None and (start is None or end is None):
+        end = end or datetime.now(timezone.utc)
+        start = start or end - timedelta(seconds=project.monitoring.window_seconds)
+    if start is not None and end is not None and start >= end:
+        raise DataError(f"the window start {start.isoformat()} is not before its end")
+    tracking.connect()
+    model = tracking.resolve_version(
+        project.name, alias=None if version else alias, version=version, source=project.label
+    )
+    number = str(model.version)
+    uri = f"models:/{project.name}/{number}"
+    reference = _reference(project, model, uri)
+    specs = column_specs(project, uri, reference)
+    target = target_name(project)
+
+    if current_path is not None:
+        current, source = _from_file(project, current_path, specs, uri), str(current_path)
+    else:
+        current = _from_log(project, log_root, number, start, end)
+        source = f"prediction log {log_root}"
+    window_rows = len(current)
+    tags = {
+        "mm.model_name": project.name,
+        "mm.model_version": number,
+        "mm.alias": (alias or "") if not version else "",
+        "mm.window_start": start.isoformat() if start else "",
+        "mm.window_end": end.isoformat() if end else "",
+        "mm.source": source,
+    }
+    name = f"drift v{number} " + (
+        f"{start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}" if start and end else Path(source).name
+    )
+    outcome = DriftOutcome(
+        project.name, number, tags["mm.alias"] or None, start, end, "no_drift", "", window_rows, ""
+    )
+    monitoring = project.monitoring
+    with tracking.tracked_run(
+        "drift", project.name, name, experiment=monitoring_experiment(project), tags=tags
+    ) as run:
+        outcome.run_id = run.info.run_id
+        if window_rows < monitoring.min_rows:
+            outcome.status = "not_enough_data"
+            outcome.message = (
+                f"{window_rows} rows in the window (minimum {monitoring.min_rows}, "
+                "monitoring.min_rows): no drift computed"
+            )
+            tracking.set_tags({"mm.status": outcome.status, "mm.message": outcome.message})
+            tracking.log_metrics({"n_current_rows": window_rows})
+            return outcome
+        if monitoring.sample_rows and window_rows > monitoring.sample_rows:
+            current = current.sample(monitoring.sample_rows, random_state=project.seed)
+        current = _check(current, specs, target, source)
+        result, performance = _compute(project, reference, current, specs, target)
+        metrics = result.metrics()
+        metrics.update(performance)
+        metrics["window_rows"] = window_rows
+        outcome.metrics = metrics
+        outcome.drifted_columns = [c.spec.name for c in result.columns if c.drifted]
+        outcome.status = "drift" if result.detected else "no_drift"
+        outcome.message = _describe(result, performance, project)
+        tracking.set_tags({"mm.status": outcome.status, "mm.message": outcome.message})
+        tracking.log_params(
+            {
+                **{f"method.{c.spec.name}": c.method for c in result.columns},
+                **{f"threshold.{c.spec.name}": c.threshold for c in result.columns},
+                "drift_share_threshold": monitoring.drift_share,
+                "sample_rows": len(current) if len(current) < window_rows else "none",
+                "min_rows": monitoring.min_rows,
+            }
+        )
+        tracking.log_metrics(metrics)
+        snapshot = _report(project, result, reference, current, target, end, number)
+        outcome.report_uri = tracking.log_text(
+            snapshot.get_html_str(as_iframe=False), REPORT_ARTIFACT
+        )
+        tracking.log_text(snapshot.dumps(), SNAPSHOT_ARTIFACT)
+        if monitoring.workspace:
+            outcome.decisions.append(_add_to_workspace(project, snapshot, result))
+    if outcome.status == "drift" and monitoring.webhook:
+        outcome.decisions.append(_alert(project, outcome))
+    if retrain and monitoring.retrain is not None:
+        outcome.decisions.append(apply_retrain_policy(project, outcome, log_root))
+    if outcome.decisions:
+        tracking.set_run_tags(outcome.run_id, {"mm.decisions": " | ".join(outcome.decisions)})
+    return outcome
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _reference(project: Project, model: Any, uri: str) -> pd.DataFrame:
+    """The reference sample of `model`; for a version without one (compressed), its nearest
+    ancestor's features and target with this version's own predictions."""
+    from mm_platform import tracking
+
+    artifact = model.tags.get("mm.reference_artifact")
+    if artifact:
+        return tracking.load_frame(model.run_id, artifact)
+    current = model
+    for _ in range(20):
+        parent = current.tags.get("mm.parent_model_version")
+        if not parent:
+            break
+        current = tracking.resolve_version(project.name, version=parent)
+        artifact = current.tags.get("mm.reference_artifact")
+        if artifact:
+            frame = tracking.load_frame(current.run_id, artifact)
+            features = frame.drop(columns=[target_name(project), "prediction"])
+            frame["prediction"] = _as_array(tracking.load_pyfunc(uri).predict(features))
+            return frame
+    raise DataError(
+        f"{project.name} version {model.version} has no reference sample "
+        "(mm.reference_artifact), nor has any version it descends from; retrain with mm train"
+    )
+
+
+def _as_array(predictions: Any) -> Any:
+    import numpy as np
+
+    values = np.asarray(predictions)
+    return values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values
+
+
+def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[ColumnSpec]:
+    """Features with their kinds from the model's signature (and the project's categorical
+    list), then the prediction and the target; Evidently infers nothing."""
+    from mm_platform import tracking
+    from mm_platform.monitoring.drift import ColumnSpec
+
+    target = target_name(project)
+    schema = tracking.input_schema(uri)
+    if not schema:  # no signature: the reference's own columns and dtypes
+        schema = [
+            (c, "double" if pd.api.types.is_numeric_dtype(reference[c]) else "string")
+            for c in reference.columns
+            if c not in (target, "prediction")
+        ]
+    categorical = set(project.features.categorical)
+    specs = [
+        ColumnSpec(name, "cat" if name in categorical or kind not in _NUMERIC_TYPES else "num")
+        for name, kind in schema
+    ]
+    label_kind = "num" if project.task == "regression" else "cat"
+    specs.append(ColumnSpec("prediction", label_kind, "prediction"))
+    specs.append(ColumnSpec(target, label_kind, "target"))
+    return specs
+
+
+def _from_log(
+    project: Project, log_root: str, number: str, start: datetime | None, end: datetime | None
+) -> pd.DataFrame:
+    """The window's logged rows of version `number`, with labels joined where there are some."""
+    logged = read_dataset(log_root, "predictions", project.name, start=start, end=end)
+    if not len(logged):
+        return logged
+    logged = logged[logged["model_version"].astype(str) == number]
+    labels = read_dataset(log_root, "labels", project.name)
+    target = target_name(project)
+    if len(labels):
+        labels = labels.sort_values("labelled_at").drop_duplicates("request_id", keep="last")
+        labels = labels[["request_id", "label"]].rename(columns={"label": target})
+        logged = logged.drop(columns=[target], errors="ignore").merge(
+            labels, on="request_id", how="left"
+        )
+    return logged.drop(columns=[c for c in META if c in logged.columns]).reset_index(drop=True)
+
+
+def _from_file(project: Project, path: Path, specs: list[ColumnSpec], uri: str) -> pd.DataFrame:
+    """Features (and optionally target and predictions); predictions made when missing."""
+    from mm_platform import tracking
+
+    frame = read_table(path)
+    features = [s.name for s in specs if s.role == "feature"]
+    if "prediction" not in frame.columns and all(c in frame.columns for c in features):
+        frame = frame.copy()
+        frame["prediction"] = _as_array(tracking.load_pyfunc(uri).predict(frame[features]))
+    return frame
+
+
+def _check(
+    current: pd.DataFrame, specs: list[ColumnSpec], target: str, source: str
+) -> pd.DataFrame:
+    from mm_platform.monitoring.drift import check_current
+
+    required = [s for s in specs if s.role != "target"]
+    check_current(current, required, source=source)
+    if target in current.columns:
+        check_current(current, [s for s in specs if s.role == "target"], source=source)
+    return current
+
+
+# --- computing and reporting ------------------------------------------------------------
+
+
+def _compute(
+    project: Project,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    specs: list[ColumnSpec],
+    target: str,
+) -> tuple[DriftResult, dict[str, float]]:
+    from mm_platform.monitoring.drift import ColumnOptions, compute
+
+    labelled = current[current[target].notna()] if target in current.columns else current[:0]
+    enough_labels = len(labelled) >= project.monitoring.min_rows
+    tested = [s for s in specs if s.role != "target" or enough_labels]
+    options = {
+        name: ColumnOptions(c.method, c.threshold) for name, c in project.monitoring.columns.items()
+    }
+    unknown = sorted(set(options) - {s.name for s in specs})
+    if unknown:
+        raise DataError(
+            f"{project.label}: monitoring.columns names {unknown}, which the model does not "
+            f"have; its columns are {[s.name for s in specs]}"
+        )
+    result = compute(
+        reference, current, tested, options=options, drift_share=project.monitoring.drift_share
+    )
+    performance: dict[str, float] = {"n_labelled_rows": float(len(labelled))}
+    if enough_labels:
+        performance.update(_scores(project, labelled[target], labelled["prediction"], "current_"))
+        performance.update(
+            _scores(project, reference[target], reference["prediction"], "reference_")
+        )
+        metric = project.selection.metric
+        before, after = performance.get(f"reference_{metric}"), performance.get(f"current_{metric}")
+        if before is not None and after is not None:
+            larger = METRICS[metric][1]
+            drop = (before - after) if larger else (after - before)
+            performance["performance_drop"] = drop / abs(before or 1.0)
+    return result, performance
+
+
+def _scores(project: Project, y: pd.Series, y_pred: pd.Series, prefix: str) -> dict[str, float]:
+    try:
+        return score_predictions(project.task, y, y_pred, None, prefix)
+    except ValueError as exc:  # e.g. labels of a type the predictions cannot match
+        raise DataError(f"{project.name}: cannot score the labelled rows: {exc}") from exc
+
+
+def _describe(result: DriftResult, performance: dict[str, float], project: Project) -> str:
+    parts = [
+        f"{result.n_drifted} of {len(result.features)} features drifted "
+        f"(share {result.drift_share:.2f}, dataset drift at {result.drift_share_threshold:.2f})"
+    ]
+    for role in ("prediction", "target"):
+        column = result.role(role)  # type: ignore[arg-type]
+        if column is not None:
+            verdict = "drifted" if column.drifted else "stable"
+            parts.append(f"{role} {verdict} ({column.method} {column.score:.3g})")
+    for failure in result.quality_failures:
+        parts.append(f"data quality: {failure.column}: {failure.failure}")
+    if "performance_drop" in performance:
+        metric = project.selection.metric
+        parts.append(
+            f"{metric} {performance[f'reference_{metric}']:.4g} -> "
+            f"{performance[f'current_{metric}']:.4g} on {int(performance['n_labelled_rows'])} "
+            "labelled rows"
+        )
+    return "; ".join(parts)
+
+
+def _report(
+    project: Project,
+    result: DriftResult,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    target: str,
+    end: datetime | None,
+    number: str,
+) -> Any:
+    from mm_platform.monitoring.drift import build_report
+
+    performance = None
+    labelled = current[current[target].notna()] if target in current.columns else current[:0]
+    if len(labelled) >= project.monitoring.min_rows:
+        from evidently import (
+            BinaryClassification,
+            DataDefinition,
+            MulticlassClassification,
+            Regression,
+        )
+
+        if project.task == "regression":
+            definition = DataDefinition(
+                regression=[Regression(target=target, prediction="prediction")]
+            )
+        elif project.task == "binary":
+            definition = DataDefinition(
+                classification=[BinaryClassification(target=target, prediction_labels="prediction")]
+            )
+        else:
+            definition = DataDefinition(
+                classification=[
+                    MulticlassClassification(target=target, prediction_labels="prediction")
+                ]
+            )
+        columns = [target, "prediction"]
+        performance = (labelled[columns], reference[columns], definition)
+    return build_report(
+        result,
+        performance=performance,
+        timestamp=end.replace(tzinfo=None) if end else None,
+        name=f"{project.name} v{number}",
+        metadata={"model": project.name, "version": number},
+    )
+
+
+def _add_to_workspace(project: Project, snapshot: Any, result: DriftResult) -> str:
+    """Add the snapshot to the Evidently workspace project `<project>-monitoring`, creating
+    it with a drift-over-time dashboard the first time."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+    from evidently.ui.workspace import Workspace
+
+    folder = project.monitoring.workspace
+    workspace = Workspace.create(folder)
+    name = monitoring_experiment(project)
+    found = workspace.search_project(name)
+    if found:
+        target = found[0]
+    else:
+        target = workspace.create_project(name, description=f"Drift of {project.name}")
+        lines = [
+            PanelMetric(
+                legend=c.spec.name, metric="MmColumnDrift", metric_labels={"column": c.spec.name}
+            )
+            for c in result.columns
+            if c.spec.role == "feature"
+        ]
+        target.dashboard.add_panel(line_plot_panel("Feature drift score", lines), tab="Drift")
+        target.dashboard.add_panel(
+            line_plot_panel(
+                "Prediction drift score",
+                [
+                    PanelMetric(
+                        legend="prediction",
+                        metric="MmColumnDrift",
+                        metric_labels={"role": "prediction"},
+                    )
+                ],
+            ),
+            tab="Drift",
+        )
+    workspace.add_run(target.id, snapshot)
+    return f"snapshot added to Evidently workspace {folder} (project {name})"
+
+
+def _alert(project: Project, outcome: DriftOutcome) -> str:
+    """POST a JSON summary to the configured webhook; a failure is reported, not raised."""
+    url = project.monitoring.webhook or ""
+    body = {
+        "project": project.name,
+        "model_version": outcome.version,
+        "alias": outcome.alias,
+        "status": outcome.status,
+        "window_start": outcome.start.isoformat() if outcome.start else None,
+        "window_end": outcome.end.isoformat() if outcome.end else None,
+        "drift_share": outcome.metrics.get("drift_share"),
+        "drifted_columns": outcome.drifted_columns,
+        "prediction_drift_score": outcome.metrics.get("prediction_drift_score"),
+        "message": outcome.message,
+        "mlflow_run_id": outcome.run_id,
+        "report": outcome.report_uri,
+    }
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return f"alert sent to {url} (HTTP {answer.status})"
+        except (urllib.error.URLError, OSError) as exc:
+            error = exc
+            time.sleep(0.5 * (attempt + 1))
+    return f"alert to {url} failed: {error}"
+
+
+# --- the retrain policy -------------------------------------------------------------------
+
+
+def apply_retrain_policy(project: Project, outcome: DriftOutcome, log_root: str) -> str:
+    """Fine-tune on labelled production data and hand the challenger to the gate when N of
+    the last M windows (the latest included) were flagged; return the decision."""
+    from mm_platform import tracking
+
+    policy = project.monitoring.retrain
+    assert policy is not None
+    runs = tracking.recent_runs(
+        monitoring_experiment(project),
+        f"tags.`mm.run_type` = 'drift' and tags.`mm.model_version` = '{outcome.version}' "
+        "and attributes.status = 'FINISHED'",
+        policy.of_last,
+    )
+    flags = [_flagged(run, policy) for run in runs]
+    if not flags or not flags[0] or runs[0].info.run_id != outcome.run_id:
+        return f"retrain: no (the latest window is not flagged by {', '.join(policy.on)})"
+    count = sum(flags)
+    if count < policy.flagged_windows:
+        return (
+            f"retrain: no ({count} of the last {len(flags)} windows flagged; "
+            f"needs {policy.flagged_windows} of {policy.of_last})"
+        )
+    why = f"{count} of the last {len(flags)} windows flagged"
+    try:
+        from mm_platform.finetuning import finetune_project
+
+        tuned = finetune_project(project, log_root=log_root)
+    except MmError as exc:
+        return f"retrain: wanted ({why}) but fine-tuning failed: {exc}"
+    decision = f"retrain: yes ({why}); fine-tuned version {tuned.version} is @challenger"
+    if not policy.auto_promote:
+        return decision + "; auto_promote is off, promote it with mm promote"
+    from mm_platform.promotion import promote_project
+
+    try:
+        gate = promote_project(project, log_root=log_root)
+    except MmError as exc:
+        return decision + f"; the gate could not run: {exc}"
+    verdict = "promoted to @champion" if gate.promoted else "refused by the gate"
+    return decision + f"; {verdict}: {'; '.join(gate.reasons)}"
+
+
+def _flagged(run: Any, policy: Any) -> bool:
+    drifted = "drift" in policy.on and run.data.tags.get("mm.status") == "drift"
+    drop = run.data.metrics.get("performance_drop")
+    worse = "performance" in policy.on and drop is not None and drop > policy.max_performance_drop
+    return drifted or worse

@@ -1,0 +1,168 @@
+"""Drift computed with Evidently's tests: verdicts on known cases, equality with raw
+`DataDriftPreset`, the checks before Evidently sees the data, and the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mm_platform.errors import DataError, ProjectConfigError
+from mm_platform.monitoring.drift import (
+    ColumnOptions,
+    ColumnSpec,
+    build_report,
+    check_current,
+    compute,
+    metric_key,
+)
+
+SPECS = [
+    ColumnSpec("a", "num"),
+    ColumnSpec("b", "num"),
+    ColumnSpec("steps", "num"),  # four distinct values: Evidently tests it as categorical-like
+    ColumnSpec("colour", "cat"),
+    ColumnSpec("size", "cat"),
+]
+
+
+def frames(n: int, *, shift: bool, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current data; with `shift`, columns a and colour move, b and size don't."""
+    rng = np.random.default_rng(seed)
+
+    def make(moved: bool) -> pd.DataFrame:
+        colours = ["red", "green", "blue"]
+        weights = [0.1, 0.2, 0.7] if moved else [0.5, 0.3, 0.2]
+        return pd.DataFrame(
+            {
+                "a": rng.normal(1.5 if moved else 0.0, 1.0, n),
+                "b": rng.normal(10.0, 2.0, n),
+                "steps": rng.integers(0, 4, n).astype(float),
+                "colour": rng.choice(colours, n, p=weights).astype(object),
+                "size": rng.choice(["s", "m", "l", "xl"], n).astype(object),
+            }
+        )
+
+    return make(False), make(shift)
+
+
+def raw_evidently_scores(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
+    """Per-column drift scores of raw `Report([DataDriftPreset()])` (types inferred)."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    snapshot = Report([DataDriftPreset()]).run(current, reference)
+    scores = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            scores[config["column"]] = metric["value"]
+    return scores
+
+
+@pytest.mark.parametrize("n", [300, 5000])  # Evidently picks other tests at <= 1000 rows
+def test_known_drift_is_flagged_and_stable_columns_are_not(n: int) -> None:
+    # a fixed seed: each test has a false-positive rate of its threshold (p < 0.05)
+    reference, current = frames(n, shift=True, seed=2)
+    result = compute(reference, current, SPECS, for_report=False)
+    drifted = {c.spec.name for c in result.columns if c.drifted}
+    assert drifted == {"a", "colour"}
+    assert result.n_drifted == 2 and result.drift_share == pytest.approx(2 / 5)
+    assert not result.dataset_drift  # 0.4 < Evidently's default share of 0.5
+
+
+@pytest.mark.parametrize("n", [300, 5000])
+def test_no_drift_when_both_sides_come_from_one_distribution(n: int) -> None:
+    reference, current = frames(n, shift=False, seed=2)
+    result = compute(reference, current, SPECS, for_report=False)
+    assert [c.spec.name for c in result.columns if c.drifted] == []
+    assert not result.detected
+
+
+@pytest.mark.parametrize("n,shift", [(300, True), (5000, True), (5000, False)])
+def test_scores_equal_raw_evidently(n: int, shift: bool) -> None:
+    reference, current = frames(n, shift=shift, seed=3)
+    ours = compute(reference, current, SPECS, for_report=False)
+    raw = raw_evidently_scores(reference, current)
+    assert set(raw) == {s.name for s in SPECS}
+    for column in ours.columns:
+        assert column.score == pytest.approx(raw[column.spec.name], abs=1e-9, rel=0)
+
+
+def test_methods_expected_from_evidentlys_rule() -> None:
+    reference, current = frames(5000, shift=False)
+    methods = {c.spec.name: c.method for c in compute(reference, current, SPECS).columns}
+    assert methods == {
+        "a": "wasserstein",
+        "b": "wasserstein",
+        "steps": "jensenshannon",
+        "colour": "jensenshannon",
+        "size": "jensenshannon",
+    }
+    small = {c.spec.name: c.method for c in compute(*frames(300, shift=False), SPECS).columns}
+    assert small == {"a": "ks", "b": "ks", "steps": "chisquare", "colour": "chisquare",
+                     "size": "chisquare"}  # fmt: skip
+
+
+def test_configured_method_and_threshold_are_used_and_checked() -> None:
+    reference, current = frames(2000, shift=True)
+    options = {"a": ColumnOptions("psi", 5.0), "colour": ColumnOptions(threshold=0.9)}
+    result = compute(reference, current, SPECS, options=options, for_report=False)
+    by_name = {c.spec.name: c for c in result.columns}
+    assert by_name["a"].method == "psi" and by_name["a"].threshold == 5.0
+    assert not by_name["a"].drifted  # the score is far below the configured 5.0
+    assert by_name["colour"].method == "jensenshannon" and by_name["colour"].threshold == 0.9
+    with pytest.raises(ProjectConfigError, match=r"monitoring.columns.colour.method: 'ks'"):
+        compute(reference, current, SPECS, options={"colour": ColumnOptions("ks")})
+
+
+def test_missing_column_and_wrong_dtype_are_clear_errors() -> None:
+    _, current = frames(200, shift=False)
+    with pytest.raises(DataError, match=r"window.csv: missing column\(s\) \['b'\]"):
+        check_current(current.drop(columns=["b"]), SPECS, source="window.csv")
+    current["a"] = current["a"].astype(str)
+    with pytest.raises(DataError, match=r"column\(s\) a \(object\) should be numeric"):
+        check_current(current, SPECS, source="window.csv")
+
+
+def test_all_nan_column_is_a_quality_failure_and_not_tested() -> None:
+    reference, current = frames(500, shift=False)
+    current["b"] = np.nan
+    current.loc[:9, "size"] = "xxl"  # a category the reference never had
+    current.loc[:4, "a"] = 99.0  # out of the reference's range
+    result = compute(reference, current, SPECS, for_report=False)
+    assert "b" not in {c.spec.name for c in result.columns}
+    failures = {q.column: q.failure for q in result.quality_failures}
+    assert failures == {"b": "all values missing"}
+    assert result.detected
+    quality = {q.column: q for q in result.quality}
+    assert quality["size"].unseen_categories == 10 and quality["size"].unseen_examples == ["xxl"]
+    assert quality["a"].out_of_range == 5
+    metrics = result.metrics()
+    assert metrics["missing_share.b"] == 1.0 and metrics["n_quality_failures"] == 1.0
+
+
+def test_flat_metric_keys_are_mlflow_valid() -> None:
+    assert metric_key("price (€)/m²") == "price ___/m_"
+    reference, current = frames(300, shift=True)
+    specs = [*SPECS, ColumnSpec("a", "num", "prediction")]
+    metrics = compute(reference, current, specs, for_report=False).metrics()
+    assert {"drift_share", "n_drifted_columns", "drift_score.a", "drifted.colour",
+            "prediction_drift_score", "prediction_drifted"} <= set(metrics)  # fmt: skip
+
+
+def test_report_renders_html_and_reloads_from_its_snapshot() -> None:
+    from evidently.core.report import Snapshot
+
+    reference, current = frames(2000, shift=True)
+    result = compute(reference, current, SPECS)
+    snapshot = build_report(result, name="t")
+    html = snapshot.get_html_str(as_iframe=False)
+    assert "Drift in column 'colour'" in html and "Jensen-Shannon distance" in html
+    reloaded = Snapshot.loads(snapshot.dumps())
+    values = {
+        m["config"]["column"]: m["value"]
+        for m in reloaded.dict()["metrics"]
+        if m["config"]["type"].endswith("MmColumnDrift")
+    }
+    assert values == {c.spec.name: c.score for c in result.columns}
