@@ -246,13 +246,66 @@ def _more_unique(reference: pd.Series, current: pd.Series, k: int) -> bool:
     return False
 
 
+def shared_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Object (string) columns as pandas categoricals over the categories of both.
+
+    Evidently's categorical tests hash every value several times (nunique, unique,
+    value_counts on each side); on codes each of those is a bincount. The values, and so
+    every count and score, stay the same. Other dtypes are returned as they are.
+    """
+    if reference.dtype != object or current.dtype != object:
+        return reference, current
+    ref, cur = reference.astype("category"), current.astype("category")
+    labels = ref.cat.categories.append(cur.cat.categories).unique()
+    if any(isinstance(v, float) and not np.isfinite(v) for v in labels):
+        return reference, current  # Evidently drops infinities; leave those columns to it
+    dtype = pd.CategoricalDtype(labels)
+    return ref.astype(dtype), cur.astype(dtype)
+
+
 def _clean(column: pd.Series) -> pd.Series:
     """Evidently's cleaning before a drift test: infinities and missing values dropped."""
     if pd.api.types.is_float_dtype(column):
         values = column.to_numpy()
         finite = np.isfinite(values)
         return column if finite.all() else column[finite]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # from shared_categories: no infinities
+        return column.dropna()
     return column.replace([-np.inf, np.inf], np.nan).dropna()
+
+
+def wasserstein_norm(reference: pd.Series, current: pd.Series) -> float:
+    """Evidently's `wasserstein` score, bit for bit, in a fifth of its time.
+
+    Evidently divides scipy's `wasserstein_distance(reference, current)` by
+    max(std(reference), 0.001): the sum over the pooled sorted values of |U(x) - V(x)| times
+    the gap to the next value, U and V the two empirical CDFs. scipy argsorts both samples,
+    sorts their concatenation and binary-searches every pooled value in both. Here both are
+    sorted, the two sorted runs are merged by a stable sort in linear time, and the CDFs are
+    running counts of which sample each pooled value came from. Inside a run of tied values
+    the counts differ from scipy's, but there the gap is 0; everywhere else the terms are
+    the same numbers, so the sum is the same (tests/test_drift.py checks equality).
+    """
+    u = np.sort(reference.to_numpy(dtype="float64"))
+    v = np.sort(current.to_numpy(dtype="float64"))
+    pooled = np.concatenate((u, v))
+    order = np.argsort(pooled, kind="stable")
+    merged = pooled[order]
+    del pooled
+    deltas = np.diff(merged)
+    del merged
+    from_u = order[:-1] < u.size
+    del order
+    # counts below 2**53 are exact in float64: the same CDF values, without int64 copies
+    gap = np.cumsum(from_u, dtype="float64")
+    gap /= u.size
+    other = np.cumsum(~from_u, dtype="float64")
+    other /= v.size
+    gap -= other
+    del other
+    np.abs(gap, out=gap)
+    distance = float(np.dot(gap, deltas))
+    return distance / max(float(np.std(reference)), 0.001)
 
 
 def column_drift(
@@ -269,17 +322,22 @@ def column_drift(
         return None
     test = resolve_test(spec, ref, cur, options)
     ctype = _TYPES[spec.kind]
-    outcome = test(ref, cur, ctype, options.threshold)
-    result = ColumnResult(
-        spec,
-        test.name,
-        float(outcome.actual_threshold),
-        float(outcome.drift_score),
-        bool(outcome.drifted),
-    )
+    if test is _stattests.wasserstein_stat_test:  # Evidently's default for numeric columns
+        threshold = test.default_threshold if options.threshold is None else options.threshold
+        score = wasserstein_norm(ref, cur)
+        result = ColumnResult(spec, test.name, float(threshold), score, score >= threshold)
+    else:
+        outcome = test(ref, cur, ctype, options.threshold)
+        result = ColumnResult(
+            spec,
+            test.name,
+            float(outcome.actual_threshold),
+            float(outcome.drift_score),
+            bool(outcome.drifted),
+        )
     if for_report:
         cur_dist, ref_dist = get_distribution_for_column(
-            column_type=spec.kind, current=cur, reference=ref
+            column_type=spec.kind, current=cur, reference=ref, bins=_bins(spec, ref, cur)
         )
         result.evidently = ColumnDataDriftMetrics(
             column_name=spec.name,
@@ -293,6 +351,16 @@ def column_drift(
             scatter=None,
         )
     return result
+
+
+def _bins(spec: ColumnSpec, reference: pd.Series, current: pd.Series) -> Any:
+    """50 equal bins over both samples for the report's histogram (Evidently's own choice,
+    Doane's rule on the two concatenated, costs more than the drift test at 1M rows)."""
+    if spec.kind != "num":
+        return None
+    low = min(float(reference.min()), float(current.min()))
+    high = max(float(reference.max()), float(current.max()))
+    return np.linspace(low, high, 51) if high > low else None
 
 
 def quality(spec: ColumnSpec, reference: pd.Series, current: pd.Series) -> QualityResult:
@@ -338,6 +406,8 @@ def compute(
 
     def one(spec: ColumnSpec) -> tuple[ColumnResult | None, QualityResult | None]:
         ref, cur = reference[spec.name], current[spec.name]
+        if spec.kind == "cat":
+            ref, cur = shared_categories(ref, cur)
         check = quality(spec, ref, cur) if spec.role == "feature" else None
         if check is not None and check.failure:
             return None, check

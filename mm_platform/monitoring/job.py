@@ -271,10 +271,9 @@ def _check(
 ) -> pd.DataFrame:
     from mm_platform.monitoring.drift import check_current
 
-    required = [s for s in specs if s.role != "target"]
-    check_current(current, required, source=source)
-    if target in current.columns:
-        check_current(current, [s for s in specs if s.role == "target"], source=source)
+    for role in ("feature", "prediction", "target"):  # features first: they name the fix
+        if role != "target" or target in current.columns:
+            check_current(current, [s for s in specs if s.role == role], source=source)
     return current
 
 
