@@ -438,6 +438,40 @@ def _print_drift(outcome: Any) -> None:
     click.echo(f"  run: {outcome.run_id} (experiment {outcome.project}-monitoring)")
 
 
+@main.command("drift-ui")
+@click.argument("project")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def drift_ui(project: str, host: str, port: int) -> None:
+    """Serve PROJECT's Evidently workspace (monitoring.workspace): drift over time.
+
+    Runs `evidently ui` with DO_NOT_TRACK=1, so the UI sends no usage telemetry.
+    """
+    import os
+    import subprocess
+
+    from mm_platform.config import load_project
+    from mm_platform.errors import DataError, ProjectConfigError
+
+    loaded = load_project(project)
+    folder = loaded.monitoring.workspace
+    if not folder:
+        raise ProjectConfigError(
+            f"{loaded.label}: monitoring.workspace is not set; add e.g. "
+            "monitoring: {workspace: evidently_workspace} and run mm drift again"
+        )
+    if not Path(folder).is_dir():
+        raise DataError(f"{folder}: no Evidently workspace yet; run mm drift {project} first")
+    command = [str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", folder,
+               "--host", host, "--port", str(port)]  # fmt: skip
+    click.echo(f"Evidently UI for {loaded.name}: http://{host}:{port} (Ctrl-C stops it)")
+    try:
+        code = subprocess.call(command, env={**os.environ, "DO_NOT_TRACK": "1"})
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
 @main.command()
 @click.argument("projects", nargs=-1, required=True)
 @click.option("--once", is_flag=True, help="Run every due window, then exit (for cron/systemd).")
@@ -518,6 +552,12 @@ def _print_loop(loop: Any) -> None:
         f"v{tuned.version} @challenger (lambda={tuned.lam:g}, forgetting on the original "
         f"holdout {tuned.metrics['forgetting']:+.2%})"
     )
+    for name, outcome in (("before", loop.drift_before), ("after", loop.drift_after)):
+        if outcome is not None:
+            click.echo(f"drift {name} the shift ({outcome.n_current} rows of "
+                       f"v{outcome.version}): {outcome.status}: {outcome.message}")  # fmt: skip
+            if outcome.report_uri:
+                click.echo(f"  HTML report: {outcome.report_uri}")
     verdict = (
         f"promoted v{decision.challenger} to @champion"
         if decision.promoted

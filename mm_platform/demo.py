@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from mm_platform.errors import ProjectConfigError
 if TYPE_CHECKING:
     from mm_platform.compression.job import CompressResult
     from mm_platform.finetuning import FinetuneResult
+    from mm_platform.monitoring.job import DriftOutcome
     from mm_platform.promotion import PromotionResult
     from mm_platform.serving.batch import LabelResult
     from mm_platform.training import Progress, TrainResult
@@ -83,6 +85,8 @@ class LoopResult:
     labels: LabelResult
     finetune: FinetuneResult
     promotion: PromotionResult
+    drift_before: DriftOutcome | None = None  # the served version, traffic before the shift
+    drift_after: DriftOutcome | None = None  # ... and after it
 
 
 def simulated_traffic(seed: int, n_requests: int) -> list[tuple[pd.DataFrame, np.ndarray]]:
@@ -104,8 +108,10 @@ def simulated_traffic(seed: int, n_requests: int) -> list[tuple[pd.DataFrame, np
 def production_loop(
     project: Project, *, log_root: str, n_requests: int = 150, progress: Progress | None = None
 ) -> LoopResult:
-    """Serve the champion, send shifted traffic, ingest labels, fine-tune, promote."""
+    """Serve the champion, send shifted traffic, ingest labels, drift reports of both
+    halves, fine-tune, promote."""
     import tempfile
+    from datetime import datetime, timezone
 
     import requests
 
@@ -125,6 +131,7 @@ def production_loop(
     traffic = simulated_traffic(project.seed, n_requests)
     ids: list[str] = []
     truth: list[float] = []
+    moments: list[datetime] = []  # traffic start, the shift, traffic end (UTC)
     with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
         model_dir = build_monitored_model(project.name, champion, log_root, Path(tmp) / "model")
         port = _free_port()
@@ -133,17 +140,28 @@ def production_loop(
         try:
             url = f"http://127.0.0.1:{port}/invocations"
             for i, (frame, y) in enumerate(traffic):
+                if i in (0, n_requests // 2):
+                    moments.append(datetime.now(timezone.utc))
                 body = {"dataframe_split": frame.to_dict(orient="split", index=False)}
                 answer = requests.post(url, json=body, timeout=30)
                 answer.raise_for_status()
                 ids += answer.json()["predictions"]["request_id"]
                 truth += list(y)
                 report(f"{project.name}: traffic", i + 1, n_requests)
+            moments.append(datetime.now(timezone.utc))
         finally:
             stop_process_group(server)  # graceful: the log is flushed before it exits
         labels_file = Path(tmp) / "labels.csv"
         pd.DataFrame({"request_id": ids, "label": truth}).to_csv(labels_file, index=False)
         labels = ingest_labels(project, labels_file, log_root=log_root)
+    report(f"{project.name}: drift reports (Evidently)", 0, 2)
+    from mm_platform.monitoring.job import run_drift
+
+    drift = [
+        run_drift(project, start=start, end=end, version=champion, log_root=log_root,
+                  retrain=False)
+        for start, end in itertools.pairwise(moments)
+    ]  # fmt: skip
     tuned = finetune_project(project, log_root=log_root)
     decision = promote_project(project, log_root=log_root)
     shifted_from = sum(len(frame) for frame, _ in traffic[: n_requests // 2])
@@ -157,6 +175,7 @@ def production_loop(
         labels,
         tuned,
         decision,
+        *drift,
     )
 
 

@@ -184,6 +184,16 @@ def test_demo_trains_each_project_and_leaves_champions(store: str, tmp_path: Pat
     assert "promotion gate on 200 holdout +" in result.stdout
     assert "v8  finetune" in result.stdout
     assert "mm ui" in result.stdout
+    # drift reports of the served version before and after the shift
+    assert "drift before the shift (" in result.stdout
+    before = next(line for line in result.stdout.splitlines() if "drift before" in line)
+    after = next(line for line in result.stdout.splitlines() if "drift after" in line)
+    assert "of v1): no_drift:" in before and "of v1): drift:" in after
+    assert result.stdout.count("HTML report: ") == 2
+    runs = client.search_runs(
+        [client.get_experiment_by_name("seed_linear-monitoring").experiment_id]
+    )
+    assert sorted(r.data.tags["mm.status"] for r in runs) == ["drift", "no_drift"]
 
 
 def test_demo_without_projects_folder(store: str, tmp_path: Path) -> None:

@@ -264,3 +264,45 @@ def test_mm_drift_exit_codes_and_one_line_errors(project_file: Path, tmp_path: P
     assert bad.returncode == 2
     assert "other.csv: missing column(s) ['x']" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_drift_ui_serves_the_workspace_without_telemetry(store: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from conftest import free_port
+
+    from mm_platform.monitoring.job import run_drift
+    from mm_platform.training import train_project
+
+    config = {**MONITORED, "monitoring": {**MONITORED["monitoring"], "workspace": "ws"}}
+    path = write_project(tmp_path, config)
+    project = load_project(path)
+    train_project(project)
+    traffic(100, shifted=False).to_csv(tmp_path / "calm.csv", index=False)
+    run_drift(project, current_path=tmp_path / "calm.csv")
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mm_platform", "drift-ui", str(path), "--port", str(port)],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline, answer = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/api/projects", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert answer is not None and answer.status_code == 200
+        assert "tiny-monitoring" in answer.text
+        environ = Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()
+        child_env = Path(f"/proc/{environ[0]}/environ").read_bytes().split(b"\0")
+        assert b"DO_NOT_TRACK=1" in child_env
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(20)
