@@ -242,7 +242,7 @@ def _since(value: str | None) -> Any:
         stamp = datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r} is not an ISO date or time, e.g. 2026-11-29") from exc
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp.astimezone(timezone.utc) if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
 
 @main.command()

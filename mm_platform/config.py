@@ -312,7 +312,7 @@ def parse_duration(text: str) -> int:
 
 DRIFT_METHODS = (
     "anderson", "chisquare", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
-    "hellinger", "jensenshannon", "kl_div", "ks", "mannw", "perc_text_content_drift",
+    "hellinger", "jensenshannon", "kl_div", "ks", "mannw",
     "psi", "t_test", "TVD", "wasserstein", "z", "empirical_mmd",
 )  # fmt: skip
 

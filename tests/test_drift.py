@@ -166,3 +166,50 @@ def test_report_renders_html_and_reloads_from_its_snapshot() -> None:
         if m["config"]["type"].endswith("MmColumnDrift")
     }
     assert values == {c.spec.name: c.score for c in result.columns}
+
+
+def test_fast_wasserstein_is_bit_identical_to_evidentlys() -> None:
+    from evidently.legacy.calculations.stattests import wasserstein_stat_test
+    from evidently.legacy.core import ColumnType
+
+    from mm_platform.monitoring.drift import wasserstein_norm
+
+    rng = np.random.default_rng(5)
+    cases = [
+        (rng.gamma(2.0, 1.5, 20_000), rng.gamma(2.3, 1.5, 15_000)),
+        (rng.integers(0, 40, 5000).astype(float), rng.integers(3, 45, 7000).astype(float)),
+        (np.full(3000, 2.0), np.r_[np.full(1000, 2.0), np.full(1000, 3.0)]),  # ties, std 0
+    ]
+    for ref, cur in cases:
+        ref, cur = pd.Series(ref), pd.Series(cur)
+        expected = wasserstein_stat_test(ref, cur, ColumnType.Numerical, None).drift_score
+        assert wasserstein_norm(ref, cur) == expected  # exactly, not approximately
+
+
+def test_low_cardinality_integers_declared_categorical_match_raw_evidently() -> None:
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame({"rating": rng.integers(1, 10, 3000)})
+    current = pd.DataFrame({"rating": rng.integers(2, 10, 500)})
+    raw = raw_evidently_scores(reference, current)
+    ours = compute(reference, current, [ColumnSpec("rating", "cat")], for_report=False)
+    assert ours.columns[0].method == "jensenshannon"
+    assert ours.columns[0].score == pytest.approx(raw["rating"], abs=1e-9, rel=0)
+
+
+def test_tests_drawing_from_numpys_global_rng_give_the_same_scores_in_threads() -> None:
+    reference, current = frames(400, shift=True, seed=4)
+    specs = [ColumnSpec(c, "cat") for c in ("colour", "size", "steps")]
+    options = {s.name: ColumnOptions("TVD") for s in specs}
+    serial = compute(reference, current, specs, options=options, workers=1, for_report=False)
+    for _ in range(3):
+        parallel = compute(reference, current, specs, options=options, workers=3,
+                           for_report=False)  # fmt: skip
+        assert [c.score for c in parallel.columns] == [c.score for c in serial.columns]
+
+
+def test_param_and_metric_keys_pass_mlflows_validation() -> None:
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+    name = metric_key("price (€)/m²")
+    _validate_metric_name(f"drift_score.{name}")
+    _validate_param_name(f"method.{name}")

@@ -306,3 +306,47 @@ def test_drift_ui_serves_the_workspace_without_telemetry(store: str, tmp_path: P
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(20)
+
+
+def test_classification_with_partly_labelled_window(store: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from mm_platform.monitoring.job import run_drift
+    from mm_platform.serving.batch import ingest_labels
+    from mm_platform.serving.predlog import log_root
+    from mm_platform.training import train_project
+
+    config = {
+        "name": "clf", "task": "binary",
+        "dataset": {"source": "synthetic", "generator": "classification", "n_samples": 400,
+                    "n_features": 4},
+        "candidates": [{"estimator": "logistic", "params": {"C": [1.0]}}],
+        "selection": {"metric": "f1"}, "split": {"cv_folds": 3},
+        "serving": {"prediction_log": "log"}, "monitoring": {"min_rows": 20},
+    }  # fmt: skip
+    project = load_project(write_project(tmp_path, config))
+    train = train_project(project)
+    from mm_platform import tracking
+    from mm_platform.serving.batch import predict_file
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(0, 1.5, (200, 4)), columns=[f"x{i}" for i in range(4)])
+    frame.to_csv(tmp_path / "traffic.csv", index=False)
+    model = tracking.load_pyfunc(f"models:/clf/{train.version}")
+    scored = pd.read_csv(
+        predict_file(project, tmp_path / "traffic.csv", version=str(train.version), model=model,
+                     columns=list(frame.columns), log_root=log_root("log")).output
+    )  # fmt: skip
+    labelled = scored.head(150)  # 50 rows stay unlabelled: the join makes labels floats
+    labelled[["request_id"]].assign(label=(labelled["x0"] > 0).astype(int)).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    ingest_labels(project, tmp_path / "labels.csv", log_root=log_root("log"))
+    start, end = window_now()
+    outcome = run_drift(project, start=start, end=end)
+    run = MlflowClient().get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert metrics["n_labelled_rows"] == 150 and "current_f1" in metrics
+    assert "target_drift_score" in metrics and "prediction_drift_score" in metrics
+    assert run.data.params["method.prediction"] in ("chisquare", "z")

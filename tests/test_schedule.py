@@ -169,15 +169,34 @@ def test_a_failed_window_keeps_the_state_before_it_and_is_retried(
     assert read_last_end("tiny", state) == at(12)
 
 
-def test_a_bug_in_the_job_propagates_and_keeps_the_state(project: Project, state: Path) -> None:
-    def broken(project: Project, *, start: datetime, end: datetime) -> Outcome:
-        raise ZeroDivisionError("a bug")
+def test_a_bug_in_the_job_is_recorded_and_other_projects_go_on(tmp_path: Path, state: Path) -> None:
+    tiny, other = make_project(tmp_path), make_project(tmp_path, "other")
+    good = RecordingJob()
+
+    def broken_for_tiny(project: Project, *, start: datetime, end: datetime) -> Outcome:
+        if project.name == "tiny":
+            raise ZeroDivisionError("a bug")
+        return good(project, start=start, end=end)
 
     state.mkdir()
     write_last_end("tiny", at(8), state)
-    with pytest.raises(ZeroDivisionError, match="a bug"):
-        run_due([project], now=at(12, 30), job=broken, state_dir=state, echo=lambda _: None)
-    assert read_last_end("tiny", state) == at(8)
+    results = run_due(
+        [tiny, other], now=at(12, 30), job=broken_for_tiny, state_dir=state, echo=lambda _: None
+    )
+    assert [(r.project, r.status) for r in results] == [("tiny", "error"), ("other", "no_drift")]
+    assert results[0].error == "unexpected ZeroDivisionError: a bug"
+    assert exit_code(results) == 1
+    assert read_last_end("tiny", state) == at(8)  # retried next round
+
+
+def test_a_failed_first_window_is_retried(project: Project, state: Path) -> None:
+    def failing(project: Project, *, start: datetime, end: datetime) -> Outcome:
+        raise MmError("store down")
+
+    run_due([project], now=at(12, 30), job=failing, state_dir=state, echo=lambda _: None)
+    job = RecordingJob()
+    run_due([project], now=at(13, 5), job=job, state_dir=state, echo=lambda _: None)
+    assert job.ends("tiny") == [at(12), at(13)]  # the failed first window, then the next
 
 
 def test_a_locked_project_is_skipped_and_others_run(tmp_path: Path, state: Path) -> None:

@@ -17,6 +17,7 @@ import os
 
 os.environ.setdefault("DO_NOT_TRACK", "1")  # before Evidently is imported: no telemetry
 
+import threading
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -213,6 +214,12 @@ def resolve_test(
     """The configured test, or the one Evidently's `DataDriftPreset` would choose."""
     ctype = _TYPES[spec.kind]
     if options.method is not None:
+        if spec.kind == "num" and options.method in ("chisquare", "z"):
+            # registered for categorical columns only, yet Evidently's default rule applies
+            # them to numeric columns with few values: allow what it does itself
+            return {"chisquare": _stattests.chi_stat_test, "z": _stattests.z_stat_test}[
+                options.method
+            ]
         try:
             return get_registered_stattest(options.method, ctype)
         except (StatTestNotFoundError, StatTestInvalidFeatureTypeError) as exc:
@@ -274,6 +281,12 @@ def _clean(column: pd.Series) -> pd.Series:
     return column.replace([-np.inf, np.inf], np.nan).dropna()
 
 
+# Evidently's TVD (a permutation test seeded with np.random.seed(0)) and MMD draw from
+# numpy's global generator: two such columns in parallel threads would interleave draws
+_GLOBAL_RNG_TESTS = frozenset({"TVD", "empirical_mmd"})
+_GLOBAL_RNG = threading.Lock()
+
+
 def wasserstein_norm(reference: pd.Series, current: pd.Series) -> float:
     """Evidently's `wasserstein` score, bit for bit, in a fifth of its time.
 
@@ -327,7 +340,11 @@ def column_drift(
         score = wasserstein_norm(ref, cur)
         result = ColumnResult(spec, test.name, float(threshold), score, score >= threshold)
     else:
-        outcome = test(ref, cur, ctype, options.threshold)
+        if test.name in _GLOBAL_RNG_TESTS:  # they reseed and draw from numpy's global RNG
+            with _GLOBAL_RNG:
+                outcome = test(ref, cur, ctype, options.threshold)
+        else:
+            outcome = test(ref, cur, ctype, options.threshold)
         result = ColumnResult(
             spec,
             test.name,
@@ -415,7 +432,11 @@ def compute(
             spec, ref, cur, options.get(spec.name, ColumnOptions()), for_report=for_report
         )
         if drift is None and check is not None:
-            check.failure = "no finite values to compare"
+            check.failure = (
+                "no finite values in the reference sample"
+                if _clean(ref).empty
+                else "no finite values to compare"
+            )
         return drift, check
 
     # numpy sorts and pandas hashing release the GIL: threads share the data, no copies

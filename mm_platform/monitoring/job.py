@@ -10,6 +10,7 @@ Then it posts the configured alert and applies the retrain policy.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -42,6 +43,7 @@ STATUS_EXIT = {
 REPORT_ARTIFACT = "drift_report.html"
 SNAPSHOT_ARTIFACT = "snapshot.json"
 _NUMERIC_TYPES = {"double", "float", "long", "integer"}
+_INTEGER_CARDINALITY_LIMIT = 10
 
 
 @dataclass
@@ -127,6 +129,8 @@ def run_drift(
         "drift", project.name, name, experiment=monitoring_experiment(project), tags=tags
     ) as run:
         outcome.run_id = run.info.run_id
+        if current_path is not None:  # a file names its columns even when it is short
+            _check(current, specs, target, source)
         if window_rows < monitoring.min_rows:
             outcome.status = "not_enough_data"
             outcome.message = (
@@ -140,6 +144,8 @@ def run_drift(
             current = current.sample(monitoring.sample_rows, random_state=project.seed)
         current = _check(current, specs, target, source)
         result, performance = _compute(project, reference, current, specs, target)
+        from mm_platform.monitoring.drift import metric_key
+
         metrics = result.metrics()
         metrics.update(performance)
         metrics["window_rows"] = window_rows
@@ -150,8 +156,8 @@ def run_drift(
         tracking.set_tags({"mm.status": outcome.status, "mm.message": outcome.message})
         tracking.log_params(
             {
-                **{f"method.{c.spec.name}": c.method for c in result.columns},
-                **{f"threshold.{c.spec.name}": c.threshold for c in result.columns},
+                **{f"method.{metric_key(c.spec.name)}": c.method for c in result.columns},
+                **{f"threshold.{metric_key(c.spec.name)}": c.threshold for c in result.columns},
                 "drift_share_threshold": monitoring.drift_share,
                 "sample_rows": len(current) if len(current) < window_rows else "none",
                 "min_rows": monitoring.min_rows,
@@ -225,10 +231,17 @@ def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[Co
             if c not in (target, "prediction")
         ]
     categorical = set(project.features.categorical)
-    specs = [
-        ColumnSpec(name, "cat" if name in categorical or kind not in _NUMERIC_TYPES else "num")
-        for name, kind in schema
-    ]
+
+    def kind_of(name: str, kind: str) -> str:
+        if name in categorical or kind not in _NUMERIC_TYPES:
+            return "cat"
+        if kind in ("long", "integer") and name in reference.columns:
+            # Evidently's own rule (evidently.core.datasets.infer_column_type): integers
+            # with at most 10 distinct values are categories
+            return "cat" if reference[name].nunique() <= _INTEGER_CARDINALITY_LIMIT else "num"
+        return "num"
+
+    specs = [ColumnSpec(name, kind_of(name, kind)) for name, kind in schema]
     label_kind = "num" if project.task == "regression" else "cat"
     specs.append(ColumnSpec("prediction", label_kind, "prediction"))
     specs.append(ColumnSpec(target, label_kind, "target"))
@@ -289,7 +302,7 @@ def _compute(
 ) -> tuple[DriftResult, dict[str, float]]:
     from mm_platform.monitoring.drift import ColumnOptions, compute
 
-    labelled = current[current[target].notna()] if target in current.columns else current[:0]
+    labelled = _labelled(current, reference, target)
     enough_labels = len(labelled) >= project.monitoring.min_rows
     tested = [s for s in specs if s.role != "target" or enough_labels]
     options = {
@@ -317,6 +330,23 @@ def _compute(
             drop = (before - after) if larger else (after - before)
             performance["performance_drop"] = drop / abs(before or 1.0)
     return result, performance
+
+
+def _labelled(current: pd.DataFrame, reference: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The rows of `current` with a label, labels in the reference target's dtype (a join
+    with unlabelled rows turns integer class labels into floats)."""
+    if target not in current.columns:
+        return current[:0]
+    labelled = current[current[target].notna()]
+    wanted = reference[target].dtype
+    if labelled[target].dtype != wanted:
+        try:
+            cast = labelled[target].astype(wanted)
+        except (TypeError, ValueError):
+            return labelled
+        if (cast == labelled[target]).all():  # only a lossless cast (2.0 -> 2, not 2.5)
+            labelled = labelled.assign(**{target: cast})
+    return labelled
 
 
 def _scores(project: Project, y: pd.Series, y_pred: pd.Series, prefix: str) -> dict[str, float]:
@@ -360,7 +390,7 @@ def _report(
     from mm_platform.monitoring.drift import build_report
 
     performance = None
-    labelled = current[current[target].notna()] if target in current.columns else current[:0]
+    labelled = _labelled(current, reference, target)
     if len(labelled) >= project.monitoring.min_rows:
         from evidently import (
             BinaryClassification,
@@ -385,13 +415,19 @@ def _report(
             )
         columns = [target, "prediction"]
         performance = (labelled[columns], reference[columns], definition)
-    return build_report(
-        result,
-        performance=performance,
-        timestamp=end.replace(tzinfo=None) if end else None,
-        name=f"{project.name} v{number}",
-        metadata={"model": project.name, "version": number},
-    )
+    # Evidently's snapshot time is naive UTC
+    stamp = end.astimezone(timezone.utc).replace(tzinfo=None) if end else None
+    name = f"{project.name} v{number}"
+    metadata = {"model": project.name, "version": number}
+    try:
+        return build_report(
+            result, performance=performance, timestamp=stamp, name=name, metadata=metadata
+        )
+    except Exception:  # e.g. one class only: Evidently cannot compute its ROC curve
+        if performance is None:
+            raise
+    # the drift report still stands; the metrics in the run carry the performance
+    return build_report(result, timestamp=stamp, name=name, metadata=metadata)
 
 
 def _add_to_workspace(project: Project, snapshot: Any, result: DriftResult) -> str:
@@ -461,7 +497,7 @@ def _alert(project: Project, outcome: DriftOutcome) -> str:
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 return f"alert sent to {url} (HTTP {answer.status})"
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             error = exc
             time.sleep(0.5 * (attempt + 1))
     return f"alert to {url} failed: {error}"

@@ -276,7 +276,14 @@ def _run_project(
             return []
         results: list[WindowResult] = []
         # read under the lock: another scheduler may have just advanced it
-        for start, end in due_windows(project, now, read_last_end(project.name, folder)):
+        last_end = read_last_end(project.name, folder)
+        windows = due_windows(project, now, last_end)
+        if last_end is None and windows:
+            # the first window: record the fire time before it, so that a failure leaves
+            # this window due (retried next round) rather than forgotten
+            before = next(_cron_times(project, windows[0][1], backwards=True))
+            write_last_end(project.name, before, folder)
+        for start, end in windows:
             result = _run_window(project, start, end, job)
             results.append(result)
             echo(_describe(result))
@@ -292,6 +299,9 @@ def _run_window(project: Project, start: datetime, end: datetime, job: DriftJob)
     except MmError as exc:
         code = getattr(exc, "exit_code", 2)
         return WindowResult(project.name, start, end, "error", code, error=str(exc))
+    except Exception as exc:  # a bug must not stop the schedule of every other project
+        message = f"unexpected {type(exc).__name__}: {exc}"
+        return WindowResult(project.name, start, end, "error", 1, error=message)
     return WindowResult(
         project.name, start, end, outcome.status, outcome.exit_code, run_id=outcome.run_id
     )
