@@ -12,6 +12,15 @@ class MmError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str = "") -> None:
+        # one line whatever the input held: control characters (a newline in a YAML key,
+        # a tab in a column name) are shown escaped
+        super().__init__("".join(_visible(ch) for ch in str(message)))
+
+
+def _visible(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii") if ord(ch) < 32 or ord(ch) == 127 else ch
+
 
 class ProjectConfigError(MmError):
     """A project file is missing, unreadable or invalid."""
