@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -158,3 +159,97 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
     assert sorted(logged["x"]) == [1.0, 2.0, 3.0]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/ping", timeout=3)
+
+
+def test_a_dead_writers_journal_is_recovered_once(tmp_path: Path) -> None:
+    from mm_platform.serving import predlog
+
+    root = str(tmp_path / "log")
+    writer = PredictionLogWriter(root, "m", "7", flush_seconds=3600)
+    ids = writer.append(pd.DataFrame({"x": [1.0, 2.0]}), [10.0, 20.0])
+    ids += writer.append(pd.DataFrame({"x": [3.0]}), [30.0])
+    segment = writer._segment
+    # the process dies: the lock goes, the file stays, a last record is cut short
+    os.write(segment.fd, predlog._LENGTH.pack(1000) + b"partial")
+    os.close(segment.fd)
+    writer._closed = True  # this writer never flushes again
+    journal = tmp_path / "log" / "_journal" / "model=m"
+    assert len(list(journal.glob("*.journal"))) == 1
+
+    logged = read_dataset(root, "predictions", "m")  # readers recover dead writers first
+    assert sorted(logged["request_id"]) == sorted(ids)
+    assert set(logged["model_version"]) == {"7"} and sorted(logged["x"]) == [1.0, 2.0, 3.0]
+    assert list(journal.glob("*.journal")) == []
+    assert len(read_dataset(root, "predictions", "m")) == 3  # not twice
+
+
+def test_a_live_writers_journal_is_left_alone(tmp_path: Path) -> None:
+    root = str(tmp_path / "log")
+    writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
+    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
+    assert read_dataset(root, "predictions", "m").empty  # buffered by a live writer
+    writer.close()
+    assert len(read_dataset(root, "predictions", "m")) == 1
+    assert list((tmp_path / "log" / "_journal" / "model=m").glob("*.journal")) == []
+
+
+@pytest.mark.slow
+def test_sigkill_under_load_loses_only_in_flight_requests(trained: Path, tmp_path: Path):
+    import threading
+
+    from mm_platform.tracking.serving import build_monitored_model, start_server
+
+    log = tmp_path / "prediction_log"
+    model_dir = build_monitored_model("tiny", "1", str(log), tmp_path / "monitored")
+    port = free_port()
+    # `mlflow models serve` and its uvicorn worker: their own process group, killed whole
+    server = start_server(model_dir, host="127.0.0.1", port=port, output=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/invocations"
+    acknowledged: list[str] = []
+    in_flight_lost = [0]
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        session = requests.Session()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            body = {"dataframe_split": {"columns": ["x"], "data": [[float(seed + i % 10)]] * 3}}
+            try:
+                answer = session.post(url, json=body, timeout=10)
+            except requests.RequestException:
+                in_flight_lost[0] += 1  # sent, never answered: the server died
+                return
+            acknowledged.extend(answer.json()["predictions"]["request_id"])
+
+    try:
+        clients = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for thread in clients:
+            thread.start()
+        time.sleep(3)  # several flush intervals: some requests are in files, some journalled
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the worker dies too; init reaps it
+            try:
+                os.killpg(server.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+    assert len(acknowledged) > 300 and in_flight_lost[0] <= 4
+    visible = [p for p in log.rglob("*.parquet") if not p.name.startswith(".")]
+    for path in visible:  # every visible file is whole
+        pd.read_parquet(path)
+    logged = read_dataset(str(log), "predictions", "tiny")  # recovers the dead journal
+    missing = set(acknowledged) - set(logged["request_id"])
+    assert missing == set(), f"{len(missing)} acknowledged records lost"
+    # at most the in-flight requests (3 rows each) are logged without an answer
+    assert len(logged) - len(acknowledged) <= 3 * in_flight_lost[0]
+    assert not logged["request_id"].duplicated().any()
+    assert list((log / "_journal" / "model=tiny").glob("*.journal")) == []

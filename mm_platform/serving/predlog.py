@@ -12,7 +12,11 @@ into place, so a crash never leaves a half-written file visible.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import os
+import pickle
+import struct
 import sys
 import threading
 import time
@@ -45,7 +49,7 @@ def _filesystem(root: str) -> tuple[Any, str]:
     return pafs.LocalFileSystem(), root
 
 
-def write_partition(root: str, kind: str, model: str, frame: Any) -> str:
+def write_partition(root: str, kind: str, model: str, frame: Any, *, tag: str = "") -> str:
     """Write `frame` (a DataFrame or an Arrow table) as one new file of dataset `kind` for
     `model`, atomically; return its path."""
     import pyarrow as pa
@@ -55,7 +59,7 @@ def write_partition(root: str, kind: str, model: str, frame: Any) -> str:
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     folder = f"{base}/{kind}/model={model}/date={day}"
     fs.create_dir(folder, recursive=True)
-    name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    name = f"part-{time.time_ns()}-{tag or uuid.uuid4().hex[:8]}.parquet"
     tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
     table = frame
     if isinstance(frame, pd.DataFrame):
@@ -73,6 +77,8 @@ def read_dataset(
     """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given)."""
     import pyarrow.dataset as ds
 
+    if kind == "predictions":
+        recover(root, model)  # requests a killed server acknowledged are part of the log
     fs, base = _filesystem(root)
     folder = f"{base}/{kind}/model={model}"
     info = fs.get_file_info(folder)
@@ -119,6 +125,127 @@ def _suffixes(n: int) -> list[str]:
 Record = tuple[pd.DataFrame, np.ndarray, list[str], int]
 
 
+def build_table(records: list[Record], model_name: str, model_version: str) -> Any:
+    """One Arrow table of the buffered requests.
+
+    The writer thread shares the GIL with the requests being served, so the work is done
+    column by column in Arrow and NumPy, never row by row in Python.
+    """
+    import pyarrow as pa
+
+    sizes = [len(record[0]) for record in records]
+    total = sum(sizes)
+    features = pd.concat([record[0] for record in records], ignore_index=True)
+    for column in features.columns:  # one type per column in every file: ints as floats
+        if pd.api.types.is_integer_dtype(features[column]):
+            features[column] = features[column].astype("float64")
+    stamps = np.repeat(np.array([r[3] for r in records], dtype="int64"), sizes)
+    constant = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(total, dtype="int32")), pa.array([model_name, model_version])
+    )
+    version_index = pa.array(np.ones(total, dtype="int32"))
+    columns = {
+        "request_id": pa.array([i for record in records for i in record[2]], pa.string()),
+        "timestamp": pa.array(stamps, pa.timestamp("ns", tz="UTC")),
+        "model_name": constant.cast(pa.string()),
+        "model_version": pa.DictionaryArray.from_arrays(version_index, constant.dictionary).cast(
+            pa.string()
+        ),
+    }
+    table = pa.Table.from_pandas(features, preserve_index=False, nthreads=1)
+    for position, (name, array) in enumerate(columns.items()):
+        table = table.add_column(position, name, array)
+    predictions = np.concatenate(
+        [r[1].reshape(n, -1)[:, 0] for r, n in zip(records, sizes, strict=True)]
+    )
+    return table.append_column("prediction", pa.array(predictions))
+
+
+# --- the write-ahead journal ------------------------------------------------------------------
+#
+# Every acknowledged request is in the journal before its answer leaves: a length-prefixed
+# pickle appended to the writer's current segment file (the kernel keeps it if the process
+# dies, SIGKILL included). A flush starts a new segment, writes the old one's requests as
+# a Parquet file tagged with the segment's name, then deletes the segment. A segment whose
+# writer is dead (its flock is free) is recovered by the next writer or reader of that
+# model's log: its requests not already in a file tagged with its name are written, then it
+# is deleted. Local log roots only; with a remote root (s3://...) there is no journal.
+
+JOURNAL = "_journal"
+_LENGTH = struct.Struct("<Q")
+
+
+class _Segment:
+    """One open, locked journal file."""
+
+    def __init__(self, folder: Path, version: str) -> None:
+        self.name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.path = folder / f"{self.name}.v{version}.journal"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this writer lives
+
+    def append(self, payload: bytes) -> None:
+        os.write(self.fd, _LENGTH.pack(len(payload)) + payload)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _journal_folder(root: str, model: str) -> Path | None:
+    return None if "://" in root else Path(root) / JOURNAL / f"model={model}"
+
+
+def _read_segment(path: Path) -> list[Record]:
+    """The complete records of a segment; a record cut short by a crash is ignored (its
+    request was never answered)."""
+    data = path.read_bytes()
+    records, offset = [], 0
+    while offset + _LENGTH.size <= len(data):
+        (length,) = _LENGTH.unpack_from(data, offset)
+        start, end = offset + _LENGTH.size, offset + _LENGTH.size + length
+        if end > len(data):
+            break
+        records.append(pickle.loads(data[start:end]))
+        offset = end
+    return records
+
+
+def recover(root: str, model: str) -> int:
+    """Write the journalled requests of dead writers of `model` into the log; return rows."""
+    folder = _journal_folder(root, model)
+    if folder is None or not folder.is_dir():
+        return 0
+    written = 0
+    for path in sorted(folder.glob("*.journal")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # its writer just flushed it
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer (or another recovery) holds it
+            if not path.exists():
+                continue
+            segment, version = path.name.removesuffix(".journal").rsplit(".v", 1)
+            records = [r for r in _read_segment(path) if len(r[0])]
+            already = list((Path(root) / "predictions" / f"model={model}").glob(
+                f"date=*/part-*-{segment}.parquet"
+            ))  # fmt: skip
+            if records and not already:
+                table = build_table(records, model, version)
+                write_partition(root, "predictions", model, table, tag=segment)
+                written += table.num_rows
+            path.unlink()
+        finally:
+            os.close(fd)
+    return written
+
+
 class PredictionLogWriter:
     """Buffers prediction records and writes them in the background.
 
@@ -148,6 +275,16 @@ class PredictionLogWriter:
         self._wake = threading.Event()
         self._closed = False
         self.last_error: str | None = None
+        folder = _journal_folder(root, model_name)
+        self._segment: _Segment | None = None
+        self._unwritten: list[_Segment] = []  # segments whose records a failed flush kept
+        if folder is not None:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                recover(root, model_name)
+                self._segment = _Segment(folder, self.model_version)
+            except OSError as exc:  # serve anyway; records are buffered and retried
+                self._journal_off(exc)
         self._thread = threading.Thread(target=self._run, name="mm-prediction-log", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -162,7 +299,10 @@ class PredictionLogWriter:
         base = uuid.uuid4().hex
         ids = [base + suffix for suffix in _suffixes(n)]
         record = (features, np.asarray(predictions), ids, time.time_ns())
+        payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
+            if self._segment is not None:
+                self._segment.append(payload)  # on disk (page cache) before the answer
             self._buffer.append(record)
             self._rows += n
             full = self._rows >= self.max_rows
@@ -170,57 +310,45 @@ class PredictionLogWriter:
             self._wake.set()
         return ids.copy()  # the buffer keeps its own: callers may extend what they get
 
+    def _journal_off(self, exc: OSError) -> None:
+        self.last_error = f"journal: {exc}"
+        print(
+            f"mm prediction log: no write-ahead journal ({exc}); a crash would lose the "
+            "requests of the last flush interval",
+            file=sys.stderr,
+        )
+
     def flush(self) -> int:
         """Write everything buffered now; return the rows written."""
         with self._lock:
             records, self._buffer, self._rows = self._buffer, [], 0
-        if not records:
-            return 0
+            if not records:
+                return 0
+            done = [*self._unwritten]
+            if self._segment is not None:
+                done.append(self._segment)
+                try:
+                    self._segment = _Segment(self._segment.path.parent, self.model_version)
+                except OSError as exc:
+                    self._segment = None
+                    self._journal_off(exc)
+            self._unwritten = []
         try:
-            return self._write(records)
+            written = self._write(records, done[-1].name if done else "")
         except BaseException:
             with self._lock:  # keep them for the next attempt rather than lose them
                 self._buffer[:0] = records
                 self._rows += sum(len(r[0]) for r in records)
+                self._unwritten[:0] = done
             raise
+        for segment in done:
+            segment.remove()
+        return written
 
-    def _write(self, records: list[Record]) -> int:
-        """Build one Arrow table from the buffered requests and write it as one file.
-
-        This thread shares the GIL with the requests being served, so the work is done
-        column by column in Arrow and NumPy, never row by row in Python.
-        """
-        import pyarrow as pa
-
-        sizes = [len(record[0]) for record in records]
-        total = sum(sizes)
-        features = pd.concat([record[0] for record in records], ignore_index=True)
-        for column in features.columns:  # one type per column in every file: ints as floats
-            if pd.api.types.is_integer_dtype(features[column]):
-                features[column] = features[column].astype("float64")
-        stamps = np.repeat(np.array([r[3] for r in records], dtype="int64"), sizes)
-        constant = pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(total, dtype="int32")),
-            pa.array([self.model_name, self.model_version]),
-        )
-        version_index = pa.array(np.ones(total, dtype="int32"))
-        columns = {
-            "request_id": pa.array([i for record in records for i in record[2]], pa.string()),
-            "timestamp": pa.array(stamps, pa.timestamp("ns", tz="UTC")),
-            "model_name": constant.cast(pa.string()),
-            "model_version": pa.DictionaryArray.from_arrays(
-                version_index, constant.dictionary
-            ).cast(pa.string()),
-        }
-        table = pa.Table.from_pandas(features, preserve_index=False, nthreads=1)
-        for position, (name, array) in enumerate(columns.items()):
-            table = table.add_column(position, name, array)
-        predictions = np.concatenate(
-            [r[1].reshape(n, -1)[:, 0] for r, n in zip(records, sizes, strict=True)]
-        )
-        table = table.append_column("prediction", pa.array(predictions))
-        write_partition(self.root, "predictions", self.model_name, table)
-        return total
+    def _write(self, records: list[Record], segment: str) -> int:
+        table = build_table(records, self.model_name, self.model_version)
+        write_partition(self.root, "predictions", self.model_name, table, tag=segment)
+        return table.num_rows
 
     def _run(self) -> None:
         while not self._closed:
@@ -240,3 +368,5 @@ class PredictionLogWriter:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+        if self._segment is not None:  # empty: nothing was appended since the last flush
+            self._segment.remove()
