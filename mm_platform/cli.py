@@ -35,7 +35,8 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mm")
 def main() -> None:
-    """Manage scikit-learn models on MLflow: train, compare, register.
+    """Manage scikit-learn models on MLflow: train, compress, serve, fine-tune, promote,
+    and monitor drift with Evidently.
 
     The tracking store is MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db in
     the working directory.
@@ -372,8 +373,8 @@ def _print_lineage(name: str, metric: str) -> None:
     default=None,
     help="Window ending now, e.g. 6h, 1d (default: the project's monitoring.window).",
 )
-@click.option("--start", default=None, help="Window start (ISO UTC time); with --end.")
-@click.option("--end", default=None, help="Window end (ISO UTC time, exclusive); default now.")
+@click.option("--start", default=None, help="Window start (ISO time, UTC unless it says).")
+@click.option("--end", default=None, help="Window end (ISO time, exclusive); default now.")
 @click.option(
     "--current",
     "current_file",
@@ -462,12 +463,29 @@ def drift_ui(project: str, host: str, port: int) -> None:
         )
     if not Path(folder).is_dir():
         raise DataError(f"{folder}: no Evidently workspace yet; run mm drift {project} first")
+    import signal
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex((host, port)) == 0:
+            raise MmError(f"port {port} on {host} is already in use; pick another with --port")
     command = [str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", folder,
                "--host", host, "--port", str(port)]  # fmt: skip
     click.echo(f"Evidently UI for {loaded.name}: http://{host}:{port} (Ctrl-C stops it)")
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops the UI too, not just this process
+    ui = subprocess.Popen(command, env={**os.environ, "DO_NOT_TRACK": "1"})
     try:
-        code = subprocess.call(command, env={**os.environ, "DO_NOT_TRACK": "1"})
+        code = ui.wait()
     except KeyboardInterrupt:
+        ui.terminate()
+        try:
+            ui.wait(20)
+        except subprocess.TimeoutExpired:
+            ui.kill()
         code = 0
     sys.exit(code)
 
@@ -482,20 +500,25 @@ def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> N
     """Run each project's drift job on the cron schedule in its project file.
 
     A restart catches up on windows missed while it was down; a completed window never runs
-    twice. With --once the exit status is that of the worst window (see mm drift).
+    twice. With --once the exit status is the first failed window's, else 5 if a window
+    drifted, else 6 if a window had too few rows, else 0.
     """
-    from mm_platform.config import load_project
+    from datetime import datetime, timezone
 
-    loaded = [load_project(p) for p in projects]
-    click.echo("loading Evidently (once for the whole schedule)...", err=True)
-    import mm_platform.monitoring.drift  # noqa: F401  (import Evidently once, up front)
+    from mm_platform.config import load_project
     from mm_platform.monitoring import schedule as scheduler
 
-    if once:
-        results = scheduler.run_due(loaded, state_dir=state_dir, echo=click.echo)
+    loaded = [load_project(p) for p in projects]
+    if once:  # Evidently is imported only if a window is due
+        now = datetime.now(timezone.utc)
+        results = scheduler.run_due(loaded, now=now, state_dir=state_dir, echo=click.echo)
         if not results:
-            click.echo("nothing due")
+            upcoming = min(scheduler.next_fire_time(p, now) for p in loaded)
+            click.echo(f"nothing due; next window ends {upcoming:%Y-%m-%dT%H:%MZ}")
         sys.exit(scheduler.exit_code(results))
+    click.echo("loading Evidently (once for the whole schedule)...", err=True)
+    import mm_platform.monitoring.drift  # noqa: F401  (import Evidently once, up front)
+
     try:
         scheduler.serve(loaded, state_dir=state_dir, echo=click.echo)
     except KeyboardInterrupt:
@@ -546,18 +569,18 @@ def _print_loop(loop: Any) -> None:
         f"serve, {loop.n_requests} requests / {loop.n_rows} rows logged, inputs and truth "
         f"shifted after row {loop.shifted_from}"
     )
-    click.echo(
-        f"labels: {loop.labels.ingested} ingested, {loop.labels.unknown} unknown; fine-tuned "
-        f"v{tuned.parent_version} on {tuned.n_rows} labelled production rows -> "
-        f"v{tuned.version} @challenger (lambda={tuned.lam:g}, forgetting on the original "
-        f"holdout {tuned.metrics['forgetting']:+.2%})"
-    )
     for name, outcome in (("before", loop.drift_before), ("after", loop.drift_after)):
         if outcome is not None:
             click.echo(f"drift {name} the shift ({outcome.n_current} rows of "
                        f"v{outcome.version}): {outcome.status}: {outcome.message}")  # fmt: skip
             if outcome.report_uri:
                 click.echo(f"  HTML report: {outcome.report_uri}")
+    click.echo(
+        f"labels: {loop.labels.ingested} ingested, {loop.labels.unknown} unknown; fine-tuned "
+        f"v{tuned.parent_version} on {tuned.n_rows} labelled production rows -> "
+        f"v{tuned.version} @challenger (lambda={tuned.lam:g}, forgetting on the original "
+        f"holdout {tuned.metrics['forgetting']:+.2%})"
+    )
     verdict = (
         f"promoted v{decision.challenger} to @champion"
         if decision.promoted

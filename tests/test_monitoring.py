@@ -171,28 +171,26 @@ def test_too_few_rows_is_not_enough_data_not_a_crash(project_file: Path) -> None
     assert "drift_share" not in run.data.metrics
 
 
-def test_bad_current_data_fails_the_run_with_a_clear_error(
-    project_file: Path, tmp_path: Path
-) -> None:
+def test_bad_current_file_is_refused_before_any_run(project_file: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     from mm_platform.monitoring.job import run_drift
 
     project = load_project(project_file)
-    pd.DataFrame({"x": ["a"] * 30, "prediction": [1.0] * 30}).to_csv(
-        tmp_path / "strings.csv", index=False
-    )
-    with pytest.raises(DataError, match=r"strings.csv: column\(s\) x \(object\) should be numeric"):
-        run_drift(project, current_path=tmp_path / "strings.csv")
+    for name, frame in (
+        ("strings.csv", pd.DataFrame({"x": ["a"] * 30, "prediction": [1.0] * 30})),
+        ("no-predictions.csv", pd.DataFrame({"x": ["a"] * 29 + [1.0]})),  # not scored first
+    ):
+        frame.to_csv(tmp_path / name, index=False)
+        with pytest.raises(DataError, match=rf"{name}: column\(s\) x \(object\) should be"):
+            run_drift(project, current_path=tmp_path / name)
     pd.DataFrame({"z": [1.0] * 30, "prediction": [1.0] * 30}).to_csv(
         tmp_path / "other.csv", index=False
     )
     with pytest.raises(DataError, match=r"other.csv: missing column\(s\) \['x'\]"):
         run_drift(project, current_path=tmp_path / "other.csv")
-    runs = MlflowClient().search_runs(
-        [MlflowClient().get_experiment_by_name("tiny-monitoring").experiment_id]
-    )
-    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    # a file is checked before a run opens: bad input leaves no run behind
+    assert MlflowClient().get_experiment_by_name("tiny-monitoring") is None
 
 
 def test_retrain_policy_fine_tunes_and_hands_to_the_gate(store: str, tmp_path: Path) -> None:

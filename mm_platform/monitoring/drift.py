@@ -76,6 +76,7 @@ class ColumnResult:
     score: float
     drifted: bool
     evidently: ColumnDataDriftMetrics | None = None  # for the report
+    display: str = ""  # Evidently's name of the test and its score, e.g. "K-S p_value"
 
 
 @dataclass
@@ -352,6 +353,7 @@ def column_drift(
             float(outcome.drift_score),
             bool(outcome.drifted),
         )
+    result.display = test.display_name
     if for_report:
         cur_dist, ref_dist = get_distribution_for_column(
             column_type=spec.kind, current=cur, reference=ref, bins=_bins(spec, ref, cur)

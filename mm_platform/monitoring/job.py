@@ -89,6 +89,7 @@ def run_drift(
     from mm_platform.serving.predlog import log_root as default_log_root
 
     log_root = log_root or default_log_root(project.serving.prediction_log)
+    start, end = _utc(start), _utc(end)
     if current_path is None and (start is None or end is None):
         end = end or datetime.now(timezone.utc)
         start = start or end - timedelta(seconds=project.monitoring.window_seconds)
@@ -119,7 +120,7 @@ def run_drift(
         "mm.source": source,
     }
     name = f"drift v{number} " + (
-        f"{start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}" if start and end else Path(source).name
+        f"{start:%Y-%m-%d %H:%M:%S}..{end:%H:%M:%S}" if start and end else Path(source).name
     )
     outcome = DriftOutcome(
         project.name, number, tags["mm.alias"] or None, start, end, "no_drift", "", window_rows, ""
@@ -129,8 +130,6 @@ def run_drift(
         "drift", project.name, name, experiment=monitoring_experiment(project), tags=tags
     ) as run:
         outcome.run_id = run.info.run_id
-        if current_path is not None:  # a file names its columns even when it is short
-            _check(current, specs, target, source)
         if window_rows < monitoring.min_rows:
             outcome.status = "not_enough_data"
             outcome.message = (
@@ -181,6 +180,17 @@ def run_drift(
 
 
 # --- inputs ---------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """`moment` in UTC; a naive one is taken to be UTC already."""
+    if moment is None:
+        return None
+    return (
+        moment.replace(tzinfo=timezone.utc)
+        if moment.tzinfo is None
+        else moment.astimezone(timezone.utc)
+    )
 
 
 def _reference(project: Project, model: Any, uri: str) -> pd.DataFrame:
@@ -268,14 +278,25 @@ def _from_log(
 
 
 def _from_file(project: Project, path: Path, specs: list[ColumnSpec], uri: str) -> pd.DataFrame:
-    """Features (and optionally target and predictions); predictions made when missing."""
+    """Features (and optionally target and predictions), checked before anything is logged;
+    predictions are made with the monitored version when the file has none."""
     from mm_platform import tracking
+    from mm_platform.monitoring.drift import check_current
 
     frame = read_table(path)
-    features = [s.name for s in specs if s.role == "feature"]
-    if "prediction" not in frame.columns and all(c in frame.columns for c in features):
+    features = [s for s in specs if s.role == "feature"]
+    check_current(frame, features, source=str(path))
+    if "prediction" not in frame.columns:
+        names = [s.name for s in features]
+        try:
+            predictions = tracking.load_pyfunc(uri).predict(frame[names])
+        except Exception as exc:  # MLflow's schema enforcement names the column and type
+            message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
+            raise DataError(f"{path}: the model refuses this data: {message}") from exc
         frame = frame.copy()
-        frame["prediction"] = _as_array(tracking.load_pyfunc(uri).predict(frame[features]))
+        frame["prediction"] = _as_array(predictions)
+    target = target_name(project)
+    _check(frame, specs, target, str(path))
     return frame
 
 
@@ -365,7 +386,8 @@ def _describe(result: DriftResult, performance: dict[str, float], project: Proje
         column = result.role(role)  # type: ignore[arg-type]
         if column is not None:
             verdict = "drifted" if column.drifted else "stable"
-            parts.append(f"{role} {verdict} ({column.method} {column.score:.3g})")
+            test = column.display or column.method
+            parts.append(f"{role} {verdict} ({test} {column.score:.3g})")
     for failure in result.quality_failures:
         parts.append(f"data quality: {failure.column}: {failure.failure}")
     if "performance_drop" in performance:
