@@ -594,6 +594,42 @@ def _print_loop(loop: Any) -> None:
 
 
 @main.command()
+@click.option(
+    "--backend-store-uri",
+    envvar="MM_BACKEND_STORE_URI",
+    default=None,
+    help="Database store, e.g. postgresql://user@host:5432/mlflow "
+    "(default: MM_BACKEND_STORE_URI, else sqlite:///mlflow.db here).",
+)
+@click.option(
+    "--artifacts-destination",
+    envvar="MM_ARTIFACTS_DESTINATION",
+    default=None,
+    help="Folder or s3:// location the server keeps artifacts in (default ./mlartifacts).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--jobs", is_flag=True, help="Turn MLflow's background job execution on.")
+@click.option("--allowed-hosts", default=None, help="Passed to mlflow server (non-local hosts).")
+def server(
+    backend_store_uri: str | None, artifacts_destination: str | None, host: str, port: int,
+    jobs: bool, allowed_hosts: str | None,
+) -> None:  # fmt: skip
+    """Start an MLflow tracking server: database store, proxied artifacts, jobs off.
+
+    Point every mm command at it with MLFLOW_TRACKING_URI=http://HOST:PORT.
+    """
+    from mm_platform.tracking.server import run_tracking_server
+
+    uri = backend_store_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    destination = artifacts_destination or str(Path.cwd() / "mlartifacts")
+    run_tracking_server(
+        backend_store_uri=uri, artifacts_destination=destination, host=host, port=port,
+        jobs=jobs, allowed_hosts=allowed_hosts, echo=click.echo,
+    )  # fmt: skip
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--project", default=None, help="Print the runs table of this project's experiment.")

@@ -114,3 +114,47 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's postgresql package), for the
+    whole session; yields a database URI. `.ci/run` installs the package and sets
+    MM_REQUIRE_POSTGRES=1, which turns a missing server into a failure, not a skip."""
+    import shutil
+    import tempfile
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or [
+        Path(p) for p in [shutil.which("initdb")] if p
+    ]
+    initdb = str(found[-1]) if found else ""
+    if not initdb:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("MM_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    bin_dir = Path(initdb).parent
+    folder = Path(tempfile.mkdtemp(prefix="mm-pg-"))
+    folder.chmod(0o755)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
+                    "-U", "postgres", "--no-sync"], check=True, capture_output=True)  # fmt: skip
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
+                    "-l", str(folder / "server.log"), "-w", "start"], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        import psycopg
+
+        conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE mlflow")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
+                        "-w", "stop"], capture_output=True)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)

@@ -138,3 +138,56 @@ def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], N
     finally:
         stop_process_group(process)
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_tracking_server(
+    *,
+    backend_store_uri: str,
+    artifacts_destination: str,
+    host: str,
+    port: int,
+    jobs: bool,
+    allowed_hosts: str | None,
+    echo: Callable[[str], None],
+) -> None:
+    """`mlflow server` on a database store with proxied artifacts, until Ctrl-C or SIGTERM.
+
+    Clients reach it through MLFLOW_TRACKING_URI=http://host:port; artifacts go through the
+    server (`mlflow-artifacts:`), so clients need no access to the artifact location.
+    Background job execution stays off unless `jobs` (it costs ~2 GB and ~20 s at start).
+    """
+    if backend_store_uri.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401  (MLflow's PostgreSQL driver)
+        except ImportError as exc:
+            raise TrackingError(
+                f"{backend_store_uri.split('@')[-1]}: a PostgreSQL store needs the driver; "
+                "pip install 'mm_platform[postgres]' (psycopg)"
+            ) from exc
+    check_port_free(host, port)
+    base = f"http://{host}:{port}"
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", artifacts_destination, "--serve-artifacts",
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    if allowed_hosts:
+        command += ["--allowed-hosts", allowed_hosts]
+    env = server_env()
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if jobs else "false"
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    process = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
+    try:
+        wait_for_health(base, process, timeout=180)
+        store = backend_store_uri.split("@")[-1]  # no credentials in what is printed
+        echo(f"MLflow tracking server on {store}, artifacts in {artifacts_destination}: {base}")
+        echo(f"  export MLFLOW_TRACKING_URI={base}   (Ctrl-C stops it)")
+        process.wait()
+        if process.returncode not in (0, -signal.SIGTERM):
+            raise TrackingError(f"mlflow server stopped with exit code {process.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_process_group(process)
+        signal.signal(signal.SIGTERM, previous)
