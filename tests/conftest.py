@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -158,3 +159,27 @@ def postgres_uri() -> Iterator[str]:
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "-w", "stop"], capture_output=True)  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def tracking_server(postgres_uri: str, tmp_path: Path):
+    """`mm server` on the PostgreSQL store; yields its URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mm_platform", "server", "--backend-store-uri", postgres_uri,
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        banner = server.stdout.readline()  # printed once /health answers
+        assert "MLflow tracking server on 127.0.0.1" in banner, (
+            tmp_path / "server.log"
+        ).read_text()
+        assert "postgres@" not in banner  # the store is named without its user
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)

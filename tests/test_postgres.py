@@ -3,17 +3,14 @@ afterwards with a plain MlflowClient."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import SEED_LINEAR, free_port, mm, write_project
+from conftest import SEED_LINEAR, mm, write_project
 
 LIFECYCLE = {
     **SEED_LINEAR,
@@ -23,30 +20,6 @@ LIFECYCLE = {
     "serving": {"prediction_log": "log"},
     "monitoring": {"min_rows": 20},
 }
-
-
-@pytest.fixture
-def tracking_server(postgres_uri: str, tmp_path: Path):
-    """`mm server` on the PostgreSQL store; yields its URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mm_platform", "server", "--backend-store-uri", postgres_uri,
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        banner = server.stdout.readline()  # printed once /health answers
-        assert "MLflow tracking server on 127.0.0.1" in banner, (
-            tmp_path / "server.log"
-        ).read_text()
-        assert "postgres@" not in banner  # the store is named without its user
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
 
 
 @pytest.mark.slow
