@@ -611,9 +611,14 @@ def _print_loop(loop: Any) -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--jobs", is_flag=True, help="Turn MLflow's background job execution on.")
 @click.option("--allowed-hosts", default=None, help="Passed to mlflow server (non-local hosts).")
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="MLflow's basic-auth app; the first start needs MLFLOW_AUTH_ADMIN_PASSWORD.",
+)
 def server(
     backend_store_uri: str | None, artifacts_destination: str | None, host: str, port: int,
-    jobs: bool, allowed_hosts: str | None,
+    jobs: bool, allowed_hosts: str | None, auth: bool,
 ) -> None:  # fmt: skip
     """Start an MLflow tracking server: database store, proxied artifacts, jobs off.
 
@@ -625,7 +630,7 @@ def server(
     destination = artifacts_destination or str(Path.cwd() / "mlartifacts")
     run_tracking_server(
         backend_store_uri=uri, artifacts_destination=destination, host=host, port=port,
-        jobs=jobs, allowed_hosts=allowed_hosts, echo=click.echo,
+        jobs=jobs, allowed_hosts=allowed_hosts, echo=click.echo, auth=auth,
     )  # fmt: skip
 
 

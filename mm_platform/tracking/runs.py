@@ -75,12 +75,13 @@ def tracked_run(
         outer = MlflowClient().get_run(outer_run_id)
         kwargs["parent_run_id"] = outer_run_id
         kwargs["experiment_id"] = outer.info.experiment_id
-    else:
-        kwargs["experiment_id"] = experiment_id_for(experiment or project)
+    where = experiment or project
     try:
+        if "experiment_id" not in kwargs:
+            kwargs["experiment_id"] = experiment_id_for(where)
         run = mlflow.start_run(**kwargs)
     except MlflowException as exc:
-        raise _tracking_error(exc) from exc
+        raise _tracking_error(exc, f"create a run in experiment '{where}'") from exc
     try:
         yield run
     except KeyboardInterrupt:
@@ -105,8 +106,11 @@ def _end_quietly(status: str, exc: BaseException | None = None) -> None:
         mlflow.end_run(status)
 
 
-def _tracking_error(exc: MlflowException) -> TrackingError:
-    message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
+def _tracking_error(exc: MlflowException, action: str = "do this") -> TrackingError:
+    from mm_platform.tracking.store import auth_message
+
+    denied = auth_message(exc, action)
+    message = denied or str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
     return TrackingError(f"MLflow store {mlflow.get_tracking_uri()}: {message}")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -149,6 +151,7 @@ def run_tracking_server(
     jobs: bool,
     allowed_hosts: str | None,
     echo: Callable[[str], None],
+    auth: bool = False,
 ) -> None:
     """`mlflow server` on a database store with proxied artifacts, until Ctrl-C or SIGTERM.
 
@@ -164,6 +167,21 @@ def run_tracking_server(
                 f"{backend_store_uri.split('@')[-1]}: a PostgreSQL store needs the driver; "
                 "pip install 'mm_platform[postgres]' (psycopg)"
             ) from exc
+    env = server_env()
+    if auth:
+        try:
+            import flask_wtf  # noqa: F401
+        except ImportError as exc:
+            raise TrackingError(
+                "--auth needs MLflow's basic-auth app: pip install 'mm_platform[auth]'"
+            ) from exc
+        if not env.get("MLFLOW_AUTH_ADMIN_PASSWORD") and not Path("basic_auth.db").exists():
+            raise TrackingError(
+                "--auth: set MLFLOW_AUTH_ADMIN_PASSWORD; the first start creates the admin "
+                "user ('admin', or MLFLOW_AUTH_ADMIN_USERNAME) with it in ./basic_auth.db"
+            )
+        # the CSRF secret of the auth app: kept for the server's lifetime, never printed
+        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
     check_port_free(host, port)
     base = f"http://{host}:{port}"
     command = [
@@ -174,14 +192,16 @@ def run_tracking_server(
     ]  # fmt: skip
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
-    env = server_env()
+    if auth:
+        command += ["--app-name", "basic-auth"]
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if jobs else "false"
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     process = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
     try:
         wait_for_health(base, process, timeout=180)
         store = backend_store_uri.split("@")[-1]  # no credentials in what is printed
-        echo(f"MLflow tracking server on {store}, artifacts in {artifacts_destination}: {base}")
+        echo(f"MLflow tracking server on {store}, artifacts in {artifacts_destination}: {base}"
+             + (" (basic auth: users in ./basic_auth.db)" if auth else ""))  # fmt: skip
         echo(f"  export MLFLOW_TRACKING_URI={base}   (Ctrl-C stops it)")
         process.wait()
         if process.returncode not in (0, -signal.SIGTERM):

@@ -58,6 +58,9 @@ def _check_store(uri: str) -> None:
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
     except Exception as exc:  # MLflow raises several unrelated types for unusable stores
+        denied = auth_message(exc, "read the tracking store")
+        if denied:
+            raise TrackingError(f"{uri}: {denied}") from exc
         reason = _gist(str(getattr(exc, "message", exc)))
         raise TrackingError(
             f"cannot use the MLflow tracking store {uri}: {reason}. Set MLFLOW_TRACKING_URI to "
@@ -84,6 +87,26 @@ def _check_server(uri: str) -> None:
             f"{uri} answers {response.status_code} on /health: is it an MLflow tracking "
             "server? Check its log, or set MLFLOW_TRACKING_URI to another server"
         )
+
+
+def auth_message(exc: BaseException, action: str) -> str | None:
+    """One line for a 401 or 403 from an auth-protected server, naming the user (never the
+    password) and what was refused; None for any other error."""
+    code = str(getattr(exc, "error_code", ""))
+    text = str(getattr(exc, "message", exc))
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if code == "UNAUTHENTICATED" or ("401" in text[:200] and "nauthorized" in text[:400]):
+        who = f"user '{user}'" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
+        return (
+            f"the server refused {who}: wrong or missing credentials (401). Set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on it"
+        )
+    if code == "PERMISSION_DENIED" or ("403" in text[:200] and "ermission" in text[:400]):
+        return (
+            f"user '{user or '?'}' lacks the permission to {action} (403). Ask an admin of "
+            "the server to grant it (MLflow's basic-auth permissions: READ, EDIT, MANAGE)"
+        )
+    return None
 
 
 def ui_runs_url(base_url: str, experiment_id: str) -> str:

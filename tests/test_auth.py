@@ -1,0 +1,81 @@
+"""`mm server --auth` (MLflow's basic-auth app): credentials from the environment, clear
+401/403 errors naming the user, and no password anywhere in the store, artifacts or logs."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import SEED_LINEAR, free_port, mm, write_project
+
+
+@pytest.mark.slow
+def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None:
+    admin_pw, alice_pw, bob_pw = (f"pw-{secrets.token_hex(8)}" for _ in range(3))
+    wrong_pw = f"wrong-{secrets.token_hex(8)}"
+    server_dir, work = tmp_path / "server", tmp_path / "work"
+    server_dir.mkdir()
+    work.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    server_log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mm_platform", "server", "--auth", "--port", str(port)],
+        cwd=server_dir, env={**env, "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw},
+        stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True,
+    )  # fmt: skip
+    outputs: list[str] = []
+    try:
+        banner = server.stdout.readline()
+        assert "basic auth" in banner, (tmp_path / "server.log").read_text()[-3000:]
+        assert requests.get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
+                            timeout=10).status_code == 401  # fmt: skip
+        for user, password in (("alice", alice_pw), ("bob", bob_pw)):
+            created = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10,
+                                    json={"username": user, "password": password},
+                                    auth=("admin", admin_pw))  # fmt: skip
+            assert created.status_code == 200, created.text
+        project = write_project(work, SEED_LINEAR)
+
+        def as_user(user: str, password: str, *args: str) -> subprocess.CompletedProcess:
+            credentials = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": user,
+                           "MLFLOW_TRACKING_PASSWORD": password}  # fmt: skip
+            result = mm(*args, cwd=work, env={**env, **credentials})
+            outputs.extend([result.stdout, result.stderr])
+            return result
+
+        trained = as_user("alice", alice_pw, "train", str(project))
+        assert trained.returncode == 0, trained.stderr
+
+        refused = as_user("alice", wrong_pw, "train", str(project))
+        assert refused.returncode == 3 and "Traceback" not in refused.stderr
+        assert "refused user 'alice': wrong or missing credentials (401)" in refused.stderr
+
+        forbidden = as_user("bob", bob_pw, "train", str(project))  # alice's experiment
+        assert forbidden.returncode == 3 and "Traceback" not in forbidden.stderr
+        assert (
+            "user 'bob' lacks the permission to create a run in experiment 'tiny' (403)"
+            in forbidden.stderr
+        ), forbidden.stderr
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        server_log.close()
+    # the passwords are nowhere: not in the store, the artifacts, the logs or our output
+    secrets_ = [p.encode() for p in (admin_pw, alice_pw, bob_pw, wrong_pw)]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any("mlartifacts" in str(p) for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets_:
+            assert secret not in data, f"a password is in {path}"
+    for text in outputs:
+        for secret in secrets_:
+            assert secret.decode() not in text
