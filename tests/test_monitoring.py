@@ -348,3 +348,70 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path) 
     assert metrics["n_labelled_rows"] == 150 and "current_f1" in metrics
     assert "target_drift_score" in metrics and "prediction_drift_score" in metrics
     assert run.data.params["method.prediction"] in ("chisquare", "z")
+
+
+@pytest.mark.slow
+def test_a_drift_job_killed_mid_run_is_redone_once_by_the_next_round(
+    project_file: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow import MlflowClient
+
+    from mm_platform.monitoring.schedule import read_last_end
+
+    project = load_project(project_file)
+    log_traffic(project, traffic(100, shifted=False), tmp_path)
+    # every minute, so that the latest window holds the traffic just logged
+    every_minute = {**MONITORED, "monitoring": {**MONITORED["monitoring"], "schedule": "* * * * *"}}
+    project_file = write_project(tmp_path, every_minute, "every-minute.yaml")
+    client = MlflowClient()
+    killed, state = None, tmp_path
+    for attempt in range(3):  # a kill can land just after the run ended: then try again
+        state = tmp_path / f"state{attempt}"
+        job = subprocess.Popen(
+            [sys.executable, "-m", "mm_platform", "schedule", str(project_file), "--once",
+             "--state-dir", str(state)],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        seen = None
+        deadline = time.monotonic() + 120
+        while seen is None and job.poll() is None and time.monotonic() < deadline:
+            experiment = client.get_experiment_by_name("tiny-monitoring")
+            if experiment is not None:
+                running = client.search_runs([experiment.experiment_id],
+                                             "attributes.status = 'RUNNING'")  # fmt: skip
+                if running:
+                    job.send_signal(signal.SIGKILL)  # mid-run: the window is not done
+                    seen = running[0]
+            time.sleep(0.02)
+        job.wait(30)
+        if seen is not None and client.get_run(seen.info.run_id).info.status == "RUNNING":
+            killed = seen
+            break
+    assert killed is not None, "the job finished before it could be killed, three times"
+    window_end = killed.data.tags["mm.window_end"]
+    assert read_last_end("tiny", state) < datetime.fromisoformat(window_end)  # not completed
+
+    experiment_id = client.get_experiment_by_name("tiny-monitoring").experiment_id
+
+    def window_runs() -> dict[str, list]:
+        found = client.search_runs([experiment_id], f"tags.`mm.window_end` = '{window_end}'")
+        by_status: dict[str, list] = {}
+        for run in found:
+            by_status.setdefault(run.info.status, []).append(run)
+        return by_status
+
+    for _ in range(2):  # the next round redoes the window; the one after leaves it alone
+        result = mm("schedule", str(project_file), "--once", "--state-dir", str(state),
+                    cwd=tmp_path)  # fmt: skip
+        assert result.returncode in (0, 5, 6) and "Traceback" not in result.stderr
+        runs = window_runs()
+        assert sorted(runs) == ["FINISHED", "KILLED"]
+        assert len(runs["FINISHED"]) == 1 and len(runs["KILLED"]) == 1
+        replacement = runs["FINISHED"][0].info.run_id
+        assert runs["KILLED"][0].data.tags["mm.superseded_by"] == replacement
+        assert read_last_end("tiny", state) >= datetime.fromisoformat(window_end)

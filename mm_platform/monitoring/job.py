@@ -126,10 +126,13 @@ def run_drift(
         project.name, number, tags["mm.alias"] or None, start, end, "no_drift", "", window_rows, ""
     )
     monitoring = project.monitoring
+    stale = _stale_runs(project, number, end) if current_path is None else []
     with tracking.tracked_run(
         "drift", project.name, name, experiment=monitoring_experiment(project), tags=tags
     ) as run:
         outcome.run_id = run.info.run_id
+        for old in stale:  # a job killed on this window: this run replaces it
+            tracking.end_stale_run(old, "KILLED", {"mm.superseded_by": outcome.run_id})
         if window_rows < monitoring.min_rows:
             outcome.status = "not_enough_data"
             outcome.message = (
@@ -177,6 +180,21 @@ def run_drift(
     if outcome.decisions:
         tracking.set_run_tags(outcome.run_id, {"mm.decisions": " | ".join(outcome.decisions)})
     return outcome
+
+
+def _stale_runs(project: Project, number: str, end: datetime | None) -> list[str]:
+    """Runs of this window left RUNNING by a drift job that was killed."""
+    from mm_platform import tracking
+
+    if end is None:
+        return []
+    runs = tracking.recent_runs(
+        monitoring_experiment(project),
+        f"tags.`mm.run_type` = 'drift' and tags.`mm.model_version` = '{number}' and "
+        f"tags.`mm.window_end` = '{end.isoformat()}' and attributes.status = 'RUNNING'",
+        100,
+    )
+    return [run.info.run_id for run in runs]
 
 
 # --- inputs ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from mm_platform.tracking.registry import (
 )
 from mm_platform.tracking.runs import (
     dataset_digest,
+    end_stale_run,
     load_frame,
     log_dataset,
     log_figure,
@@ -47,6 +48,7 @@ __all__ = [
     "connect",
     "dataset_digest",
     "delete_alias",
+    "end_stale_run",
     "get_alias_version",
     "input_columns",
     "input_schema",

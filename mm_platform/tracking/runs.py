@@ -225,3 +225,11 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
     client = MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, str(value)[:_PARAM_LIMIT])
+
+
+def end_stale_run(run_id: str, status: str, tags: Mapping[str, str]) -> None:
+    """End a run some other process left open (it was killed) as `status`, with tags."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value)[:_PARAM_LIMIT])
+    client.set_terminated(run_id, status=status)
