@@ -149,12 +149,16 @@ def postgres_uri() -> Iterator[str]:
                     "-l", str(folder / "server.log"), "-w", "start"], check=True,
                    capture_output=True)  # fmt: skip
     try:
+        import secrets
+
         import psycopg
 
+        password = f"pg-{secrets.token_hex(8)}"  # in the URI, to check it is never shown
         conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
         with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE mlflow")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+            admin.execute(f"CREATE ROLE mm LOGIN PASSWORD '{password}'")
+            admin.execute("CREATE DATABASE mlflow OWNER mm")
+        yield f"postgresql://mm:{password}@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "-w", "stop"], capture_output=True)  # fmt: skip
@@ -166,20 +170,29 @@ def tracking_server(postgres_uri: str, tmp_path: Path):
     """`mm server` on the PostgreSQL store; yields its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MM_BACKEND_STORE_URI"] = postgres_uri  # a password stays off command lines
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mm_platform", "server", "--backend-store-uri", postgres_uri,
+        [sys.executable, "-m", "mm_platform", "server",
          "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:
         banner = server.stdout.readline()  # printed once /health answers
-        assert "MLflow tracking server on 127.0.0.1" in banner, (
+        assert "MLflow tracking server on postgresql://mm@127.0.0.1" in banner, (
             tmp_path / "server.log"
         ).read_text()
-        assert "postgres@" not in banner  # the store is named without its user
+        password = postgres_uri.split(":")[2].split("@")[0]
+        assert password not in banner and "mm@127.0.0.1" in banner  # user, no password
+        listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert password not in listing  # not on any command line either
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+        assert password not in (tmp_path / "server.log").read_text()

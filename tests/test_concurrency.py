@@ -50,9 +50,14 @@ def _concurrent_work(folder: Path, env: dict[str, str]) -> list[subprocess.Compl
     processes = [start("train", str(f)) for f in files]
     processes.append(start("schedule", str(files[0]), "--once", "--state-dir", str(state)))
     results = []
-    for process in processes:
-        out, err = process.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=600)
+            results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    finally:
+        for process in processes:  # a timeout must not leave writers behind
+            if process.poll() is None:
+                process.kill()
     return results
 
 
@@ -74,9 +79,12 @@ def _check(results: list[subprocess.CompletedProcess], tracking_uri: str) -> Non
     drift = client.search_runs(
         [client.get_experiment_by_name("p0-monitoring").experiment_id], max_results=1000
     )
-    assert len(drift) == 18 and all(r.info.status == "FINISHED" for r in drift)
+    # 18 windows, or 19 when a ten-minute boundary passed while the test ran
+    windows = results[-1].stdout.count(": window ")
+    assert windows in (18, 19), results[-1].stdout
+    assert len(drift) == windows and all(r.info.status == "FINISHED" for r in drift)
     ends = [r.data.tags["mm.window_end"] for r in drift]
-    assert len(set(ends)) == 18  # each window once
+    assert len(set(ends)) == windows  # each window once
 
 
 @pytest.mark.slow

@@ -99,13 +99,14 @@ def _check_loads_or_one_line(text: str) -> None:
             assert len(message) < 1000, message
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(mutated_projects())
 def test_mutated_project_files_load_or_get_one_clear_line(data: Any) -> None:
     _check_loads_or_one_line(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.text(max_size=200))
 def test_arbitrary_text_as_a_project_file_gets_one_clear_line(text: str) -> None:
     _check_loads_or_one_line(text)
@@ -176,7 +177,10 @@ def bodies(draw: st.DrawFn) -> Any:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=bodies())
 def test_any_request_gets_an_answer_or_a_4xx_never_a_500(served: str, body: Any) -> None:

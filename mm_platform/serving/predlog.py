@@ -173,19 +173,32 @@ def build_table(records: list[Record], model_name: str, model_version: str) -> A
 
 JOURNAL = "_journal"
 _LENGTH = struct.Struct("<Q")
+_FORMAT = "j1"  # in every segment's name: a later format is not read as this one
 
 
 class _Segment:
-    """One open, locked journal file."""
+    """One open, locked journal file, named `<writer>-<seq>.<format>.v<version>.journal`.
 
-    def __init__(self, folder: Path, version: str) -> None:
-        self.name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.path = folder / f"{self.name}.v{version}.journal"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    A writer's segments are flushed in order, and a flush writes every older segment of
+    that writer whose records are still buffered: so a log file tagged with segment `seq`
+    proves that the writer's segments up to `seq` are all in the log.
+    """
+
+    def __init__(self, folder: Path, writer: str, seq: int, version: str) -> None:
+        self.name = f"{writer}-{seq:08d}"
+        self.path = folder / f"{self.name}.{_FORMAT}.v{version}.journal"
+        hidden = folder / f".tmp-{self.path.name}"
+        self.fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this writer lives
+        os.rename(hidden, self.path)  # visible to recovery only once locked
+        self.records = 0
 
     def append(self, payload: bytes) -> None:
-        os.write(self.fd, _LENGTH.pack(len(payload)) + payload)
+        data = memoryview(_LENGTH.pack(len(payload)) + payload)
+        while data:  # a short write is continued, not dropped
+            written = os.write(self.fd, data)
+            data = data[written:]
+        self.records += 1
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -200,7 +213,8 @@ def _journal_folder(root: str, model: str) -> Path | None:
 
 def _read_segment(path: Path) -> list[Record]:
     """The complete records of a segment; a record cut short by a crash is ignored (its
-    request was never answered)."""
+    request was never answered). The journal is written and read by mm alone, in a folder
+    of the log root: only the serving account should be able to write there."""
     data = path.read_bytes()
     records, offset = [], 0
     while offset + _LENGTH.size <= len(data):
@@ -213,37 +227,71 @@ def _read_segment(path: Path) -> list[Record]:
     return records
 
 
+def _flushed_up_to(root: str, model: str, writer: str) -> int:
+    """The highest segment number of `writer` that a log file is tagged with (-1: none)."""
+    folder = Path(root) / "predictions" / f"model={model}"
+    best = -1
+    for path in folder.glob(f"date=*/part-*-{writer}-*.parquet"):
+        with contextlib.suppress(ValueError):
+            best = max(best, int(path.stem.rsplit("-", 1)[1]))
+    return best
+
+
 def recover(root: str, model: str) -> int:
-    """Write the journalled requests of dead writers of `model` into the log; return rows."""
+    """Write the journalled requests of dead writers of `model` into the log; return rows.
+
+    A segment that cannot be read (corrupt, or another format) is renamed `.corrupt` and
+    reported on stderr; the others are still recovered.
+    """
     folder = _journal_folder(root, model)
     if folder is None or not folder.is_dir():
         return 0
     written = 0
     for path in sorted(folder.glob("*.journal")):
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue  # its writer just flushed it
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live writer (or another recovery) holds it
-            if not path.exists():
-                continue
-            segment, version = path.name.removesuffix(".journal").rsplit(".v", 1)
-            records = [r for r in _read_segment(path) if len(r[0])]
-            already = list((Path(root) / "predictions" / f"model={model}").glob(
-                f"date=*/part-*-{segment}.parquet"
-            ))  # fmt: skip
-            if records and not already:
-                table = build_table(records, model, version)
-                write_partition(root, "predictions", model, table, tag=segment)
-                written += table.num_rows
-            path.unlink()
-        finally:
-            os.close(fd)
+            written += _recover_segment(root, model, path)
+        except OSError as exc:  # e.g. a read-only reader: a writer will recover it later
+            print(f"mm prediction log: cannot recover {path.name} now: {exc}", file=sys.stderr)
     return written
+
+
+def _recover_segment(root: str, model: str, path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0  # its writer just flushed it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a live writer (or another recovery) holds it
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            return 0  # deleted (and maybe replaced) since it was opened
+        name, fmt, version = path.name.removesuffix(".journal").rsplit(".", 2)
+        writer, seq = name.rsplit("-", 1)
+        try:
+            if fmt != _FORMAT:
+                raise ValueError(f"format {fmt}, this mm reads {_FORMAT}")
+            records = [r for r in _read_segment(path) if len(r[0])]
+            done = _flushed_up_to(root, model, writer) >= int(seq)
+            rows = 0
+            if records and not done:
+                table = build_table(records, model, version.removeprefix("v"))
+                write_partition(root, "predictions", model, table, tag=name)
+                rows = table.num_rows
+        except Exception as exc:  # corrupt or foreign: set aside, keep the log readable
+            path.rename(path.with_suffix(".corrupt"))
+            print(f"mm prediction log: {path.name} cannot be read ({exc}); renamed "
+                  f"{path.with_suffix('.corrupt').name}", file=sys.stderr)  # fmt: skip
+            return 0
+        path.unlink()
+        return rows
+    finally:
+        os.close(fd)
 
 
 class PredictionLogWriter:
@@ -268,26 +316,38 @@ class PredictionLogWriter:
         self.model_version = str(model_version)
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
+        self._closed = False
+        self.last_error: str | None = None
+        self._start()
+        atexit.register(self.close)
+        # a forked child (a server forking workers after loading the model) gets its own
+        # buffer, journal and thread; the parent's stay the parent's
+        os.register_at_fork(after_in_child=self._start)
+
+    def _start(self) -> None:
         # the writer thread builds the files, so the request path only takes references
         self._buffer: list[Record] = []
         self._rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._closed = False
-        self.last_error: str | None = None
-        folder = _journal_folder(root, model_name)
+        self._writer = f"w{os.getpid()}x{uuid.uuid4().hex[:8]}"
+        self._seq = 0
         self._segment: _Segment | None = None
         self._unwritten: list[_Segment] = []  # segments whose records a failed flush kept
-        if folder is not None:
+        folder = _journal_folder(self.root, self.model_name)
+        if folder is not None and not self._closed:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                recover(root, model_name)
-                self._segment = _Segment(folder, self.model_version)
+                recover(self.root, self.model_name)
+                self._segment = self._new_segment(folder)
             except OSError as exc:  # serve anyway; records are buffered and retried
                 self._journal_off(exc)
         self._thread = threading.Thread(target=self._run, name="mm-prediction-log", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+
+    def _new_segment(self, folder: Path) -> _Segment:
+        self._seq += 1
+        return _Segment(folder, self._writer, self._seq, self.model_version)
 
     def append(self, features: pd.DataFrame, predictions: Any) -> list[str]:
         """Record one request's rows; return a request id per row (`<uuid>-<row>`).
@@ -302,7 +362,12 @@ class PredictionLogWriter:
         payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if self._segment is not None:
-                self._segment.append(payload)  # on disk (page cache) before the answer
+                try:
+                    self._segment.append(payload)  # on disk (page cache) before the answer
+                except OSError as exc:  # e.g. a full disk: keep serving, without a journal
+                    self._unwritten.append(self._segment)
+                    self._segment = None
+                    self._journal_off(exc)
             self._buffer.append(record)
             self._rows += n
             full = self._rows >= self.max_rows
@@ -328,7 +393,7 @@ class PredictionLogWriter:
             if self._segment is not None:
                 done.append(self._segment)
                 try:
-                    self._segment = _Segment(self._segment.path.parent, self.model_version)
+                    self._segment = self._new_segment(self._segment.path.parent)
                 except OSError as exc:
                     self._segment = None
                     self._journal_off(exc)
@@ -361,12 +426,21 @@ class PredictionLogWriter:
                 print(f"mm prediction log: write failed, will retry: {exc}", file=sys.stderr)
 
     def close(self) -> None:
-        """Stop the thread and write what is left (idempotent)."""
+        """Stop the thread and write what is left (idempotent). What cannot be written now
+        stays in the journal, for the next reader or writer of the log to recover."""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=30)
-        self.flush()
-        if self._segment is not None:  # empty: nothing was appended since the last flush
-            self._segment.remove()
+        try:
+            self.flush()
+        except Exception as exc:
+            print(f"mm prediction log: final write failed ({exc}); the records stay in the "
+                  "journal and are recovered by the next reader", file=sys.stderr)  # fmt: skip
+            return
+        with self._lock:
+            segment = self._segment
+            if segment is not None and segment.records == 0:  # nothing since the last flush
+                self._segment = None
+                segment.remove()

@@ -117,7 +117,9 @@ def resolve_version(
 def _uri() -> str:
     import mlflow
 
-    return mlflow.get_tracking_uri()
+    from mm_platform.tracking.store import redact_uri
+
+    return redact_uri(mlflow.get_tracking_uri())
 
 
 def list_versions(name: str) -> list[dict[str, Any]]:

@@ -111,7 +111,9 @@ def _tracking_error(exc: MlflowException, action: str = "do this") -> TrackingEr
 
     denied = auth_message(exc, action)
     message = denied or str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
-    return TrackingError(f"MLflow store {mlflow.get_tracking_uri()}: {message}")
+    from mm_platform.tracking.store import redact_uri
+
+    return TrackingError(f"MLflow store {redact_uri(mlflow.get_tracking_uri())}: {message}")
 
 
 def log_params(params: Mapping[str, Any], prefix: str = "") -> None:

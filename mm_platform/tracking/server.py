@@ -17,7 +17,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from mm_platform.errors import TrackingError
-from mm_platform.tracking.store import connect, ui_runs_url
+from mm_platform.tracking.store import connect, redact_uri, ui_runs_url
 
 
 def server_env() -> dict[str, str]:
@@ -126,9 +126,10 @@ def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], N
     try:
         wait_for_health(base, process, timeout=90)
         if project is not None and experiment is not None:
-            echo(f"MLflow UI for {uri}: {ui_runs_url(base, experiment[0])}  (Ctrl-C stops it)")
+            echo(f"MLflow UI for {redact_uri(uri)}: {ui_runs_url(base, experiment[0])}  "
+                 "(Ctrl-C stops it)")  # fmt: skip
         else:
-            echo(f"MLflow UI for {uri}: {base}  (Ctrl-C stops it)")
+            echo(f"MLflow UI for {redact_uri(uri)}: {base}  (Ctrl-C stops it)")
             if experiment is not None:
                 echo(f"runs of the newest experiment, {experiment[1]}: "
                      f"{ui_runs_url(base, experiment[0])}")  # fmt: skip
@@ -164,7 +165,7 @@ def run_tracking_server(
             import psycopg  # noqa: F401  (MLflow's PostgreSQL driver)
         except ImportError as exc:
             raise TrackingError(
-                f"{backend_store_uri.split('@')[-1]}: a PostgreSQL store needs the driver; "
+                f"{redact_uri(backend_store_uri)}: a PostgreSQL store needs the driver; "
                 "pip install 'mm_platform[postgres]' (psycopg)"
             ) from exc
     env = server_env()
@@ -184,9 +185,10 @@ def run_tracking_server(
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
     check_port_free(host, port)
     base = f"http://{host}:{port}"
+    # the store URI (it may hold a password) goes by environment, not where `ps` shows it
+    env["MLFLOW_BACKEND_STORE_URI"] = backend_store_uri
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", artifacts_destination, "--serve-artifacts",
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
@@ -199,7 +201,7 @@ def run_tracking_server(
     process = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
     try:
         wait_for_health(base, process, timeout=180)
-        store = backend_store_uri.split("@")[-1]  # no credentials in what is printed
+        store = redact_uri(backend_store_uri)  # no password in what is printed
         echo(f"MLflow tracking server on {store}, artifacts in {artifacts_destination}: {base}"
              + (" (basic auth: users in ./basic_auth.db)" if auth else ""))  # fmt: skip
         echo(f"  export MLFLOW_TRACKING_URI={base}   (Ctrl-C stops it)")

@@ -41,7 +41,8 @@ def connect() -> str:
         folder = Path(uri[len("sqlite:///") :]).expanduser().parent
         if not folder.is_dir():
             raise TrackingError(
-                f"tracking store {uri}: folder {folder} does not exist; create it, or set "
+                f"tracking store {redact_uri(uri)}: folder {folder} does not exist; create it, "
+                "or set "
                 "MLFLOW_TRACKING_URI to another store"
             )
     _check_store(uri)
@@ -60,10 +61,11 @@ def _check_store(uri: str) -> None:
     except Exception as exc:  # MLflow raises several unrelated types for unusable stores
         denied = auth_message(exc, "read the tracking store")
         if denied:
-            raise TrackingError(f"{uri}: {denied}") from exc
+            raise TrackingError(f"{redact_uri(uri)}: {denied}") from exc
         reason = _gist(str(getattr(exc, "message", exc)))
         raise TrackingError(
-            f"cannot use the MLflow tracking store {uri}: {reason}. Set MLFLOW_TRACKING_URI to "
+            f"cannot use the MLflow tracking store {redact_uri(uri)}: {reason}. Set "
+            "MLFLOW_TRACKING_URI to "
             "a running MLflow server or a sqlite:///path/mlflow.db store (unset it for "
             "./mlflow.db)"
         ) from exc
@@ -77,16 +79,39 @@ def _check_server(uri: str) -> None:
     except requests.RequestException as exc:
         reason = type(exc).__name__
         raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, or set "
+            f"cannot reach the MLflow tracking server at {redact_uri(uri)} ({reason}); start it, "
+            "or set "
             "MLFLOW_TRACKING_URI to a running server (unset it for the local sqlite:///mlflow.db)"
         ) from exc
     if response.status_code in (401, 403):
         return  # an auth-protected server: the store check names what is missing
     if response.status_code != 200:
         raise TrackingError(
-            f"{uri} answers {response.status_code} on /health: is it an MLflow tracking "
-            "server? Check its log, or set MLFLOW_TRACKING_URI to another server"
+            f"{redact_uri(uri)} answers {response.status_code} on /health: is it an MLflow "
+            "tracking server? Check its log, or set MLFLOW_TRACKING_URI to another server"
         )
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` fit to print: no password in its user part or its query string."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if "@" not in parts.netloc and not parts.query:
+        return uri  # nothing to hide (and sqlite:////abs/path keeps its slashes)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = parts.query
+    if query:
+        pairs = [(k, "***" if "pass" in k.lower() or "secret" in k.lower() else v)
+                 for k, v in parse_qsl(query, keep_blank_values=True)]  # fmt: skip
+        query = urlencode(pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def auth_message(exc: BaseException, action: str) -> str | None:
