@@ -24,14 +24,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=800, help="1-row requests per server")
@@ -45,6 +37,7 @@ def main() -> None:
     import requests
 
     from mm_platform.config import load_project
+    from mm_platform.devtools import free_port
     from mm_platform.serving.predlog import read_dataset
     from mm_platform.tracking.serving import (
         build_monitored_model,
@@ -58,7 +51,7 @@ def main() -> None:
     log_root = str(tmp / "prediction_log")
     monitored_dir = build_monitored_model(project.name, version, log_root, tmp / "monitored")
     quiet = subprocess.DEVNULL
-    ports = {"plain": _free_port(), "monitored": _free_port()}
+    ports = {"plain": free_port(), "monitored": free_port()}
     servers = {
         "plain": start_server(f"models:/{project.name}/{version}", host="127.0.0.1",
                               port=ports["plain"], output=quiet),
@@ -108,7 +101,7 @@ def main() -> None:
     half = args.restart_requests // 2
     started = time.perf_counter()
     for _ in ("before the restart", "after it"):
-        port = _free_port()
+        port = free_port()
         server = start_server(monitored_dir, host="127.0.0.1", port=port, output=quiet)
         session = requests.Session()
         url = f"http://127.0.0.1:{port}/invocations"

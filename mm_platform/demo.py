@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mm_platform.config import Project, load_project
+from mm_platform.devtools import free_port
 from mm_platform.errors import ProjectConfigError
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def production_loop(
     moments: list[datetime] = []  # traffic start, the shift, traffic end (UTC)
     with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
         model_dir = build_monitored_model(project.name, champion, log_root, Path(tmp) / "model")
-        port = _free_port()
+        port = free_port()
         report(f"{project.name}: starting server", 0, n_requests)
         server = start_server(model_dir, host="127.0.0.1", port=port, output=subprocess.DEVNULL)
         try:
@@ -177,9 +177,3 @@ def production_loop(
         decision,
         *drift,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

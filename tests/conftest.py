@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from mm_platform import devtools
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = REPO / "projects"
@@ -53,11 +54,7 @@ def write_project(folder: Path, data: dict, name: str = "project.yaml") -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = devtools.free_port  # a TCP port on 127.0.0.1 nobody listens on right now
 
 
 def mm(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
@@ -120,49 +117,17 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_uri() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's postgresql package), for the
-    whole session; yields a database URI. `.ci/run` installs the package and sets
-    MM_REQUIRE_POSTGRES=1, which turns a missing server into a failure, not a skip."""
-    import shutil
-    import tempfile
+    whole session; yields a database URI with a password in it. `.ci/run` installs the
+    package and sets MM_REQUIRE_POSTGRES=1, which turns a missing server into a failure."""
+    from mm_platform.devtools import postgres_bin, postgres_cluster
 
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or [
-        Path(p) for p in [shutil.which("initdb")] if p
-    ]
-    initdb = str(found[-1]) if found else ""
-    if not initdb:
+    if postgres_bin() is None:
         message = "PostgreSQL is not installed (apt-get install postgresql)"
         if os.environ.get("MM_REQUIRE_POSTGRES") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    bin_dir = Path(initdb).parent
-    folder = Path(tempfile.mkdtemp(prefix="mm-pg-"))
-    folder.chmod(0o755)
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(folder, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", free_port()
-    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
-                    "-U", "postgres", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
-                    "-l", str(folder / "server.log"), "-w", "start"], check=True,
-                   capture_output=True)  # fmt: skip
-    try:
-        import secrets
-
-        import psycopg
-
-        password = f"pg-{secrets.token_hex(8)}"  # in the URI, to check it is never shown
-        conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f"CREATE ROLE mm LOGIN PASSWORD '{password}'")
-            admin.execute("CREATE DATABASE mlflow OWNER mm")
-        yield f"postgresql://mm:{password}@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
-                        "-w", "stop"], capture_output=True)  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_cluster() as uri:
+        yield uri
 
 
 @pytest.fixture
