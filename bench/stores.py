@@ -1,9 +1,9 @@
 """Tracking stores: PostgreSQL (through `mm server`) against the SQLite default.
 
 Measures, on each store, with one writer and with four concurrent writer processes:
-- logging throughput: runs per second, each run one `log_batch` of 100 metrics and
-  20 params, the way mm logs (one batched call per run);
-- `mm train` wall time of a small project (seed_linear's size).
+- logging throughput: runs per second (process start and imports excluded), each run
+  one `log_batch` of 100 metrics and 20 params, the way mm logs (one batched call per run);
+- `mm train` wall time of seed_linear (whole commands: start, imports, training, logging).
 
 The PostgreSQL cluster is a throwaway one (Debian's `postgresql` package must be
 installed); clients reach it through `mm server`, as the README sets it up. SQLite is
@@ -26,8 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 WRITERS = 4
 
 
-def log_runs(n: int, tag: str) -> None:
-    """One writer: `n` runs, each one batched call of 100 metrics and 20 params."""
+def log_runs(n: int, tag: str, start_at: float) -> None:
+    """One writer: `n` runs, each one batched call of 100 metrics and 20 params, from the
+    wall-clock time `start_at` on (concurrent writers start together, imports done);
+    prints the time it finished."""
     import warnings
 
     warnings.simplefilter("ignore")
@@ -38,6 +40,7 @@ def log_runs(n: int, tag: str) -> None:
     name = "bench-logging"
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else _create(client, name)
+    time.sleep(max(0.0, start_at - time.time()))
     for i in range(n):
         run = client.create_run(experiment_id, run_name=f"{tag}-{i}")
         now = int(time.time() * 1000)
@@ -47,6 +50,7 @@ def log_runs(n: int, tag: str) -> None:
             params=[Param(f"p{k}", str(k)) for k in range(20)],
         )
         client.set_terminated(run.info.run_id)
+    print(time.time())
 
 
 def _create(client, name: str) -> str:
@@ -56,26 +60,46 @@ def _create(client, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def run_all(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[str]:
+    """Start every command together; return their outputs once all have succeeded."""
+    processes = [
+        subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for c in commands
+    ]  # fmt: skip
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=1800)
+        if process.returncode != 0:
+            raise RuntimeError(err[-2000:])
+        outputs.append(out)
+    return outputs
+
+
 def timed(commands: list[list[str]], env: dict[str, str], cwd: Path) -> float:
     """Seconds until every command (started together) has finished successfully."""
     start = time.perf_counter()
-    processes = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for c in commands]  # fmt: skip
-    for process in processes:
-        _, err = process.communicate(timeout=1800)
-        if process.returncode != 0:
-            raise RuntimeError(err[-2000:])
+    run_all(commands, env, cwd)
     return time.perf_counter() - start
+
+
+def logging_rate(writers: int, runs: int, env: dict[str, str], cwd: Path) -> float:
+    """Runs per second of `writers` concurrent writers, process start and imports excluded."""
+    start_at = time.time() + 15  # every writer has imported MLflow by then
+    commands = [
+        [sys.executable, __file__, "--writer", str(runs), f"w{w}", str(start_at)]
+        for w in range(writers)
+    ]
+    ends = [float(out.strip().splitlines()[-1]) for out in run_all(commands, env, cwd)]
+    return writers * runs / (max(ends) - start_at)
 
 
 def measure(uri: str, folder: Path, runs: int) -> dict[str, float]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    me = [sys.executable, __file__, "--writer"]
-    out = {}
-    seconds = timed([[*me, str(runs), "seq"]], env, folder)
-    out["log_seq"] = runs / seconds
-    seconds = timed([[*me, str(runs), f"w{w}"] for w in range(WRITERS)], env, folder)
-    out["log_conc"] = WRITERS * runs / seconds
+    out = {
+        "log_seq": logging_rate(1, runs, env, folder),
+        "log_conc": logging_rate(WRITERS, runs, env, folder),
+    }
     projects = []
     for i in range(WRITERS):
         text = (REPO / "projects" / "seed_linear.yaml").read_text()
@@ -107,10 +131,10 @@ def start_server(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="runs per writer")
-    parser.add_argument("--writer", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer:
-        log_runs(int(args.writer[0]), args.writer[1])
+        log_runs(int(args.writer[0]), args.writer[1], float(args.writer[2]))
         return
     import signal
 
