@@ -69,9 +69,34 @@ def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         yield report
 
 
+def _retry_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--retry-for",
+        default=None,
+        metavar="DURATION",
+        help="How long to wait for a tracking server that goes away while logging, e.g. 30s, "
+        "5m (default: MM_TRACKING_RETRY, else 2m). After that the trained model is kept in "
+        "./mm_pending (MM_PENDING_DIR) for `mm relog`.",
+    )(function)
+
+
+def _retry_seconds(value: str | None) -> float:
+    import os
+
+    from mm_platform.config import parse_duration
+
+    text = value or os.environ.get("MM_TRACKING_RETRY") or "2m"
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        where = "--retry-for" if value else "MM_TRACKING_RETRY"
+        raise click.BadParameter(str(exc), param_hint=where) from exc
+
+
 @main.command()
 @click.argument("project")
-def train(project: str) -> None:
+@_retry_option
+def train(project: str, retry_for: str | None) -> None:
     """Search PROJECT's candidates by CV, refit the best and register it.
 
     PROJECT is a project file (projects/diabetes.yaml) or the name of one in ./projects.
@@ -79,10 +104,27 @@ def train(project: str) -> None:
     from mm_platform.config import load_project
     from mm_platform.training import train_project
 
+    budget = _retry_seconds(retry_for)
     loaded = load_project(project)
     with _progress_bar() as report:
-        result = train_project(loaded, progress=report)
+        result = train_project(loaded, progress=report, retry_for=budget)
     _print_train_result(result)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@_retry_option
+def relog(folder: str, retry_for: str | None) -> None:
+    """Log a trained model `mm train` kept in FOLDER when the tracking server was gone.
+
+    Runs and versions it wrote before the server went away are completed, not repeated;
+    FOLDER is removed once everything is logged.
+    """
+    from mm_platform.training import relog as relog_record
+
+    result = relog_record(folder, retry_for=_retry_seconds(retry_for))
+    _print_train_result(result)
+    click.echo(f"removed {folder}")
 
 
 def _print_train_result(result: TrainResult) -> None:

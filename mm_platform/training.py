@@ -6,7 +6,8 @@ import importlib
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,9 @@ from sklearn.model_selection import (
 )
 
 from mm_platform.catalog import METRICS, estimator_path, metrics_for
-from mm_platform.config import Distribution, Project, project_params
+from mm_platform.config import Distribution, Project, parse_duration, project_params
 from mm_platform.data import LoadedData, load_dataset
-from mm_platform.errors import ProjectConfigError
+from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import cv_scorers, cv_sign, holdout_metrics, latency_ms_per_1k_rows
 from mm_platform.features import build_pipeline, n_engineered_features
 
@@ -46,12 +47,13 @@ class Trial:
 
 @dataclass
 class TrialResult:
-    """What cross-validation said of one trial (or why it failed)."""
+    """What cross-validation said of one trial (or why it failed), and when."""
 
     trial: Trial
-    run_id: str
-    scores: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
+    scores: dict[str, float]
+    error: str | None
+    start_ms: int
+    end_ms: int
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,40 @@ def split_holdout(project: Project, data: LoadedData) -> tuple[pd.DataFrame, ...
     )
 
 
-def train_project(project: Project, progress: Progress | None = None) -> TrainResult:
-    """Search every candidate by CV under one parent run, refit the best, register it."""
+DEFAULT_RETRY = "2m"  # how long `mm train` waits for a tracking server that went away
+
+
+@dataclass
+class TrainRecord:
+    """A finished search and refit, not yet logged: what `mm train` logs and `mm relog`
+    logs again. `attempt` keys every write, so logging it twice writes it once."""
+
+    project: Project
+    attempt: str
+    data_name: str
+    data_source: str
+    target: str
+    X_train: pd.DataFrame
+    X_hold: pd.DataFrame
+    y_train: pd.Series
+    y_hold: pd.Series
+    results: list[TrialResult]
+    best: int  # index into results
+    pipeline: Any
+    metrics: dict[str, float]
+    size_metrics: dict[str, float]  # n_params, n_nonzero
+    history: dict[str, list[float]]
+    artifacts: dict[str, bytes]
+    start_ms: int
+    end_ms: int
+
+
+def train_project(
+    project: Project, progress: Progress | None = None, retry_for: float | None = None
+) -> TrainResult:
+    """Search every candidate by CV, refit the best, then log it all under one parent run
+    and register it. A tracking server that goes away while logging is waited for up to
+    `retry_for` seconds (default 2 min); after that the model is kept locally."""
     data = load_dataset(project)
     trials = expand_trials(project)
     k = project.features.select_k_best
@@ -190,157 +224,404 @@ def train_project(project: Project, progress: Progress | None = None) -> TrainRe
                 f"{project.label}: features.select_k_best is {k} but preprocessing makes only "
                 f"{made} features; lower it or drop the key"
             )
+    from mm_platform import tracking
+
+    tracking.connect()  # an unusable store fails now, not after the search
+    record = fit_project(project, data, trials, progress)
+    return log_training(record, retry_for=retry_for, progress=progress)
+
+
+def fit_project(
+    project: Project, data: LoadedData, trials: list[Trial], progress: Progress | None = None
+) -> TrainRecord:
+    """Cross-validate every trial, refit the best and score it on the holdout; log nothing."""
+    import uuid
+    from datetime import datetime, timezone
+
     X_train, X_hold, y_train, y_hold = split_holdout(project, data)
+    report = progress or (lambda _desc, _done, _total: None)
+    total = len(trials) + 1
+    start_ms = _now_ms()
+    results = []
+    for done, trial in enumerate(trials):
+        report(f"{project.name}: {trial.candidate}", done, total)
+        results.append(_cross_validate(trial, project, X_train, y_train))
+    report(f"{project.name}: refit", len(trials), total)
+    best = _best(project, results)
+    pipeline = build_pipeline(
+        project.features, list(X_train.columns), make_estimator(best.trial, project), project.task
+    )
+    started = time.perf_counter()
+    pipeline.fit(X_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    holdout = holdout_metrics(project.task, pipeline, X_hold, y_hold)
+    primary = f"cv_{project.selection.metric}_mean"
+    reference = _reference_sample(project, pipeline, X_hold, y_hold)
+    figure_file, figure_png = _figure(project, pipeline, X_hold, y_hold)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return TrainRecord(
+        project=project,
+        attempt=f"{stamp}-{uuid.uuid4().hex[:8]}",
+        data_name=data.name,
+        data_source=data.source,
+        target=str(data.y.name),
+        X_train=X_train,
+        X_hold=X_hold,
+        y_train=y_train,
+        y_hold=y_hold,
+        results=results,
+        best=results.index(best),
+        pipeline=pipeline,
+        metrics={
+            **holdout,
+            primary: best.scores[primary],
+            "fit_seconds": fit_seconds,
+            "latency_ms_per_1k_rows": latency_ms_per_1k_rows(pipeline, X_hold),
+            "n_failed_trials": sum(r.error is not None for r in results),
+        },
+        size_metrics=_n_params(pipeline),
+        history=_learning_curve(pipeline),
+        artifacts={REFERENCE_ARTIFACT: _parquet(reference), figure_file: figure_png},
+        start_ms=start_ms,
+        end_ms=_now_ms(),
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def log_training(
+    record: TrainRecord, *, retry_for: float | None = None, progress: Progress | None = None
+) -> TrainResult:
+    """Log `record` (runs, datasets, model, version, alias), riding out a tracking server
+    that goes away for up to `retry_for` seconds. If it stays away, or the store refuses a
+    write, the record is kept in the pending folder and the error says how to re-log it."""
+    import mlflow
+
+    from mm_platform import tracking
+    from mm_platform.tracking import durable
+
+    project = record.project
+    uri = mlflow.get_tracking_uri()  # not connect(): a server gone since the search is waited for
+    report = progress or (lambda _desc, _done, _total: None)
+    total = len(record.results) + 1
+    report(f"{project.name}: log to MLflow", total - 1, total)
+    budget = parse_duration(DEFAULT_RETRY) if retry_for is None else retry_for
+    state = _Pass()
+    try:
+        result = durable.replay(
+            lambda: _write_attempt(record, uri, state), budget_s=budget, step=lambda: state.step
+        )
+    except durable.ServerGone as gone:
+        raise TrackingError(
+            f"tracking server {tracking.redact_uri(uri)} unreachable for {gone.waited:.0f} s "
+            f"({gone.reason}) while trying to {gone.step}; {_registration_state(gone.step)} "
+            + _keep(record, "once the server is back, ")
+        ) from gone
+    except KeyboardInterrupt:
+        if state.log is not None:
+            state.log.end_open_runs("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+        raise
+    except Exception as exc:
+        if state.log is not None:
+            state.log.end_open_runs("FAILED", f"{type(exc).__name__}: {exc}")
+        from mlflow.exceptions import MlflowException
+
+        error = (
+            tracking.tracking_error(exc, state.step) if isinstance(exc, MlflowException) else exc
+        )
+        if isinstance(error, TrackingError):
+            raise TrackingError(f"{error}. {_keep(record)}") from exc
+        raise
+    report(f"{project.name}: done", total, total)
+    return result
+
+
+def _keep(record: TrainRecord, when: str = "") -> str:
+    """Keep `record` in the pending folder; the sentence that says where and what next."""
+    try:
+        folder = save_pending(record)
+    except OSError as exc:
+        return (
+            f"Keeping the trained model in {pending_root()} failed too ({exc}); set "
+            "MM_PENDING_DIR to a writable folder and train again."
+        )
+    return (
+        f"The trained model is kept in {folder} (its model/ folder loads with "
+        f"mlflow.sklearn.load_model); {when}re-log it with: mm relog {folder}"
+    )
+
+
+@dataclass
+class _Pass:
+    """Where a logging pass is (for messages) and its Attempt (to end its runs on failure)."""
+
+    step: str = "start logging"
+    log: Any = None
+
+
+REGISTERING = "register the model"
+
+
+def _registration_state(step: str) -> str:
+    if step.startswith(REGISTERING):
+        return (
+            "the version may exist without its alias until `mm relog` completes it "
+            "(serving and promotion keep using the current champion)."
+        )
+    return "no model version was registered."
+
+
+def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
+    """One pass over everything `record` logs; every step finds what a pass before it wrote."""
+    import os
+
+    import mlflow
+
+    from mm_platform import tracking
+    from mm_platform.tracking import durable
+
+    project = record.project
+    state.step = f"find or create experiment '{project.name}'"
+    outer = os.environ.get("MLFLOW_RUN_ID") or (
+        active.info.run_id if (active := mlflow.active_run()) else None
+    )
+    client = mlflow.MlflowClient()
+    if outer:
+        experiment_id = client.get_run(outer).info.experiment_id
+    else:
+        experiment_id = tracking.experiment_id_for(project.name)
+    log = durable.Attempt(record.attempt, experiment_id)
+    state.log = log
+
+    train = tracking.dataset_entity(
+        pd.concat([record.X_train, record.y_train], axis=1),
+        name=f"{record.data_name}-train",
+        source=record.data_source,
+        targets=record.target,
+    )
+    hold = tracking.dataset_entity(
+        pd.concat([record.X_hold, record.y_hold], axis=1),
+        name=f"{record.data_name}-holdout",
+        source=record.data_source,
+        targets=record.target,
+    )
+    best = record.results[record.best]
+    common = {"mm.run_type": "train", "mm.project": project.name}
+    parent = durable.RunSpec(
+        part="parent",
+        name=f"train/{project.name}",
+        tags={
+            **common,
+            "mm.dataset_digest": train.digest,
+            "mm.holdout_digest": hold.digest,
+            "mm.candidate": best.trial.candidate,
+        },
+        start_ms=record.start_ms,
+        end_ms=record.end_ms,
+        params={
+            **project_params(project),
+            "n_trials": len(record.results),
+            "n_rows_train": len(record.X_train),
+            "n_rows_holdout": len(record.X_hold),
+            "n_features": record.X_train.shape[1],
+            "candidate": best.trial.candidate,
+            "estimator": best.trial.estimator,
+            **{f"best.{k}": v for k, v in best.trial.params.items()},
+        },
+        metrics={**record.metrics, **record.size_metrics},
+        history=record.history,
+        datasets=[(train.entity, "training"), (hold.entity, "holdout")],
+        artifacts=record.artifacts,
+    )
+    state.step = f"create a run in experiment '{project.name}'"
+    parent_id = log.write_run(parent, outer)
+    child_ids = []
+    for index, result in enumerate(record.results):
+        state.step = f"log trial {index + 1} of {len(record.results)}"
+        child = _trial_spec(index, result, common)
+        child_ids.append(log.write_run(child, parent_id))
+        log.end_run(child)
+    log.add(parent, tags={"mm.best_child_run_id": child_ids[record.best]})
+
+    state.step = "log the model"
+    model_uri, model_id = log.write_model(
+        parent_id,
+        {k: str(v) for k, v in parent.params.items()},
+        lambda mid: tracking.log_sklearn_model(record.pipeline, record.X_train, model_id=mid),
+    )
+    size = {"size_bytes": float(tracking.artifact_size(model_uri))}
+    log.add(parent, metrics=size)
+    size.update(record.size_metrics)
+    key = f"holdout_{project.selection.metric}"
+    holdout = {k: v for k, v in record.metrics.items() if k.startswith("holdout_")}
+    state.step = f"{REGISTERING} '{project.name}'"
+    version, alias = log.register(
+        project.name,
+        run_id=parent_id,
+        model_uri=model_uri,
+        model_id=model_id,
+        tags={
+            **common,
+            "mm.dataset_digest": train.digest,
+            "mm.source_run_id": parent_id,
+            "mm.candidate": best.trial.candidate,
+            "mm.reference_artifact": REFERENCE_ARTIFACT,
+            **{f"mm.metric.{k}": f"{v:.6g}" for k, v in {**holdout, **size}.items()},
+        },
+        description=(
+            f"{best.trial.candidate} trained by `mm train` on {record.data_name}; "
+            f"{key}={holdout[key]:.4g}"
+        ),
+    )
+    state.step = "finish the parent run"
+    log.add(parent, tags={"mm.model_version": version, "mm.model_alias": alias})
+    log.end_run(parent)
+    primary = f"cv_{project.selection.metric}_mean"
+    return TrainResult(
+        project=project.name,
+        task=project.task,
+        run_id=parent_id,
+        experiment_id=experiment_id,
+        candidate=best.trial.candidate,
+        params=best.trial.params,
+        selection_metric=project.selection.metric,
+        cv_score=best.scores[primary],
+        holdout=holdout,
+        version=version,
+        alias=alias,
+        n_trials=len(record.results),
+        n_failed=sum(r.error is not None for r in record.results),
+        dataset_digest=train.digest,
+        tracking_uri=uri,
+    )
+
+
+def _trial_spec(index: int, result: TrialResult, common: dict[str, str]) -> Any:
+    from mm_platform.tracking.durable import RunSpec
+
+    trial = result.trial
+    tags = {**common, "mm.candidate": trial.candidate, "mm.trial": "cv"}
+    if result.error is not None:
+        tags["mm.error"] = result.error
+    return RunSpec(
+        part=f"trial-{index}",
+        name=_run_name(trial),
+        tags=tags,
+        start_ms=result.start_ms,
+        end_ms=result.end_ms,
+        params={
+            "candidate": trial.candidate,
+            "estimator": trial.estimator,
+            **{f"model.{k}": v for k, v in trial.params.items()},
+        },
+        metrics=result.scores,
+        status="FAILED" if result.error is not None else "FINISHED",
+    )
+
+
+def pending_root() -> Path:
+    """Where trained models wait when they could not be logged (MM_PENDING_DIR)."""
+    import os
+
+    return Path(os.environ.get("MM_PENDING_DIR") or "mm_pending")
+
+
+def save_pending(record: TrainRecord) -> Path:
+    """Keep `record` in `<pending root>/<project>-<attempt>/`: record.pkl for `mm relog`
+    and model/, an MLflow model folder anyone can load. Returns the folder."""
+    import pickle
+    import shutil
 
     from mm_platform import tracking
 
-    uri = tracking.connect()
-    report = progress or (lambda _desc, _done, _total: None)
-    total = len(trials) + 1
-    with tracking.tracked_run("train", project.name, f"train/{project.name}") as parent:
-        tracking.log_params(project_params(project))
-        tracking.log_params(
-            {
-                "n_trials": len(trials),
-                "n_rows_train": len(X_train),
-                "n_rows_holdout": len(X_hold),
-                "n_features": X_train.shape[1],
-            }
-        )
-        target = str(data.y.name)
-        digest = tracking.log_dataset(
-            pd.concat([X_train, y_train], axis=1),
-            name=f"{data.name}-train",
-            source=data.source,
-            targets=target,
-            context="training",
-        )
-        hold_digest = tracking.log_dataset(
-            pd.concat([X_hold, y_hold], axis=1),
-            name=f"{data.name}-holdout",
-            source=data.source,
-            targets=target,
-            context="holdout",
-        )
-        import mlflow
+    folder = pending_root() / f"{record.project.name}-{record.attempt}"
+    if (folder / "record.pkl").is_file():
+        return folder  # a re-log that failed again: the same record is already there
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    tracking.save_sklearn_model(record.pipeline, record.X_train, str(staging / "model"))
+    with open(staging / "record.pkl", "wb") as fh:
+        pickle.dump(record, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    staging.rename(folder)
+    return folder
 
-        mlflow.set_tags({"mm.dataset_digest": digest, "mm.holdout_digest": hold_digest})
 
-        results = []
-        for done, trial in enumerate(trials):
-            report(f"{project.name}: {trial.candidate}", done, total)
-            results.append(_cross_validate(trial, project, X_train, y_train))
-        report(f"{project.name}: refit + log", len(trials), total)
+def load_pending(folder: str | Path) -> TrainRecord:
+    """The record `save_pending` kept in `folder`."""
+    import pickle
 
-        best = _best(project, results)
-        pipeline = build_pipeline(
-            project.features,
-            list(X_train.columns),
-            make_estimator(best.trial, project),
-            project.task,
+    path = Path(folder) / "record.pkl"
+    if not path.is_file():
+        raise DataError(
+            f"{folder}: no record.pkl here; give the folder `mm train` named when it could "
+            f"not log (they are kept under {pending_root()}/)"
         )
-        started = time.perf_counter()
-        pipeline.fit(X_train, y_train)
-        fit_seconds = time.perf_counter() - started
-        holdout = holdout_metrics(project.task, pipeline, X_hold, y_hold)
-        primary = f"cv_{project.selection.metric}_mean"
+    try:
+        with open(path, "rb") as fh:
+            record = pickle.load(fh)
+    except Exception as exc:
+        raise DataError(
+            f"{path}: cannot be read ({type(exc).__name__}); it was written by another "
+            "version of mm or damaged. Its model/ folder still loads with "
+            "mlflow.sklearn.load_model"
+        ) from exc
+    if not isinstance(record, TrainRecord):
+        raise DataError(f"{path}: not a training record kept by `mm train`")
+    return record
 
-        tracking.log_params({"candidate": best.trial.candidate, "estimator": best.trial.estimator})
-        tracking.log_params(best.trial.params, prefix="best.")
-        tracking.log_metrics(
-            {
-                **holdout,
-                primary: best.scores[primary],
-                "fit_seconds": fit_seconds,
-                "latency_ms_per_1k_rows": latency_ms_per_1k_rows(pipeline, X_hold),
-                "n_failed_trials": sum(r.error is not None for r in results),
-            }
-        )
-        mlflow.set_tags({"mm.best_child_run_id": best.run_id, "mm.candidate": best.trial.candidate})
-        _log_learning_curve(pipeline)
-        _log_figure(project, pipeline, X_hold, y_hold)
-        tracking.log_frame(_reference_sample(project, pipeline, X_hold, y_hold), REFERENCE_ARTIFACT)
-        info = tracking.log_sklearn_model(pipeline, X_train, method="predict")
-        size = {"size_bytes": float(tracking.artifact_size(info.model_uri)), **_n_params(pipeline)}
-        tracking.log_metrics(size)
-        key = f"holdout_{project.selection.metric}"
-        version, alias = tracking.register_with_alias(
-            project.name,
-            model_uri=info.model_uri,
-            run_id=parent.info.run_id,
-            model_id=info.model_id,
-            tags={
-                "mm.run_type": "train",
-                "mm.project": project.name,
-                "mm.dataset_digest": digest,
-                "mm.source_run_id": parent.info.run_id,
-                "mm.candidate": best.trial.candidate,
-                "mm.reference_artifact": REFERENCE_ARTIFACT,
-                **{f"mm.metric.{k}": f"{v:.6g}" for k, v in {**holdout, **size}.items()},
-            },
-            description=(
-                f"{best.trial.candidate} trained by `mm train` on {data.name}; "
-                f"{key}={holdout[key]:.4g}"
-            ),
-        )
-        mlflow.set_tags({"mm.model_version": version, "mm.model_alias": alias})
-        report(f"{project.name}: done", total, total)
-        return TrainResult(
-            project=project.name,
-            task=project.task,
-            run_id=parent.info.run_id,
-            experiment_id=parent.info.experiment_id,
-            candidate=best.trial.candidate,
-            params=best.trial.params,
-            selection_metric=project.selection.metric,
-            cv_score=best.scores[primary],
-            holdout=holdout,
-            version=version,
-            alias=alias,
-            n_trials=len(trials),
-            n_failed=sum(r.error is not None for r in results),
-            dataset_digest=digest,
-            tracking_uri=uri,
-        )
+
+def relog(folder: str | Path, retry_for: float | None = None) -> TrainResult:
+    """Log a kept training record; runs and versions written before are completed, not
+    repeated. The folder is removed once everything is logged."""
+    import shutil
+
+    from mm_platform import tracking
+
+    record = load_pending(folder)
+    tracking.connect()
+    result = log_training(record, retry_for=retry_for)
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
 
 
 def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Series) -> TrialResult:
-    """Cross-validate one trial inside its own child run; a failing fit fails only that child."""
-    from mm_platform import tracking
-
+    """Cross-validate one trial; a failing fit fails only that trial."""
     pipeline = build_pipeline(
         project.features, list(X.columns), make_estimator(trial, project), project.task
     )
     scorers = cv_scorers(project.task)
+    start_ms = _now_ms()
     try:
-        with tracking.tracked_run(
-            "train",
-            project.name,
-            _run_name(trial),
-            tags={"mm.candidate": trial.candidate, "mm.trial": "cv"},
-        ) as run:
-            tracking.log_params({"candidate": trial.candidate, "estimator": trial.estimator})
-            tracking.log_params(trial.params, prefix="model.")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter belongs in the scores
-                cv = cross_validate(
-                    clone(pipeline),
-                    X,
-                    y,
-                    cv=_cv(project),
-                    scoring={m: s for m, s in scorers.items()},
-                    error_score="raise",
-                )
-            scores: dict[str, float] = {}
-            for metric in scorers:
-                values = cv[f"test_{metric}"] * cv_sign(project.task, metric)
-                scores[f"cv_{metric}_mean"] = float(np.mean(values))
-                scores[f"cv_{metric}_std"] = float(np.std(values))
-            scores["cv_fit_seconds"] = float(np.mean(cv["fit_time"]))
-            tracking.log_metrics(scores)
-            return TrialResult(trial, run.info.run_id, scores)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter belongs in the scores
+            cv = cross_validate(
+                clone(pipeline),
+                X,
+                y,
+                cv=_cv(project),
+                scoring={m: s for m, s in scorers.items()},
+                error_score="raise",
+            )
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        return TrialResult(trial, "", error=f"{type(exc).__name__}: {exc}")
+        return TrialResult(trial, {}, f"{type(exc).__name__}: {exc}", start_ms, _now_ms())
+    scores: dict[str, float] = {}
+    for metric in scorers:
+        values = cv[f"test_{metric}"] * cv_sign(project.task, metric)
+        scores[f"cv_{metric}_mean"] = float(np.mean(values))
+        scores[f"cv_{metric}_std"] = float(np.std(values))
+    scores["cv_fit_seconds"] = float(np.mean(cv["fit_time"]))
+    return TrialResult(trial, scores, None, start_ms, _now_ms())
 
 
 def _best(project: Project, results: list[TrialResult]) -> TrialResult:
@@ -366,43 +647,50 @@ def _n_params(pipeline: Any) -> dict[str, float]:
     return {"n_params": float(compiled.n_params()), "n_nonzero": float(compiled.n_nonzero())}
 
 
-def _log_learning_curve(pipeline: Any) -> None:
-    from mm_platform import tracking
-
+def _learning_curve(pipeline: Any) -> dict[str, list[float]]:
+    """Per-iteration curves the fitted model kept (loss per epoch, ...), as plain floats."""
     model = pipeline.named_steps["model"]
-    history: dict[str, list[float]] = {}
+    history: dict[str, Any] = {}
     if getattr(model, "loss_curve_", None) is not None:
-        history["train_loss"] = list(model.loss_curve_)
+        history["train_loss"] = model.loss_curve_
     if getattr(model, "validation_scores_", None) is not None:
-        history["validation_score"] = list(model.validation_scores_)
+        history["validation_score"] = model.validation_scores_
     train_score = getattr(model, "train_score_", None)
     if train_score is not None and len(train_score):
         if type(model).__name__.startswith("HistGradientBoosting"):
             # scores (higher is better; with scoring="loss" the negated loss), per iteration
-            history["train_score"] = list(train_score)
+            history["train_score"] = train_score
             if len(getattr(model, "validation_score_", [])):
-                history["validation_score"] = list(model.validation_score_)
+                history["validation_score"] = model.validation_score_
         else:  # GradientBoosting: the training loss (deviance) after each stage
-            history["train_loss"] = list(train_score)
-    if history:
-        tracking.log_history(history)
+            history["train_loss"] = train_score
+    return {k: [float(v) for v in values] for k, values in history.items()}
 
 
-def _log_figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> None:
-    from mm_platform import figures, tracking
+def _figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> tuple[str, bytes]:
+    """The holdout figure as (artifact path, PNG bytes)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from mm_platform import figures
 
     title = f"{project.name}: holdout"
     y_pred = pipeline.predict(X)
     if project.task == "regression":
         fig = figures.predicted_vs_actual(y, y_pred, title)
-        tracking.log_figure(fig, "figures/predicted_vs_actual.png")
+        path = "figures/predicted_vs_actual.png"
     else:
         proba = pipeline.predict_proba(X) if hasattr(pipeline, "predict_proba") else None
         if proba is not None and project.task == "binary":
             proba = proba[:, 1]
         classes = list(pipeline.classes_)
         fig = figures.roc_and_confusion(y, y_pred, proba, classes, title)
-        tracking.log_figure(fig, "figures/roc_confusion.png")
+        path = "figures/roc_confusion.png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return path, buffer.getvalue()
 
 
 def _reference_sample(

@@ -61,17 +61,6 @@ def test_run_opened_by_mlflow_run_is_parent_and_left_running(
     assert client.get_run(outer.info.run_id).info.status == "RUNNING"
 
 
-def test_learning_curve_is_one_batched_call(store: str) -> None:
-    from mlflow import MlflowClient
-
-    with tracking.tracked_run("train", "demo", "curve") as run:
-        calls = tracking.log_history({"train_loss": [1.0 / (i + 1) for i in range(1000)]})
-    assert calls == 1
-    history = MlflowClient().get_metric_history(run.info.run_id, "train_loss")
-    assert [m.step for m in history] == list(range(1000))
-    assert history[-1].value == pytest.approx(1.0 / 1000)
-
-
 def test_unreachable_server_names_uri_and_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

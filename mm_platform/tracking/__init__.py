@@ -6,7 +6,7 @@ Import it inside the commands that need it: it imports MLflow (about 2.5 s).
 from __future__ import annotations
 
 # store first: it sets the environment that keeps MLflow quiet before MLflow is imported
-from mm_platform.tracking.store import connect, ui_runs_url  # isort: skip
+from mm_platform.tracking.store import connect, redact_uri, ui_runs_url  # isort: skip
 from mm_platform.tracking.models import (
     artifact_size,
     input_columns,
@@ -17,6 +17,7 @@ from mm_platform.tracking.models import (
     log_sklearn_model,
     model_flavors,
     pip_requirements,
+    save_sklearn_model,
 )
 from mm_platform.tracking.registry import (
     delete_alias,
@@ -28,12 +29,13 @@ from mm_platform.tracking.registry import (
 )
 from mm_platform.tracking.runs import (
     dataset_digest,
+    dataset_entity,
     end_stale_run,
+    experiment_id_for,
     load_frame,
     log_dataset,
     log_figure,
     log_frame,
-    log_history,
     log_metrics,
     log_params,
     log_text,
@@ -41,14 +43,17 @@ from mm_platform.tracking.runs import (
     set_run_tags,
     set_tags,
     tracked_run,
+    tracking_error,
 )
 
 __all__ = [
     "artifact_size",
     "connect",
     "dataset_digest",
+    "dataset_entity",
     "delete_alias",
     "end_stale_run",
+    "experiment_id_for",
     "get_alias_version",
     "input_columns",
     "input_schema",
@@ -60,7 +65,6 @@ __all__ = [
     "log_dataset",
     "log_figure",
     "log_frame",
-    "log_history",
     "log_metrics",
     "log_params",
     "log_sklearn_model",
@@ -69,10 +73,13 @@ __all__ = [
     "move_alias",
     "pip_requirements",
     "recent_runs",
+    "redact_uri",
     "register_with_alias",
     "resolve_version",
+    "save_sklearn_model",
     "set_run_tags",
     "set_tags",
     "tracked_run",
+    "tracking_error",
     "ui_runs_url",
 ]

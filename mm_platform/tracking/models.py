@@ -32,21 +32,36 @@ def _trusted_types(model: Any) -> list[str]:
 
 
 def log_sklearn_model(
-    model: Any, X_sample: pd.DataFrame, *, name: str = "model", method: str = "predict"
+    model: Any,
+    X_sample: pd.DataFrame,
+    *,
+    name: str = "model",
+    method: str = "predict",
+    model_id: str | None = None,
 ) -> ModelInfo:
-    """Log a fitted sklearn model to the active run with signature and input example."""
-    example = X_sample.head(5)
-    output = getattr(model, method)(X_sample)
-    signature = infer_signature(X_sample, output)
+    """Log a fitted sklearn model with signature and input example: to the active run, or
+    as the files of the existing logged model `model_id`."""
     return mlflow.sklearn.log_model(
-        model,
-        name=name,
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-        skops_trusted_types=_trusted_types(model),
-        pyfunc_predict_fn=method,
+        model, name=name, model_id=model_id, **_sklearn_options(model, X_sample, method)
     )
+
+
+def save_sklearn_model(
+    model: Any, X_sample: pd.DataFrame, path: str, *, method: str = "predict"
+) -> None:
+    """Save a fitted sklearn model as an MLflow model folder, as `log_sklearn_model` logs it."""
+    mlflow.sklearn.save_model(model, path, **_sklearn_options(model, X_sample, method))
+
+
+def _sklearn_options(model: Any, X_sample: pd.DataFrame, method: str) -> dict[str, Any]:
+    output = getattr(model, method)(X_sample)
+    return {
+        "signature": infer_signature(X_sample, output),
+        "input_example": X_sample.head(5),
+        "pip_requirements": pip_requirements(),
+        "skops_trusted_types": _trusted_types(model),
+        "pyfunc_predict_fn": method,
+    }
 
 
 def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "model") -> ModelInfo:

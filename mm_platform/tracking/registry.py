@@ -26,7 +26,8 @@ def get_alias_version(name: str, alias: str) -> str | None:
         raise
 
 
-def _ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
+def ensure_registered_model(client: MlflowClient, name: str, description: str) -> None:
+    """Create registered model `name` unless it exists (another process may race us)."""
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
@@ -39,6 +40,27 @@ def _ensure_registered_model(client: MlflowClient, name: str, description: str) 
         except MlflowException as race:  # created meanwhile by another process
             if race.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+
+
+def create_version(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    model_id: str | None,
+    tags: Mapping[str, str],
+    description: str,
+) -> str:
+    """Create a version of `name` in one request with all its tags; return its number."""
+    version = client.create_model_version(
+        name,
+        source=model_uri,
+        run_id=run_id,
+        tags=dict(tags),
+        description=description or None,
+        model_id=model_id,
+    )
+    return str(version.version)
 
 
 def register_with_alias(
@@ -59,16 +81,8 @@ def register_with_alias(
     version fails, the version is deleted, so no half-registered model is left.
     """
     client = MlflowClient()
-    _ensure_registered_model(client, name, description)
-    version = client.create_model_version(
-        name,
-        source=model_uri,
-        run_id=run_id,
-        tags=dict(tags),
-        description=description or None,
-        model_id=model_id,
-    )
-    number = str(version.version)
+    ensure_registered_model(client, name, description)
+    number = create_version(client, name, model_uri, run_id, model_id, tags, description)
     if not assign_alias:
         return number, None
     try:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from mm_platform.errors import TrackingError
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _PARAM_LIMIT = 6000  # MLflow's maximum param value length
-_BATCH_LIMIT = 1000  # MLflow's maximum metrics per log_batch call
 
 
 def experiment_id_for(name: str) -> str:
@@ -81,7 +79,7 @@ def tracked_run(
             kwargs["experiment_id"] = experiment_id_for(where)
         run = mlflow.start_run(**kwargs)
     except MlflowException as exc:
-        raise _tracking_error(exc, f"create a run in experiment '{where}'") from exc
+        raise tracking_error(exc, f"create a run in experiment '{where}'") from exc
     try:
         yield run
     except KeyboardInterrupt:
@@ -89,7 +87,7 @@ def tracked_run(
         raise
     except MlflowException as exc:
         _end_quietly("FAILED", exc)
-        raise _tracking_error(exc) from exc
+        raise tracking_error(exc) from exc
     except BaseException as exc:
         _end_quietly("FAILED", exc)
         raise
@@ -106,7 +104,7 @@ def _end_quietly(status: str, exc: BaseException | None = None) -> None:
         mlflow.end_run(status)
 
 
-def _tracking_error(exc: MlflowException, action: str = "do this") -> TrackingError:
+def tracking_error(exc: MlflowException, action: str = "do this") -> TrackingError:
     from mm_platform.tracking.store import auth_message
 
     denied = auth_message(exc, action)
@@ -128,23 +126,6 @@ def log_metrics(metrics: Mapping[str, float]) -> None:
         mlflow.log_metrics(clean)
 
 
-def log_history(history: Mapping[str, Sequence[float]]) -> int:
-    """Log per-step curves (loss per epoch, ...) as batched histories; return the calls made."""
-    run_id = mlflow.active_run().info.run_id
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(key, float(value), now, step)
-        for key, values in history.items()
-        for step, value in enumerate(values)
-    ]
-    client = MlflowClient()
-    calls = 0
-    for start in range(0, len(metrics), _BATCH_LIMIT):
-        client.log_batch(run_id, metrics=metrics[start : start + _BATCH_LIMIT], synchronous=True)
-        calls += 1
-    return calls
-
-
 def log_dataset(frame: pd.DataFrame, *, name: str, source: str, targets: str, context: str) -> str:
     """Log a frame as a run input (MLflow's dataset tracking); return its digest."""
     dataset = mlflow.data.from_pandas(
@@ -152,6 +133,22 @@ def log_dataset(frame: pd.DataFrame, *, name: str, source: str, targets: str, co
     )
     mlflow.log_input(dataset, context=context)
     return dataset.digest
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A frame as MLflow's dataset tracking records it, ready for `log_inputs`."""
+
+    entity: Any
+    digest: str
+
+
+def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, targets: str) -> DatasetEntry:
+    """What `log_dataset` would log for `frame`, without logging it."""
+    dataset = mlflow.data.from_pandas(
+        frame, source=_dataset_source(source), targets=targets, name=name
+    )
+    return DatasetEntry(dataset._to_mlflow_entity(), dataset.digest)
 
 
 def dataset_digest(frame: pd.DataFrame, *, targets: str) -> str:
