@@ -64,6 +64,23 @@ def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None
             "user 'bob' lacks the permission to create a run in experiment 'tiny' (403)"
             in forbidden.stderr
         ), forbidden.stderr
+
+        # registry moves too: bob may read alice's model (MLflow's default READ), not move it
+        from mm_platform import tracking
+        from mm_platform.errors import TrackingError
+
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in (("MLFLOW_TRACKING_URI", url), ("MLFLOW_TRACKING_USERNAME", "bob"),
+                               ("MLFLOW_TRACKING_PASSWORD", bob_pw)):  # fmt: skip
+                patch.setenv(key, value)
+            assert tracking.resolve_version("tiny").version == "1"
+            with pytest.raises(TrackingError) as refused_move:
+                tracking.move_alias("tiny", "previous", "1")
+            outputs.append(str(refused_move.value))
+        assert str(refused_move.value).endswith(
+            "user 'bob' lacks the permission to move @previous of model 'tiny' (403). Ask an "
+            "admin of the server to grant it (MLflow's basic-auth permissions: READ, EDIT, MANAGE)"
+        ), refused_move.value
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)

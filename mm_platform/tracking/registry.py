@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mlflow import MlflowClient
@@ -15,11 +15,26 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
+@contextlib.contextmanager
+def _refused(action: str) -> Iterator[None]:
+    """A 401/403 from the server becomes one line naming the user and `action`."""
+    try:
+        yield
+    except MlflowException as exc:
+        from mm_platform.tracking.store import auth_message
+
+        denied = auth_message(exc, action)
+        if denied:
+            raise TrackingError(f"{_uri()}: {denied}") from exc
+        raise
+
+
 def get_alias_version(name: str, alias: str) -> str | None:
     """The version that `alias` points to in registered model `name`, or None."""
     client = MlflowClient()
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        with _refused(f"read the aliases of model '{name}'"):
+            return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
@@ -81,8 +96,9 @@ def register_with_alias(
     version fails, the version is deleted, so no half-registered model is left.
     """
     client = MlflowClient()
-    ensure_registered_model(client, name, description)
-    number = create_version(client, name, model_uri, run_id, model_id, tags, description)
+    with _refused(f"register a version of model '{name}'"):
+        ensure_registered_model(client, name, description)
+        number = create_version(client, name, model_uri, run_id, model_id, tags, description)
     if not assign_alias:
         return number, None
     try:
@@ -93,8 +109,11 @@ def register_with_alias(
         with contextlib.suppress(MlflowException):
             client.delete_model_version(name, number)
         if isinstance(exc, MlflowException):
+            from mm_platform.tracking.store import auth_message
+
+            why = auth_message(exc, f"set @{alias or CHAMPION} of model '{name}'") or exc.message
             raise TrackingError(
-                f"registering {name} version {number} failed and was undone: {exc.message}"
+                f"registering {name} version {number} failed and was undone: {why}"
             ) from exc
         raise
     return number, alias
@@ -110,7 +129,8 @@ def resolve_version(
     client = MlflowClient()
     if version is not None:
         try:
-            return client.get_model_version(name, str(version))
+            with _refused(f"read model '{name}'"):
+                return client.get_model_version(name, str(version))
         except MlflowException as exc:
             raise RegistryError(
                 f"{name} has no version {version}; see its versions on the Models page "
@@ -118,7 +138,8 @@ def resolve_version(
             ) from exc
     alias = alias or CHAMPION
     try:
-        return client.get_model_version_by_alias(name, alias)
+        with _refused(f"read model '{name}'"):
+            return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if alias == CHAMPION:
             raise RegistryError(
@@ -140,7 +161,8 @@ def list_versions(name: str) -> list[dict[str, Any]]:
     """Every version of `name` with its tags, description and aliases, oldest first."""
     client = MlflowClient()
     try:
-        model = client.get_registered_model(name)
+        with _refused(f"read model '{name}'"):
+            model = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise TrackingError(
@@ -169,14 +191,16 @@ def list_versions(name: str) -> list[dict[str, Any]]:
 
 def move_alias(name: str, alias: str, version: str) -> None:
     """Point `alias` of model `name` at `version`."""
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
+    with _refused(f"move @{alias} of model '{name}'"):
+        MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
 def delete_alias(name: str, alias: str) -> None:
     """Remove `alias` from model `name` (nothing happens when it is not set)."""
     client = MlflowClient()
     try:
-        client.delete_registered_model_alias(name, alias)
+        with _refused(f"remove @{alias} of model '{name}'"):
+            client.delete_registered_model_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
