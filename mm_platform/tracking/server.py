@@ -1,4 +1,4 @@
-"""Starting MLflow's own UI on the current store."""
+"""MLflow's own UI and tracking server as child processes: start, announce, stop."""
 
 from __future__ import annotations
 
@@ -119,23 +119,40 @@ def run_ui(*, host: str, port: int, project: str | None, echo: Callable[[str], N
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
+    if project is not None and experiment is not None:
+        lines = [f"MLflow UI for {redact_uri(uri)}: {ui_runs_url(base, experiment[0])}  "
+                 "(Ctrl-C stops it)"]  # fmt: skip
+    else:
+        lines = [f"MLflow UI for {redact_uri(uri)}: {base}  (Ctrl-C stops it)"]
+        if experiment is not None:
+            lines.append(f"runs of the newest experiment, {experiment[1]}: "
+                         f"{ui_runs_url(base, experiment[0])}")  # fmt: skip
+    _serve("mlflow ui", command, server_env(), base, timeout=90, announce=lines, echo=echo)
+
+
+def _serve(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    base: str,
+    *,
+    timeout: float,
+    announce: list[str],
+    echo: Callable[[str], None],
+) -> None:
+    """Run an MLflow server process until it exits, Ctrl-C or SIGTERM: print `announce`
+    once `base`/health answers, and stop its whole process group on the way out."""
     previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     # own process group, so stopping it stops its uvicorn workers too; its chatter goes to
     # stderr so that stdout carries only the URL
-    process = subprocess.Popen(command, env=server_env(), stdout=sys.stderr, start_new_session=True)
+    process = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
     try:
-        wait_for_health(base, process, timeout=90)
-        if project is not None and experiment is not None:
-            echo(f"MLflow UI for {redact_uri(uri)}: {ui_runs_url(base, experiment[0])}  "
-                 "(Ctrl-C stops it)")  # fmt: skip
-        else:
-            echo(f"MLflow UI for {redact_uri(uri)}: {base}  (Ctrl-C stops it)")
-            if experiment is not None:
-                echo(f"runs of the newest experiment, {experiment[1]}: "
-                     f"{ui_runs_url(base, experiment[0])}")  # fmt: skip
+        wait_for_health(base, process, timeout=timeout)
+        for line in announce:
+            echo(line)
         process.wait()
         if process.returncode not in (0, -signal.SIGTERM):
-            raise TrackingError(f"mlflow ui stopped with exit code {process.returncode}")
+            raise TrackingError(f"{name} stopped with exit code {process.returncode}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -197,19 +214,10 @@ def run_tracking_server(
     if auth:
         command += ["--app-name", "basic-auth"]
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "true" if jobs else "false"
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    process = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
-    try:
-        wait_for_health(base, process, timeout=180)
-        store = redact_uri(backend_store_uri)  # no password in what is printed
-        echo(f"MLflow tracking server on {store}, artifacts in {artifacts_destination}: {base}"
-             + (" (basic auth: users in ./basic_auth.db)" if auth else ""))  # fmt: skip
-        echo(f"  export MLFLOW_TRACKING_URI={base}   (Ctrl-C stops it)")
-        process.wait()
-        if process.returncode not in (0, -signal.SIGTERM):
-            raise TrackingError(f"mlflow server stopped with exit code {process.returncode}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_process_group(process)
-        signal.signal(signal.SIGTERM, previous)
+    store = redact_uri(backend_store_uri)  # no password in what is printed
+    lines = [
+        f"MLflow tracking server on {store}, artifacts in {artifacts_destination}: {base}"
+        + (" (basic auth: users in ./basic_auth.db)" if auth else ""),
+        f"  export MLFLOW_TRACKING_URI={base}   (Ctrl-C stops it)",
+    ]
+    _serve("mlflow server", command, env, base, timeout=180, announce=lines, echo=echo)
