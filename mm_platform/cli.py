@@ -75,8 +75,7 @@ def _retry_option(function: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         metavar="DURATION",
         help="How long to wait for a tracking server that goes away while logging, e.g. 30s, "
-        "5m (default: MM_TRACKING_RETRY, else 2m). After that the trained model is kept in "
-        "./mm_pending (MM_PENDING_DIR) for `mm relog`.",
+        "5m (default: MM_TRACKING_RETRY, else 2m).",
     )(function)
 
 
@@ -100,6 +99,9 @@ def train(project: str, retry_for: str | None) -> None:
     """Search PROJECT's candidates by CV, refit the best and register it.
 
     PROJECT is a project file (projects/diabetes.yaml) or the name of one in ./projects.
+    A tracking server that goes away while the results are logged is waited for
+    (--retry-for); if it stays away, the trained model is kept in ./mm_pending
+    (MM_PENDING_DIR) for `mm relog`.
     """
     from mm_platform.config import load_project
     from mm_platform.training import train_project
