@@ -75,7 +75,7 @@ def _retry_option(function: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         metavar="DURATION",
         help="How long to wait for a tracking server that goes away while logging, e.g. 30s, "
-        "5m (default: MM_TRACKING_RETRY, else 2m).",
+        "5m, or 0 not to wait (default: MM_TRACKING_RETRY, else 2m).",
     )(function)
 
 
@@ -85,6 +85,8 @@ def _retry_seconds(value: str | None) -> float:
     from mm_platform.config import parse_duration
 
     text = value or os.environ.get("MM_TRACKING_RETRY") or "2m"
+    if text.strip() in ("0", "0s"):
+        return 0.0  # fail at once: keep the model for `mm relog` without waiting
     try:
         return float(parse_duration(text))
     except ValueError as exc:
@@ -137,8 +139,13 @@ def _print_train_result(result: TrainResult) -> None:
         + (f", {result.n_failed} failed" if result.n_failed else "")
         + f"), cv_{result.selection_metric}_mean={result.cv_score:.4g}, {metric}={value:.4g}"
     )
+    given = (
+        f"as @{result.alias}"
+        if result.alias
+        else "without an alias (@challenger is on a newer version)"
+    )
     click.echo(
-        f"registered {result.project} version {result.version} as @{result.alias} "
+        f"registered {result.project} version {result.version} {given} "
         f"(run {result.run_id}, store {result.tracking_uri})"
     )
 

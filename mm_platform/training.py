@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -70,7 +71,7 @@ class TrainResult:
     cv_score: float
     holdout: dict[str, float]
     version: str
-    alias: str
+    alias: str | None  # None: registered without one (a late re-log, see Attempt.register)
     n_trials: int
     n_failed: int
     dataset_digest: str
@@ -206,6 +207,12 @@ class TrainRecord:
     artifacts: dict[str, bytes]
     start_ms: int
     end_ms: int
+    # where the first logging pass went: a re-log goes to the same store, experiment and
+    # outer run, or it would start a second set of runs
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    outer_run_id: str | None = None
+    kept_in: str | None = None  # the pending folder, once kept
 
 
 def train_project(
@@ -322,25 +329,32 @@ def log_training(
             lambda: _write_attempt(record, uri, state), budget_s=budget, step=lambda: state.step
         )
     except durable.ServerGone as gone:
+        registry = _registration_state(state, project.name, gone.step)
         raise TrackingError(
             f"tracking server {tracking.redact_uri(uri)} unreachable for {gone.waited:.0f} s "
-            f"({gone.reason}) while trying to {gone.step}; {_registration_state(gone.step)} "
+            f"({gone.reason}) while trying to {gone.step}; {registry} "
             + _keep(record, "once the server is back, ")
         ) from gone
     except KeyboardInterrupt:
         if state.log is not None:
-            state.log.end_open_runs("KILLED", "interrupted (Ctrl-C or SIGTERM)")
+            state.log.end_open_runs("KILLED", "interrupted (Ctrl-C)")
+        print(f"interrupted while trying to {state.step}. {_keep(record)}", file=sys.stderr)
         raise
     except Exception as exc:
         if state.log is not None:
             state.log.end_open_runs("FAILED", f"{type(exc).__name__}: {exc}")
+        undone = _undo_version(state, project.name)
         from mlflow.exceptions import MlflowException
 
-        error = (
-            tracking.tracking_error(exc, state.step) if isinstance(exc, MlflowException) else exc
-        )
+        if isinstance(exc, MlflowException):
+            error: BaseException = tracking.tracking_error(exc, state.step)
+        elif isinstance(exc, OSError):  # a full disk or a permission in a temporary folder
+            error = TrackingError(f"{exc}")
+        else:
+            error = exc
         if isinstance(error, TrackingError):
-            raise TrackingError(f"{error}. {_keep(record)}") from exc
+            raise TrackingError(f"{error}.{undone} {_keep(record)}") from exc
+        print(f"logging failed while trying to {state.step}. {_keep(record)}", file=sys.stderr)
         raise
     report(f"{project.name}: done", total, total)
     return result
@@ -350,7 +364,7 @@ def _keep(record: TrainRecord, when: str = "") -> str:
     """Keep `record` in the pending folder; the sentence that says where and what next."""
     try:
         folder = save_pending(record)
-    except OSError as exc:
+    except Exception as exc:  # keeping it must not hide the error that made it necessary
         return (
             f"Keeping the trained model in {pending_root()} failed too ({exc}); set "
             "MM_PENDING_DIR to a writable folder and train again."
@@ -372,13 +386,40 @@ class _Pass:
 REGISTERING = "register the model"
 
 
-def _registration_state(step: str) -> str:
+def _registration_state(state: _Pass, name: str, step: str) -> str:
+    """What the registry holds of this attempt, from what the pass saw."""
+    log = state.log
+    version = log.version if log is not None else None
+    alias = log.alias if log is not None else None
+    if version and alias:
+        return (
+            f"{name} version {version} is registered as @{alias}; only the runs' last "
+            "tags and status are missing (do not train again: re-log)."
+        )
+    if version:
+        return (
+            f"{name} version {version} exists without its alias until `mm relog` "
+            "completes it (serving and promotion keep using the current champion)."
+        )
     if step.startswith(REGISTERING):
         return (
-            "the version may exist without its alias until `mm relog` completes it "
+            "a version may exist without its alias until `mm relog` completes it "
             "(serving and promotion keep using the current champion)."
         )
     return "no model version was registered."
+
+
+def _undo_version(state: _Pass, name: str) -> str:
+    """Delete a version this attempt registered but could not give its alias (a refused
+    alias move, not an outage): no version is left half-registered. Returns a sentence."""
+    log = state.log
+    if log is None or log.version is None or log.alias is not None:
+        return ""
+    try:
+        log.client.delete_model_version(name, log.version)
+    except Exception:
+        return f" {name} version {log.version} was created without its alias; delete it or re-log."
+    return f" {name} version {log.version} was created without its alias and deleted again."
 
 
 def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
@@ -392,15 +433,20 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
 
     project = record.project
     state.step = f"find or create experiment '{project.name}'"
-    outer = os.environ.get("MLFLOW_RUN_ID") or (
-        active.info.run_id if (active := mlflow.active_run()) else None
-    )
-    client = mlflow.MlflowClient()
-    if outer:
-        experiment_id = client.get_run(outer).info.experiment_id
-    else:
-        experiment_id = tracking.experiment_id_for(project.name)
+    if record.experiment_id is None:  # the first pass: where `mm train` runs decides
+        outer = os.environ.get("MLFLOW_RUN_ID") or (
+            active.info.run_id if (active := mlflow.active_run()) else None
+        )
+        if outer:
+            experiment_id = mlflow.MlflowClient().get_run(outer).info.experiment_id
+        else:
+            experiment_id = tracking.experiment_id_for(project.name)
+        record.tracking_uri = tracking.redact_uri(uri)
+        record.experiment_id, record.outer_run_id = experiment_id, outer
+    outer, experiment_id = record.outer_run_id, record.experiment_id
     log = durable.Attempt(record.attempt, experiment_id)
+    if state.log is not None:  # what an earlier pass got to (for the messages)
+        log.version, log.alias = state.log.version, state.log.alias
     state.log = log
 
     train = tracking.dataset_entity(
@@ -457,7 +503,9 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
     model_uri, model_id = log.write_model(
         parent_id,
         {k: str(v) for k, v in parent.params.items()},
-        lambda mid: tracking.log_sklearn_model(record.pipeline, record.X_train, model_id=mid),
+        lambda mid, rid: tracking.log_sklearn_model(
+            record.pipeline, record.X_train, model_id=mid, run_id=rid
+        ),
     )
     size = {"size_bytes": float(tracking.artifact_size(model_uri))}
     log.add(parent, metrics=size)
@@ -544,9 +592,9 @@ def save_pending(record: TrainRecord) -> Path:
 
     from mm_platform import tracking
 
+    if record.kept_in and (Path(record.kept_in) / "record.pkl").is_file():
+        return Path(record.kept_in)  # a re-log that failed again: it is already kept there
     folder = pending_root() / f"{record.project.name}-{record.attempt}"
-    if (folder / "record.pkl").is_file():
-        return folder  # a re-log that failed again: the same record is already there
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -554,6 +602,7 @@ def save_pending(record: TrainRecord) -> Path:
     with open(staging / "record.pkl", "wb") as fh:
         pickle.dump(record, fh, protocol=pickle.HIGHEST_PROTOCOL)
     staging.rename(folder)
+    record.kept_in = str(folder)
     return folder
 
 
@@ -578,20 +627,33 @@ def load_pending(folder: str | Path) -> TrainRecord:
         ) from exc
     if not isinstance(record, TrainRecord):
         raise DataError(f"{path}: not a training record kept by `mm train`")
+    record.kept_in = str(folder)
     return record
 
 
 def relog(folder: str | Path, retry_for: float | None = None) -> TrainResult:
     """Log a kept training record; runs and versions written before are completed, not
     repeated. The folder is removed once everything is logged."""
+    import fcntl
     import shutil
 
     from mm_platform import tracking
 
     record = load_pending(folder)
-    tracking.connect()
-    result = log_training(record, retry_for=retry_for)
-    shutil.rmtree(folder, ignore_errors=True)
+    with open(Path(folder) / "record.pkl", "rb") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise DataError(f"{folder}: another `mm relog` is logging it right now") from exc
+        uri = tracking.redact_uri(tracking.connect())
+        if record.tracking_uri is not None and record.tracking_uri != uri:
+            raise DataError(
+                f"{folder} was being logged to {record.tracking_uri}, not {uri}: set "
+                f"MLFLOW_TRACKING_URI to {record.tracking_uri} (with its password, if any) "
+                "to complete those runs"
+            )
+        result = log_training(record, retry_for=retry_for)
+        shutil.rmtree(folder)
     return result
 
 

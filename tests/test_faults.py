@@ -69,7 +69,7 @@ class Server:
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.kill()
 
     def wait_for(self, query: str, timeout: float = 120) -> None:
         """Return as soon as `query` finds a row in the store."""
@@ -156,10 +156,16 @@ def _assert_one_complete_set(url: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "moment", [PARENT_RUN, LOGGED_MODEL, MODEL_VERSION], ids=["parent-run", "model", "version"]
+    ("moment", "step"),
+    [
+        (PARENT_RUN, "unreachable while trying to "),  # the next write: parent or a trial
+        (LOGGED_MODEL, "unreachable while trying to log the model"),
+        (MODEL_VERSION, "unreachable while trying to register the model 'tiny'"),
+    ],
+    ids=["parent-run", "model", "version"],
 )
 def test_train_waits_for_a_killed_server_and_logs_one_set(
-    server: Server, tmp_path: Path, moment: str
+    server: Server, tmp_path: Path, moment: str, step: str
 ) -> None:
     train = _train(tmp_path, server, retry_for="120s")
     server.wait_for(moment)
@@ -168,21 +174,30 @@ def test_train_waits_for_a_killed_server_and_logs_one_set(
     server.start()
     out, err = train.communicate(timeout=300)
     assert train.returncode == 0, err
-    assert "unreachable while" in err and "is back; resuming" in err, err
+    assert step in err and "is back; resuming" in err, err
     assert "Traceback" not in err
     assert "registered tiny version 1 as @champion" in out
     _assert_one_complete_set(server.url)
     assert not (tmp_path / "mm_pending").exists()
 
 
+@pytest.mark.parametrize(
+    ("moment", "registry"),
+    [
+        (PARENT_RUN, "no model version was registered"),
+        # killed as the version row commits: the answer is lost, so it "may" exist
+        (MODEL_VERSION, "register the model 'tiny'; a version may exist without its alias"),
+    ],
+    ids=["parent-run", "version"],
+)
 def test_train_gives_up_keeps_the_model_and_relog_completes_it(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, moment: str, registry: str
 ) -> None:
     import mlflow.sklearn
     from mlflow import MlflowClient
 
     train = _train(tmp_path, server, retry_for="4s")
-    server.wait_for(PARENT_RUN)
+    server.wait_for(moment)
     server.kill()
     _, err = train.communicate(timeout=300)
     assert train.returncode == 3, err
@@ -191,7 +206,7 @@ def test_train_gives_up_keeps_the_model_and_relog_completes_it(
     assert len(lines) == 1, err
     line = lines[0]
     assert f"tracking server {server.url} unreachable for" in line
-    assert "no model version was registered" in line
+    assert registry in line
     kept = next(p for p in (tmp_path / "mm_pending").iterdir())
     assert f"re-log it with: mm relog mm_pending/{kept.name}" in line
     assert kept.name.startswith("tiny-")
@@ -200,7 +215,10 @@ def test_train_gives_up_keeps_the_model_and_relog_completes_it(
 
     server.start()
     client = MlflowClient(server.url)
-    assert client.search_model_versions("name = 'tiny'") == []
+    versions = client.search_model_versions("name = 'tiny'")
+    assert [v.version for v in versions] == ([] if moment == PARENT_RUN else ["1"])
+    if versions:
+        assert client.get_registered_model("tiny").aliases == {}  # the alias was next
     parent = client.search_runs(
         [client.get_experiment_by_name("tiny").experiment_id],
         "tags.`mm.attempt_part` = 'parent'",
@@ -220,7 +238,7 @@ def test_bad_retry_and_relog_input_get_one_line(tmp_path: Path) -> None:
     bad = mm("train", str(project), "--retry-for", "soon", cwd=tmp_path)
     assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
     assert "Traceback" not in bad.stderr
-    env = {"MM_TRACKING_RETRY": "0s"}
+    env = {"MM_TRACKING_RETRY": "later"}
     bad_env = mm("train", str(project), cwd=tmp_path, env=env)
     assert bad_env.returncode == 2 and "MM_TRACKING_RETRY" in bad_env.stderr
 
@@ -244,11 +262,11 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mm_platform.tracking.durable import _no_transport_retries, unreachable
+    from mm_platform.tracking.durable import _no_transport_retries, transient, unreachable
 
     class Busy(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(503)
+        def do_GET(self) -> None:  # the status to answer is the first part of the path
+            self.send_response(int(self.path.split("/")[1]))
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -257,15 +275,33 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
     busy = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
     threading.Thread(target=busy.serve_forever, daemon=True).start()
     try:
+        proxy = f"http://127.0.0.1:{busy.server_address[1]}"
         for url, expected in [
-            (f"http://127.0.0.1:{free_port()}", "Connection refused"),
-            (f"http://127.0.0.1:{busy.server_address[1]}", "HTTP 503"),
+            (f"http://127.0.0.1:{free_port()}", ("Connection refused", True)),
+            (f"{proxy}/503", ("HTTP 503", True)),
+            (f"{proxy}/429", ("HTTP 429", True)),
+            (f"{proxy}/500", ("HTTP 500", False)),  # an answer: retried a few times only
+            (f"{proxy}/404", None),
         ]:
             with _no_transport_retries(), pytest.raises(MlflowException) as caught:
                 MlflowClient(url).get_experiment_by_name("tiny")
-            assert unreachable(caught.value) == expected
+            assert transient(caught.value) == expected, caught.value
+            assert unreachable(caught.value) == (expected[0] if expected and expected[1] else None)
     finally:
         busy.shutdown()
     with pytest.raises(MlflowException) as caught:  # the SQLite store of the fixture
         MlflowClient().get_experiment("12345")
     assert unreachable(caught.value) is None
+
+
+def test_ctrl_c_while_waiting_keeps_the_model(server: Server, tmp_path: Path) -> None:
+    train = _train(tmp_path, server, retry_for="120s")
+    server.wait_for(PARENT_RUN)
+    server.kill()
+    time.sleep(3)  # it is waiting for the server now
+    train.send_signal(signal.SIGINT)
+    _, err = train.communicate(timeout=120)
+    assert train.returncode != 0
+    kept = next((tmp_path / "mm_pending").iterdir())
+    assert f"The trained model is kept in mm_pending/{kept.name}" in err, err
+    assert (kept / "record.pkl").is_file() and (kept / "model" / "MLmodel").is_file()

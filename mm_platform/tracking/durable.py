@@ -79,14 +79,25 @@ class ServerGone(Exception):
         self.step = step
 
 
-_UNREACHABLE = re.compile(
+_GONE_STATUS = (429, 502, 503, 504)  # a proxy with no server behind it, or "come back later"
+_BUSY_STATUS = (408, 500)  # an answer, possibly transient (a locked SQLite store): retried
+_BUSY_PASSES = 3  # ... this many times, then reported as the server's answer
+_NO_CONNECTION = re.compile(
     r"failed with (timeout )?exception|Max retries exceeded|Connection (refused|reset|aborted)"
-    r"|RemoteDisconnected|error code (502|503|504)\b"
+    r"|RemoteDisconnected"
 )
 
 
 def unreachable(exc: BaseException) -> str | None:
-    """A short reason when `exc` says the server could not be reached or is restarting."""
+    """A short reason when `exc` says the server could not be reached, is restarting or
+    asks to come back later (connection errors, 429, 502, 503, 504); None otherwise."""
+    found = transient(exc)
+    return found[0] if found is not None and found[1] else None
+
+
+def transient(exc: BaseException) -> tuple[str, bool] | None:
+    """(reason, gone) when `exc` may pass if tried again: gone=True when the server could
+    not be reached (see `unreachable`), False for a 408 or 500 answer; None otherwise."""
     import requests
 
     seen: BaseException | None = exc
@@ -94,35 +105,49 @@ def unreachable(exc: BaseException) -> str | None:
         if seen is None:
             return None
         if isinstance(seen, (requests.ConnectionError, requests.Timeout)):
-            return type(seen).__name__
+            return type(seen).__name__, True
         status = getattr(getattr(seen, "response", None), "status_code", None)
-        if isinstance(seen, requests.HTTPError) and status in (502, 503, 504):
-            return f"HTTP {status}"
+        if isinstance(seen, requests.HTTPError) and status is not None:
+            return _by_status(status)
         text = str(getattr(seen, "message", seen))
-        if isinstance(seen, MlflowException) and _UNREACHABLE.search(text):
+        if isinstance(seen, MlflowException):
             answered = re.search(r"too many (\d{3}) error responses|error code (\d{3})", text)
             if answered:
-                return f"HTTP {answered.group(1) or answered.group(2)}"
-            for reason in ("Connection refused", "Connection reset", "RemoteDisconnected"):
-                if reason in text:
-                    return reason
-            return "no answer" if "timeout" in text else "connection failed"
+                return _by_status(int(answered.group(1) or answered.group(2)))
+            if _NO_CONNECTION.search(text):
+                for reason in ("Connection refused", "Connection reset", "RemoteDisconnected"):
+                    if reason in text:
+                        return reason, True
+                return ("no answer" if "timeout" in text else "connection failed"), True
         seen = seen.__cause__ or seen.__context__
     return None
 
 
+def _by_status(status: int) -> tuple[str, bool] | None:
+    if status in _GONE_STATUS:
+        return f"HTTP {status}", True
+    if status in _BUSY_STATUS:
+        return f"HTTP {status}", False
+    return None
+
+
 @contextmanager
-def _no_transport_retries() -> Iterator[None]:
-    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
-    before = os.environ.get(key)
-    os.environ[key] = "0"
+def _no_transport_retries(budget_s: float | None = None) -> Iterator[None]:
+    """MLflow's HTTP retries off (and its request timeout within `budget_s`, 10 s at least)."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    if budget_s is not None:
+        timeout = int(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 120)
+        settings["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(10, min(timeout, int(budget_s))))
+    before = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _wait_for_server(uri: str, deadline: float) -> None:
@@ -152,25 +177,38 @@ def replay(
     uri = mlflow.get_tracking_uri()
     started = time.monotonic()
     deadline = started + budget_s
-    with _no_transport_retries():
+    busy = passes = 0
+    lost_at = ""  # the step the outage was first met at: later passes stop sooner
+    with _no_transport_retries(budget_s):
         while True:
             try:
                 return attempt()
             except Exception as exc:
-                reason = unreachable(exc)
-                if reason is None or not uri.startswith(("http://", "https://")):
+                found = transient(exc)
+                if found is None or not uri.startswith(("http://", "https://")):
                     raise
+                reason, gone = found
+                lost_at = lost_at or step()
+                busy += not gone
+                if busy > _BUSY_PASSES:
+                    raise  # the server keeps answering 500: its answer is the error
+                pause = min(10.0, 0.5 * 2**passes)  # never hammer a server that is struggling
+                passes += 1
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ServerGone(reason, time.monotonic() - started, step()) from exc
+                if left <= pause:
+                    if gone:
+                        raise ServerGone(reason, time.monotonic() - started, lost_at) from exc
+                    raise
                 from mm_platform.tracking.store import redact_uri
 
+                what = "unreachable" if gone else "answered"
                 say(
-                    f"tracking server {redact_uri(uri)} unreachable while trying to {step()} "
+                    f"tracking server {redact_uri(uri)} {what} while trying to {step()} "
                     f"({reason}); retrying for up to {left:.0f} s more"
                 )
+                time.sleep(pause)
                 _wait_for_server(uri, deadline)
-                if time.monotonic() < deadline:
+                if gone and time.monotonic() < deadline:
                     say(f"tracking server {redact_uri(uri)} is back; resuming where it stopped")
 
 
@@ -181,13 +219,15 @@ class Attempt:
         self.key = key
         self.experiment_id = experiment_id
         self.client = MlflowClient()
-        found = self.client.search_runs(
+        found = self.client.search_runs(  # a run deleted meanwhile is written anew
             [experiment_id],
             f"tags.`{ATTEMPT_TAG}` = '{key}'",
-            run_view_type=ViewType.ALL,
+            run_view_type=ViewType.ACTIVE_ONLY,
             max_results=50_000,
         )
         self.runs = {r.data.tags.get(PART_TAG): r for r in found}
+        self.version: str | None = None  # the model version, once found or created
+        self.alias: str | None = None  # its alias, once set
 
     def write_run(self, spec: RunSpec, parent_run_id: str | None = None) -> str:
         """Create the run of `spec` unless it exists, then write all of it (idempotent)."""
@@ -206,9 +246,11 @@ class Attempt:
             )
             self.runs[spec.part] = run
         run_id = run.info.run_id
+        if "mm.error" in run.data.tags and "mm.error" not in spec.tags:
+            self.client.delete_tag(run_id, "mm.error")  # left by a pass that failed for good
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), spec.end_ms, 0) for k, v in spec.metrics.items()]
+            metrics=_metrics(spec.metrics, spec.end_ms)
             + [
                 Metric(k, float(v), spec.end_ms, step)
                 for k, values in spec.history.items()
@@ -244,17 +286,19 @@ class Attempt:
         """More metrics (at the run's end time) or tags for a run already written."""
         self.client.log_batch(
             self.runs[spec.part].info.run_id,
-            metrics=[Metric(k, float(v), spec.end_ms, 0) for k, v in (metrics or {}).items()],
+            metrics=_metrics(metrics or {}, spec.end_ms),
             tags=[RunTag(k, str(v)[:_PARAM_LIMIT]) for k, v in (tags or {}).items()],
             synchronous=True,
         )
 
     def write_model(
-        self, run_id: str, params: Mapping[str, str], log: Callable[[str], Any]
+        self, run_id: str, params: Mapping[str, str], log: Callable[[str, str | None], Any]
     ) -> tuple[str, str]:
         """The logged model of run `run_id`: created once, linked once, uploaded until READY.
 
-        `log(model_id)` uploads the files (e.g. `mlflow.sklearn.log_model(..., model_id=)`).
+        `log(model_id, run_id)` uploads the files (`mlflow.sklearn.log_model(..., model_id=,
+        run_id=)`); given a run id, MLflow also links the model to the run and copies the
+        run's metrics onto it, so it gets one only while the model is not linked yet.
         Returns (model URI, model id).
         """
         client = self.client
@@ -263,23 +307,25 @@ class Attempt:
         )
         model = found[0] if found else None
         if model is None:
+            from mlflow.tracking.context.registry import resolve_tags
+
             model = client.create_logged_model(
                 self.experiment_id,
                 name="model",
                 source_run_id=run_id,
-                tags={ATTEMPT_TAG: self.key},
+                tags=resolve_tags({ATTEMPT_TAG: self.key}),
                 params={k: str(v)[:_PARAM_LIMIT] for k, v in params.items()},
             )
         outputs = client.get_run(run_id).outputs
-        linked = {o.model_id for o in (outputs.model_outputs if outputs else [])}
-        if model.model_id not in linked:
-            client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        linked = model.model_id in {o.model_id for o in (outputs.model_outputs if outputs else [])}
         if model.status != LoggedModelStatus.READY:
             # in a thread of its own: MLflow would link the model to a run active in this one
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(log, model.model_id).result()
+                pool.submit(log, model.model_id, None if linked else run_id).result()
+        elif not linked:
+            client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
         return f"models:/{model.model_id}", model.model_id
 
     def register(
@@ -291,9 +337,10 @@ class Attempt:
         model_id: str,
         tags: Mapping[str, str],
         description: str,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str | None]:
         """The version of `name` made from run `run_id`, created once; then its alias:
-        champion when the model has none, else challenger (an alias it already has stays)."""
+        champion when the model has none, else challenger (an alias it already has stays;
+        none when @challenger is on a newer version, as after a late `mm relog`)."""
         client = self.client
         ensure_registered_model(client, name, description)
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -301,12 +348,18 @@ class Attempt:
             number = str(found[0].version)
         else:
             number = create_version(client, name, model_uri, run_id, model_id, tags, description)
+        self.version = number
         aliases = {a: str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
         for alias in (CHAMPION, CHALLENGER):
             if aliases.get(alias) == number:
+                self.alias = alias
                 return number, alias
         alias = CHALLENGER if CHAMPION in aliases else CHAMPION
+        if alias == CHALLENGER and int(aliases.get(CHALLENGER, 0)) > int(number):
+            self.alias = ""  # a late re-log: @challenger stays on the newer version
+            return number, None
         client.set_registered_model_alias(name, alias, number)
+        self.alias = alias
         return number, alias
 
     def end_open_runs(self, status: str, error: str) -> None:
@@ -321,6 +374,14 @@ class Attempt:
                         self.client.set_terminated(run.info.run_id, status)
                 except Exception:
                     return
+
+
+def _metrics(values: Mapping[str, float], timestamp: int) -> list[Metric]:
+    """Step-0 metrics at `timestamp`; None and NaN (a score that could not be computed) are
+    left out, as MLflow's UI would show them as missing anyway."""
+    return [
+        Metric(k, float(v), timestamp, 0) for k, v in values.items() if v is not None and v == v
+    ]
 
 
 def _upload(client: MlflowClient, run_id: str, artifacts: Mapping[str, bytes]) -> None:

@@ -38,11 +38,16 @@ def log_sklearn_model(
     name: str = "model",
     method: str = "predict",
     model_id: str | None = None,
+    run_id: str | None = None,
 ) -> ModelInfo:
-    """Log a fitted sklearn model with signature and input example: to the active run, or
-    as the files of the existing logged model `model_id`."""
+    """Log a fitted sklearn model with signature and input example: to the active run (or
+    `run_id`), or as the files of the existing logged model `model_id`."""
     return mlflow.sklearn.log_model(
-        model, name=name, model_id=model_id, **_sklearn_options(model, X_sample, method)
+        model,
+        name=name,
+        model_id=model_id,
+        run_id=run_id,
+        **_sklearn_options(model, X_sample, method),
     )
 
 
