@@ -532,7 +532,7 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
         ),
     )
     state.step = "finish the parent run"
-    log.add(parent, tags={"mm.model_version": version, "mm.model_alias": alias})
+    log.add(parent, tags={"mm.model_version": version, "mm.model_alias": alias or "none"})
     log.end_run(parent)
     primary = f"cv_{project.selection.metric}_mean"
     return TrainResult(
