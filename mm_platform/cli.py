@@ -74,8 +74,9 @@ def _retry_option(function: Callable[..., Any]) -> Callable[..., Any]:
         "--retry-for",
         default=None,
         metavar="DURATION",
-        help="How long to wait for a tracking server that goes away while logging, e.g. 30s, "
-        "5m, or 0 not to wait (default: MM_TRACKING_RETRY, else 2m).",
+        help="How long to wait for a tracking server that goes away while logging, from the "
+        "first failure: e.g. 90 (seconds), 30s, 5m, or 0 not to wait (default: "
+        "MM_TRACKING_RETRY, else 2m).",
     )(function)
 
 
@@ -84,14 +85,20 @@ def _retry_seconds(value: str | None) -> float:
 
     from mm_platform.config import parse_duration
 
-    text = value or os.environ.get("MM_TRACKING_RETRY") or "2m"
-    if text.strip() in ("0", "0s"):
-        return 0.0  # fail at once: keep the model for `mm relog` without waiting
+    text = (value or os.environ.get("MM_TRACKING_RETRY") or "2m").strip()
+    if text.isdigit():
+        return float(text)  # plain seconds; 0: keep the model for `mm relog` at once
+    if text[:-1].isdigit() and int(text[:-1]) == 0:
+        return 0.0
     try:
         return float(parse_duration(text))
     except ValueError as exc:
         where = "--retry-for" if value else "MM_TRACKING_RETRY"
-        raise click.BadParameter(str(exc), param_hint=where) from exc
+        raise click.BadParameter(
+            f"'{text}' is not a duration: write whole seconds or a number and a unit, "
+            "e.g. 90, 30s, 5m, 1h, or 0 not to wait",
+            param_hint=where,
+        ) from exc
 
 
 @main.command()
@@ -116,7 +123,7 @@ def train(project: str, retry_for: str | None) -> None:
 
 
 @main.command()
-@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("folder")
 @_retry_option
 def relog(folder: str, retry_for: str | None) -> None:
     """Log a trained model `mm train` kept in FOLDER when the tracking server was gone.

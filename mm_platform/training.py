@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import time
@@ -530,6 +531,7 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
             f"{best.trial.candidate} trained by `mm train` on {record.data_name}; "
             f"{key}={holdout[key]:.4g}"
         ),
+        started_ms=record.start_ms,
     )
     state.step = "finish the parent run"
     log.add(parent, tags={"mm.model_version": version, "mm.model_alias": alias or "none"})
@@ -611,6 +613,11 @@ def load_pending(folder: str | Path) -> TrainRecord:
     import pickle
 
     path = Path(folder) / "record.pkl"
+    if not Path(folder).exists():
+        raise DataError(
+            f"{folder} does not exist (re-logged already? a re-log removes its folder); "
+            f"the folders still waiting are under {pending_root()}/"
+        )
     if not path.is_file():
         raise DataError(
             f"{folder}: no record.pkl here; give the folder `mm train` named when it could "
@@ -654,6 +661,8 @@ def relog(folder: str | Path, retry_for: float | None = None) -> TrainResult:
             )
         result = log_training(record, retry_for=retry_for)
         shutil.rmtree(folder)
+    with contextlib.suppress(OSError):
+        Path(folder).resolve().parent.rmdir()  # the pending root, once empty
     return result
 
 

@@ -230,7 +230,7 @@ def test_train_gives_up_keeps_the_model_and_relog_completes_it(
     assert relogged.returncode == 0, relogged.stderr
     assert "registered tiny version 1 as @champion" in relogged.stdout
     assert _assert_one_complete_set(server.url) == parent[0].info.run_id
-    assert not kept.exists()
+    assert not kept.exists() and not (tmp_path / "mm_pending").exists()
 
 
 def test_bad_retry_and_relog_input_get_one_line(tmp_path: Path) -> None:
@@ -238,13 +238,16 @@ def test_bad_retry_and_relog_input_get_one_line(tmp_path: Path) -> None:
     bad = mm("train", str(project), "--retry-for", "soon", cwd=tmp_path)
     assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
     assert "Traceback" not in bad.stderr
+    assert "e.g. 90, 30s, 5m, 1h, or 0 not to wait" in bad.stderr
     env = {"MM_TRACKING_RETRY": "later"}
     bad_env = mm("train", str(project), cwd=tmp_path, env=env)
     assert bad_env.returncode == 2 and "MM_TRACKING_RETRY" in bad_env.stderr
 
     missing = mm("relog", "mm_pending/nothing", cwd=tmp_path)
     assert missing.returncode == 2
-    assert "mm_pending/nothing: no record.pkl here" in missing.stderr
+    assert "mm_pending/nothing does not exist (re-logged already?" in missing.stderr
+    not_kept = mm("relog", str(project), cwd=tmp_path)  # a file, not a kept folder
+    assert not_kept.returncode == 2 and "no record.pkl here" in not_kept.stderr
     damaged = tmp_path / "mm_pending" / "tiny-x"
     damaged.mkdir(parents=True)
     (damaged / "record.pkl").write_bytes(b"not a pickle")
@@ -305,3 +308,27 @@ def test_ctrl_c_while_waiting_keeps_the_model(server: Server, tmp_path: Path) ->
     kept = next((tmp_path / "mm_pending").iterdir())
     assert f"The trained model is kept in mm_pending/{kept.name}" in err, err
     assert (kept / "record.pkl").is_file() and (kept / "model" / "MLmodel").is_file()
+
+
+def test_a_late_relog_leaves_challenger_on_the_newer_model(server: Server, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    env = {"MLFLOW_TRACKING_URI": server.url}
+    project = str(write_project(tmp_path, PROJECT))
+    assert mm("train", project, cwd=tmp_path, env=env).returncode == 0  # version 1, champion
+    late = _train(tmp_path, server, retry_for="0")
+    server.wait_for(
+        "select count(*) from tags where key = 'mm.attempt_part' and value = 'parent' "
+        "having count(*) >= 2"
+    )
+    server.kill()
+    assert late.wait(120) == 3
+    server.start()
+    newer = mm("train", project, cwd=tmp_path, env=env)  # trained after the late one
+    assert "registered tiny version 2 as @challenger" in newer.stdout, newer.stderr
+    kept = next((tmp_path / "mm_pending").iterdir())
+    relogged = mm("relog", str(kept), cwd=tmp_path, env=env)
+    assert relogged.returncode == 0, relogged.stderr
+    assert "version 3 without an alias (@challenger is on a newer version)" in relogged.stdout
+    aliases = MlflowClient(server.url).get_registered_model("tiny").aliases
+    assert aliases == {"champion": "1", "challenger": "2"}

@@ -170,13 +170,12 @@ def replay(
     notify: Callable[[str], None] | None = None,
 ) -> T:
     """Run `attempt` until it succeeds; while the server is unreachable, wait for it and
-    run it again, for at most `budget_s` seconds in all. `step()` names what the attempt
-    was trying to do, for the messages. Raises ServerGone when the budget runs out; other
-    errors pass through."""
+    run it again, for at most `budget_s` seconds from the first failure on. `step()` names
+    what the attempt was trying to do, for the messages. Raises ServerGone when the budget
+    runs out; other errors pass through."""
     say = notify or (lambda line: print(line, file=sys.stderr, flush=True))
     uri = mlflow.get_tracking_uri()
-    started = time.monotonic()
-    deadline = started + budget_s
+    lost_since = deadline = 0.0  # the budget runs from the first failure on
     busy = passes = 0
     lost_at = ""  # the step the outage was first met at: later passes stop sooner
     with _no_transport_retries(budget_s):
@@ -188,7 +187,9 @@ def replay(
                 if found is None or not uri.startswith(("http://", "https://")):
                     raise
                 reason, gone = found
-                lost_at = lost_at or step()
+                if not lost_at:
+                    lost_at, lost_since = step(), time.monotonic()
+                    deadline = lost_since + budget_s
                 busy += not gone
                 if busy > _BUSY_PASSES:
                     raise  # the server keeps answering 500: its answer is the error
@@ -197,7 +198,7 @@ def replay(
                 left = deadline - time.monotonic()
                 if left <= pause:
                     if gone:
-                        raise ServerGone(reason, time.monotonic() - started, lost_at) from exc
+                        raise ServerGone(reason, time.monotonic() - lost_since, lost_at) from exc
                     raise
                 from mm_platform.tracking.store import redact_uri
 
@@ -337,10 +338,12 @@ class Attempt:
         model_id: str,
         tags: Mapping[str, str],
         description: str,
+        started_ms: int,
     ) -> tuple[str, str | None]:
         """The version of `name` made from run `run_id`, created once; then its alias:
         champion when the model has none, else challenger (an alias it already has stays;
-        none when @challenger is on a newer version, as after a late `mm relog`)."""
+        none when @challenger is on a model whose run started after `started_ms`, as after
+        a late `mm relog`)."""
         client = self.client
         ensure_registered_model(client, name, description)
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -355,12 +358,19 @@ class Attempt:
                 self.alias = alias
                 return number, alias
         alias = CHALLENGER if CHAMPION in aliases else CHAMPION
-        if alias == CHALLENGER and int(aliases.get(CHALLENGER, 0)) > int(number):
-            self.alias = ""  # a late re-log: @challenger stays on the newer version
+        if alias == CHALLENGER and self._newer(name, aliases.get(CHALLENGER), started_ms):
+            self.alias = ""  # a late re-log: @challenger stays on the newer model
             return number, None
         client.set_registered_model_alias(name, alias, number)
         self.alias = alias
         return number, alias
+
+    def _newer(self, name: str, version: str | None, started_ms: int) -> bool:
+        """Whether `version` of `name` comes from a run that started after `started_ms`."""
+        if version is None:
+            return False
+        run_id = self.client.get_model_version(name, version).run_id
+        return bool(run_id) and self.client.get_run(run_id).info.start_time > started_ms
 
     def end_open_runs(self, status: str, error: str) -> None:
         """End this attempt's unfinished runs as `status` (best effort: the store may be gone,
