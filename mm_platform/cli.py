@@ -88,8 +88,8 @@ def _retry_seconds(value: str | None) -> float:
     text = (value or os.environ.get("MM_TRACKING_RETRY") or "2m").strip()
     if text.isdigit():
         return float(text)  # plain seconds; 0: keep the model for `mm relog` at once
-    if text[:-1].isdigit() and int(text[:-1]) == 0:
-        return 0.0
+    if text[:-1].isdigit() and int(text[:-1]) == 0 and text[-1] in "smhdw":
+        return 0.0  # 0s, 0m, ...
     try:
         return float(parse_duration(text))
     except ValueError as exc:

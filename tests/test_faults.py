@@ -239,6 +239,8 @@ def test_bad_retry_and_relog_input_get_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert "e.g. 90, 30s, 5m, 1h, or 0 not to wait" in bad.stderr
+    zero_what = mm("train", str(project), "--retry-for", "0x", cwd=tmp_path)
+    assert zero_what.returncode == 2 and "'0x' is not a duration" in zero_what.stderr
     env = {"MM_TRACKING_RETRY": "later"}
     bad_env = mm("train", str(project), cwd=tmp_path, env=env)
     assert bad_env.returncode == 2 and "MM_TRACKING_RETRY" in bad_env.stderr
