@@ -44,7 +44,7 @@ from mm_platform.tracking.registry import (
     create_version,
     ensure_registered_model,
 )
-from mm_platform.tracking.runs import _PARAM_LIMIT
+from mm_platform.tracking.runs import _PARAM_LIMIT, end_stale_run
 
 ATTEMPT_TAG = "mm.attempt"
 PART_TAG = "mm.attempt_part"
@@ -378,10 +378,8 @@ class Attempt:
         with _no_transport_retries():
             for run in self.runs.values():
                 try:
-                    current = self.client.get_run(run.info.run_id)
-                    if current.info.status == "RUNNING":
-                        self.client.set_tag(run.info.run_id, "mm.error", error[:_PARAM_LIMIT])
-                        self.client.set_terminated(run.info.run_id, status)
+                    if self.client.get_run(run.info.run_id).info.status == "RUNNING":
+                        end_stale_run(run.info.run_id, status, {"mm.error": error})
                 except Exception:
                     return
 

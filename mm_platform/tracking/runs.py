@@ -105,12 +105,10 @@ def _end_quietly(status: str, exc: BaseException | None = None) -> None:
 
 
 def tracking_error(exc: MlflowException, action: str = "do this") -> TrackingError:
-    from mm_platform.tracking.store import auth_message
+    from mm_platform.tracking.store import auth_message, redact_uri
 
     denied = auth_message(exc, action)
     message = denied or str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
-    from mm_platform.tracking.store import redact_uri
-
     return TrackingError(f"MLflow store {redact_uri(mlflow.get_tracking_uri())}: {message}")
 
 
@@ -126,15 +124,6 @@ def log_metrics(metrics: Mapping[str, float]) -> None:
         mlflow.log_metrics(clean)
 
 
-def log_dataset(frame: pd.DataFrame, *, name: str, source: str, targets: str, context: str) -> str:
-    """Log a frame as a run input (MLflow's dataset tracking); return its digest."""
-    dataset = mlflow.data.from_pandas(
-        frame, source=_dataset_source(source), targets=targets, name=name
-    )
-    mlflow.log_input(dataset, context=context)
-    return dataset.digest
-
-
 @dataclass(frozen=True)
 class DatasetEntry:
     """A frame as MLflow's dataset tracking records it, ready for `log_inputs`."""
@@ -144,7 +133,8 @@ class DatasetEntry:
 
 
 def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, targets: str) -> DatasetEntry:
-    """What `log_dataset` would log for `frame`, without logging it."""
+    """`frame` as a run input MLflow's dataset tracking records (digest, schema, source),
+    built without logging it."""
     dataset = mlflow.data.from_pandas(
         frame, source=_dataset_source(source), targets=targets, name=name
     )
@@ -152,7 +142,7 @@ def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, targets: str)
 
 
 def dataset_digest(frame: pd.DataFrame, *, targets: str) -> str:
-    """The digest `log_dataset` would record for `frame`, without logging anything."""
+    """The digest MLflow's dataset tracking records for `frame`, without logging anything."""
     return mlflow.data.from_pandas(frame, targets=targets).digest
 
 
@@ -228,7 +218,5 @@ def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 def end_stale_run(run_id: str, status: str, tags: Mapping[str, str]) -> None:
     """End a run some other process left open (it was killed) as `status`, with tags."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value)[:_PARAM_LIMIT])
-    client.set_terminated(run_id, status=status)
+    set_run_tags(run_id, tags)
+    MlflowClient().set_terminated(run_id, status=status)
