@@ -294,6 +294,10 @@ def _recover_segment(root: str, model: str, path: Path) -> int:
         os.close(fd)
 
 
+class LogUnavailable(Exception):  # interim: replaced by the predlog branch
+    """The record could not be made durable; it was not logged."""
+
+
 class PredictionLogWriter:
     """Buffers prediction records and writes them in the background.
 
@@ -349,7 +353,18 @@ class PredictionLogWriter:
         self._seq += 1
         return _Segment(folder, self._writer, self._seq, self.model_version)
 
-    def append(self, features: pd.DataFrame, predictions: Any) -> list[str]:
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"healthy": True, "reason": None, "dead_letters": 0, "buffered_rows": self._rows}
+
+    def append(self, frame: pd.DataFrame) -> list[str]:
+        features, predictions = frame.drop(columns=["prediction"]), frame["prediction"]
+        return self._append(features, predictions)
+
+    def _append(self, features: pd.DataFrame, predictions: Any) -> list[str]:
         """Record one request's rows; return a request id per row (`<uuid>-<row>`).
 
         The caller must not modify `features` afterwards (the scoring server builds a new

@@ -1,0 +1,78 @@
+"""Scoring conformed rows: predictions and, for classifiers, class probabilities.
+
+The served model, `mm predict` and the drift job score the same way, so the prediction log
+has the same columns whichever path wrote it: `prediction`, and one `proba_<class>` column
+per class (in the model's `classes_` order) where the model has `predict_proba`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PROBA_PREFIX = "proba_"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What a model said of some rows."""
+
+    prediction: np.ndarray
+    probabilities: pd.DataFrame | None  # columns proba_<class>, or None (no predict_proba)
+
+    def columns(self) -> dict[str, Any]:
+        """`prediction` and the probability columns, for a record or an output file."""
+        out: dict[str, Any] = {"prediction": self.prediction}
+        if self.probabilities is not None:
+            out.update({name: self.probabilities[name].to_numpy() for name in self.probabilities})
+        return out
+
+    def response(self) -> dict[str, Any]:
+        """The JSON-ready answer: predictions, and probabilities keyed by class."""
+        out: dict[str, Any] = {"prediction": self.prediction.tolist()}
+        if self.probabilities is not None:
+            out["probabilities"] = {
+                name[len(PROBA_PREFIX) :]: self.probabilities[name].tolist()
+                for name in self.probabilities
+            }
+        return out
+
+
+def raw_model(pyfunc_model: Any) -> Any:
+    """The estimator behind an MLflow pyfunc (sklearn pipeline or CompressedModel), or None
+    when the flavor does not expose one."""
+    try:
+        return pyfunc_model.get_raw_model()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def classes_of(model: Any) -> list[Any] | None:
+    """The class labels of a classifier with probabilities, in `classes_` order."""
+    if model is None or not hasattr(model, "predict_proba"):
+        return None
+    classes = getattr(model, "classes_", None)
+    return None if classes is None else list(classes)
+
+
+def proba_column(label: Any) -> str:
+    """The log's column for the probability of class `label`."""
+    return f"{PROBA_PREFIX}{label}"
+
+
+def score(pyfunc_model: Any, raw: Any, features: pd.DataFrame) -> Scores:
+    """Predictions of `features` (already conformed), with class probabilities when the
+    model is a classifier that has them."""
+    model = raw if raw is not None else pyfunc_model
+    prediction = np.asarray(model.predict(features))
+    if prediction.ndim > 1:
+        prediction = prediction.reshape(len(prediction), -1)[:, 0]
+    classes = classes_of(raw)
+    if classes is None:
+        return Scores(prediction, None)
+    proba = np.asarray(raw.predict_proba(features), dtype="float64")
+    frame = pd.DataFrame(proba, columns=[proba_column(c) for c in classes])
+    return Scores(prediction, frame)
