@@ -217,13 +217,22 @@ def _print_compression(result: Any) -> None:
 @click.option("--version", default=None, help="Serve this registered version instead.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5001, show_default=True, type=int)
-def serve(project: str, alias: str, version: str | None, host: str, port: int) -> None:
-    """Serve PROJECT's champion with `mlflow models serve`, logging every prediction."""
+@click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows one request may hold; more is answered 413.")  # fmt: skip
+@click.option("--max-bytes", default=16 * 1024 * 1024, show_default=True,
+              type=click.IntRange(min=1024),
+              help="Bytes one request body may hold; more is answered 413.")  # fmt: skip
+def serve(
+    project: str, alias: str, version: str | None, host: str, port: int, max_rows: int,
+    max_bytes: int,
+) -> None:  # fmt: skip
+    """Serve PROJECT's champion with MLflow's scoring server, logging every prediction."""
     import tempfile
     from pathlib import Path as _Path
 
     from mm_platform import tracking
     from mm_platform.config import load_project
+    from mm_platform.serving.batch import target_name
     from mm_platform.serving.predlog import log_root
     from mm_platform.tracking.serving import build_monitored_model, run_server
 
@@ -233,10 +242,12 @@ def serve(project: str, alias: str, version: str | None, host: str, port: int) -
     root = log_root(loaded.serving.prediction_log)
     with tempfile.TemporaryDirectory(prefix="mm-serve-") as tmp:
         model_dir = build_monitored_model(
-            loaded.name, str(chosen.version), root, _Path(tmp) / "model"
-        )
+            loaded.name, str(chosen.version), root, _Path(tmp) / "model",
+            ids=tuple(loaded.features.drop), ignored=(target_name(loaded),),
+        )  # fmt: skip
         run_server(
-            model_dir, host=host, port=port, echo=click.echo,
+            model_dir, host=host, port=port, echo=click.echo, max_rows=max_rows,
+            max_bytes=max_bytes,
             banner=f"serving {loaded.name} version {chosen.version}, logging to {root}",
         )  # fmt: skip
 
@@ -248,7 +259,11 @@ def serve(project: str, alias: str, version: str | None, host: str, port: int) -
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Where to write predictions (default: INPUT.predictions.csv).")  # fmt: skip
 def predict(project: str, input_file: Path, alias: str, output: Path | None) -> None:
-    """Score a CSV or Parquet file in batch; every row goes to the prediction log."""
+    """Score a CSV or Parquet file in batch; every row goes to the prediction log.
+
+    The file may also hold the project's dropped columns (ids such as customer_id), which
+    are carried into the output and the log, and the target, which is ignored.
+    """
     from mm_platform import tracking
     from mm_platform.config import load_project
     from mm_platform.serving.batch import predict_file
@@ -257,10 +272,11 @@ def predict(project: str, input_file: Path, alias: str, output: Path | None) -> 
     loaded = load_project(project)
     tracking.connect()
     chosen = tracking.resolve_version(loaded.name, alias=alias)
-    model = tracking.load_pyfunc(f"models:/{loaded.name}/{chosen.version}")
+    uri = f"models:/{loaded.name}/{chosen.version}"
+    model = tracking.load_pyfunc(uri)
     result = predict_file(
         loaded, input_file, version=str(chosen.version), model=model,
-        columns=tracking.input_columns(model), log_root=log_root(loaded.serving.prediction_log),
+        schema=tracking.input_schema(uri), log_root=log_root(loaded.serving.prediction_log),
         output=output,
     )  # fmt: skip
     click.echo(

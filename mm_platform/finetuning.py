@@ -31,6 +31,7 @@ from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import score_predictions
 from mm_platform.serving.batch import check_columns, labelled_production, read_table, target_name
 from mm_platform.serving.predlog import META
+from mm_platform.serving.scoring import PROBA_PREFIX
 from mm_platform.training import split_holdout
 
 if TYPE_CHECKING:
@@ -76,7 +77,9 @@ def new_data(
             )
         data_path = Path(log_root)
     y = frame[target]
-    logged = [c for c in (*META, "prediction") if c in frame.columns]  # the log's own columns
+    # the log's own columns, and the ids it carries (a file may hold them too): not inputs
+    carried = [*META, "prediction", *project.features.drop]
+    logged = [c for c in frame.columns if c in carried or str(c).startswith(PROBA_PREFIX)]
     X = check_columns(data_path, frame.drop(columns=[target, *logged]), columns)
     for column in X.columns:
         if not pd.api.types.is_numeric_dtype(X[column]) and column not in (

@@ -111,7 +111,7 @@ def test_batch_predict_logs_every_row_and_labels_join(trained: Path, tmp_path: P
     [
         (pd.DataFrame({"z": [1.0]}), r"batch\.csv: columns do not match .*missing \['x'\]"),
         (pd.DataFrame({"x": [1.0], "z": [2.0]}), r"not in the model \['z'\]"),
-        (pd.DataFrame({"x": ["abc"]}), r"batch\.csv: the model refuses this data"),
+        (pd.DataFrame({"x": ["abc"]}), r"batch\.csv: column 'x': 'abc' in row 0 is not a number"),
     ],
 )
 def test_batch_predict_bad_input(trained: Path, tmp_path: Path, frame, message: str) -> None:

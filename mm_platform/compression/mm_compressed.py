@@ -217,6 +217,15 @@ class CompressedModel:
                 chunks.append(self._params["t.init"] + lr * leaf_values.sum(axis=0))
         return np.vstack(chunks) if chunks else np.zeros((0, values.shape[1]))
 
+    @property
+    def classes_(self) -> np.ndarray | None:
+        """The class labels in probability-column order (None for a regressor)."""
+        return self._classes
+
+    def get_raw_model(self) -> CompressedModel:
+        """This object: MLflow's PyFuncModel.get_raw_model reaches it (for predict_proba)."""
+        return self
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities (classifiers only)."""
         out = self.raw(X)

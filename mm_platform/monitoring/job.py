@@ -20,13 +20,21 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from mm_platform.catalog import METRICS
 from mm_platform.errors import DataError, MmError
 from mm_platform.evaluation import score_predictions
-from mm_platform.serving.batch import read_table, target_name
+from mm_platform.serving.batch import (
+    conform_file,
+    input_spec,
+    join_labels,
+    read_table,
+    target_name,
+)
 from mm_platform.serving.predlog import META, read_dataset
+from mm_platform.serving.scoring import PROBA_PREFIX, raw_model, score
 
 if TYPE_CHECKING:
     from mm_platform.config import Project
@@ -228,20 +236,15 @@ def _reference(project: Project, model: Any, uri: str) -> pd.DataFrame:
         artifact = current.tags.get("mm.reference_artifact")
         if artifact:
             frame = tracking.load_frame(current.run_id, artifact)
-            features = frame.drop(columns=[target_name(project), "prediction"])
-            frame["prediction"] = _as_array(tracking.load_pyfunc(uri).predict(features))
-            return frame
+            made = ["prediction", *(c for c in frame.columns if c.startswith(PROBA_PREFIX))]
+            frame = frame.drop(columns=made)  # the ancestor's; this version's replace them
+            pyfunc = tracking.load_pyfunc(uri)
+            scores = score(pyfunc, raw_model(pyfunc), frame.drop(columns=[target_name(project)]))
+            return frame.assign(**scores.columns())
     raise DataError(
         f"{project.name} version {model.version} has no reference sample "
         "(mm.reference_artifact), nor has any version it descends from; retrain with mm train"
     )
-
-
-def _as_array(predictions: Any) -> Any:
-    import numpy as np
-
-    values = np.asarray(predictions)
-    return values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values
 
 
 def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[ColumnSpec]:
@@ -285,13 +288,8 @@ def _from_log(
         return logged
     logged = logged[logged["model_version"].astype(str) == number]
     labels = read_dataset(log_root, "labels", project.name)
-    target = target_name(project)
     if len(labels):
-        labels = labels.sort_values("labelled_at").drop_duplicates("request_id", keep="last")
-        labels = labels[["request_id", "label"]].rename(columns={"label": target})
-        logged = logged.drop(columns=[target], errors="ignore").merge(
-            labels, on="request_id", how="left"
-        )
+        logged = join_labels(logged, labels, target_name(project))
     return logged.drop(columns=[c for c in META if c in logged.columns]).reset_index(drop=True)
 
 
@@ -305,14 +303,16 @@ def _from_file(project: Project, path: Path, specs: list[ColumnSpec], uri: str) 
     features = [s for s in specs if s.role == "feature"]
     check_current(frame, features, source=str(path))
     if "prediction" not in frame.columns:
-        names = [s.name for s in features]
+        model = tracking.load_pyfunc(uri)
+        spec = input_spec(project, tracking.input_schema(uri))
+        known = [c for c in frame.columns if c in {*spec.columns, *spec.ids, *spec.ignored}]
+        conformed, _ = conform_file(path, frame[known], spec)
         try:
-            predictions = tracking.load_pyfunc(uri).predict(frame[names])
+            scores = score(model, raw_model(model), conformed)
         except Exception as exc:  # MLflow's schema enforcement names the column and type
             message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
             raise DataError(f"{path}: the model refuses this data: {message}") from exc
-        frame = frame.copy()
-        frame["prediction"] = _as_array(predictions)
+        frame = frame.reset_index(drop=True).assign(**scores.columns())
     target = target_name(project)
     _check(frame, specs, target, str(path))
     return frame
@@ -358,10 +358,8 @@ def _compute(
     )
     performance: dict[str, float] = {"n_labelled_rows": float(len(labelled))}
     if enough_labels:
-        performance.update(_scores(project, labelled[target], labelled["prediction"], "current_"))
-        performance.update(
-            _scores(project, reference[target], reference["prediction"], "reference_")
-        )
+        performance.update(_scores(project, labelled, reference, target, "current_"))
+        performance.update(_scores(project, reference, reference, target, "reference_"))
         metric = project.selection.metric
         before, after = performance.get(f"reference_{metric}"), performance.get(f"current_{metric}")
         if before is not None and after is not None:
@@ -388,9 +386,19 @@ def _labelled(current: pd.DataFrame, reference: pd.DataFrame, target: str) -> pd
     return labelled
 
 
-def _scores(project: Project, y: pd.Series, y_pred: pd.Series, prefix: str) -> dict[str, float]:
+def _scores(
+    project: Project, rows: pd.DataFrame, reference: pd.DataFrame, target: str, prefix: str
+) -> dict[str, float]:
+    """The task's metrics of labelled `rows`; ROC-AUC too where the rows and the reference
+    both hold the class probabilities (the reference's `proba_` columns give class order)."""
+    classes = [c for c in reference.columns if c.startswith(PROBA_PREFIX)]
+    y_score = None
+    if project.task != "regression" and classes and all(c in rows.columns for c in classes):
+        probabilities = rows[classes].to_numpy(dtype="float64")
+        if not np.isnan(probabilities).any():
+            y_score = probabilities[:, 1] if project.task == "binary" else probabilities
     try:
-        return score_predictions(project.task, y, y_pred, None, prefix)
+        return score_predictions(project.task, rows[target], rows["prediction"], y_score, prefix)
     except ValueError as exc:  # e.g. labels of a type the predictions cannot match
         raise DataError(f"{project.name}: cannot score the labelled rows: {exc}") from exc
 

@@ -23,6 +23,8 @@ import logging
 import os
 from typing import Any
 
+from fastapi import Request  # resolved by name when FastAPI reads the route's signature
+
 ENV_MODEL = "MM_SERVE_MODEL"
 ENV_MAX_BYTES = "MM_SERVE_MAX_BYTES"
 ENV_MAX_ROWS = "MM_SERVE_MAX_ROWS"
@@ -103,7 +105,6 @@ def clean_message(message: str) -> str:
 def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
     """MLflow's scoring app for `model` with this module's /invocations, /ping, /health and
     /status."""
-    from fastapi import Request
     from fastapi.responses import Response
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
@@ -141,7 +142,8 @@ def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
             )
         except MlflowException as exc:
             if exc.get_http_status_code() >= 500 or "unexpected error" in exc.message:
-                _log.warning("scoring failed: %s\n%s", exc.message, exc.stack_trace or "")
+                trace = getattr(exc, "json_kwargs", {}).get("stack_trace") or ""
+                _log.warning("scoring failed: %s\n%s", exc.message, trace)
             return answer(exc.get_http_status_code(), clean_message(exc.message), exc.error_code)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             # raised while MLflow turns the payload into a frame (the model's own errors
@@ -170,7 +172,7 @@ def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
     return app
 
 
-async def _read(request: Any, max_bytes: int) -> tuple[str, bytes, Any]:
+async def _read(request: Request, max_bytes: int) -> tuple[str, bytes, Any]:
     """(mime type, body, decoded JSON or None), refusing what the server cannot take."""
     content_type = request.headers.get("content-type")
     if not content_type:

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from mm_platform.errors import DataError
+from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
 from mm_platform.serving.predlog import PredictionLogWriter, read_dataset, write_partition
+from mm_platform.serving.scoring import log_record, raw_model, score
 
 if TYPE_CHECKING:
     from mm_platform.config import Project
@@ -48,6 +51,20 @@ def check_columns(path: Path, frame: pd.DataFrame, expected: list[str]) -> pd.Da
     return frame[expected]
 
 
+def input_spec(project: Project, schema: list[tuple[str, str]]) -> InputSpec:
+    """What the project's model takes (its signature), carries (the dropped columns, ids)
+    and ignores (the target)."""
+    return InputSpec.build(schema, project.features.drop, (target_name(project),))
+
+
+def conform_file(path: Path, frame: pd.DataFrame, spec: InputSpec) -> tuple[pd.DataFrame, ...]:
+    """`conform` with the file named in its errors."""
+    try:
+        return conform(frame, spec)
+    except InputError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+
+
 @dataclass
 class BatchResult:
     """What `mm predict` scored and where it went."""
@@ -59,25 +76,26 @@ class BatchResult:
 
 
 def predict_file(
-    project: Project, path: Path, *, version: str, model: object, columns: list[str],
-    log_root: str, output: Path | None = None,
+    project: Project, path: Path, *, version: str, model: object,
+    schema: list[tuple[str, str]], log_root: str, output: Path | None = None,
 ) -> BatchResult:  # fmt: skip
-    """Score a file with the loaded model, log every row, and write predictions + request ids."""
-    frame = check_columns(path, read_table(path), columns)
+    """Score a file with the loaded model, log every row, and write predictions + request ids
+    (with the file's id columns) to `output`."""
+    features, ids = conform_file(path, read_table(path), input_spec(project, schema))
     try:
-        predictions = model.predict(frame)
+        scores = score(model, raw_model(model), features)
     except Exception as exc:  # MLflow's schema enforcement names the column and the type
         message = str(getattr(exc, "message", exc)).splitlines()[0]
         raise DataError(f"{path}: the model refuses this data: {message}") from exc
+    record = log_record(features, ids, scores)
     writer = PredictionLogWriter(log_root, project.name, version)
     try:
-        ids = writer.append(frame, predictions)
+        request_ids = writer.append(record)
     finally:
         writer.close()
     output = output or path.with_name(f"{path.stem}.predictions.csv")
-    result = frame.copy()
-    result.insert(0, "request_id", ids)
-    result["prediction"] = list(predictions)
+    result = record[[*ids, *features.columns, *scores.columns()]]
+    result.insert(0, "request_id", request_ids)
     try:
         result.to_csv(output, index=False)
     except OSError as exc:
@@ -85,7 +103,7 @@ def predict_file(
             f"{output}: cannot write the predictions ({exc.strerror}); the rows are logged, "
             "with request ids, in the prediction log"
         ) from exc
-    return BatchResult(len(frame), version, output, log_root)
+    return BatchResult(len(features), version, output, log_root)
 
 
 @dataclass
@@ -98,40 +116,66 @@ class LabelResult:
     unknown_examples: list[str] = field(default_factory=list)
     path: str | None = None
     missing: int = 0  # rows without a label value, not stored
+    key: str = "request_id"  # the column labels were matched on
 
 
 def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult:
-    """Store labels whose request ids are in the prediction log; count the others."""
+    """Store labels whose request ids (or id column values, e.g. customer_id) are in the
+    prediction log; count the others. A label matched by an id column goes to the latest
+    logged prediction with that id."""
     frame = read_table(path)
     target = target_name(project)
     label_column = "label" if "label" in frame.columns else target
-    if "request_id" not in frame.columns or label_column not in frame.columns:
+    keys = ["request_id", *project.features.drop]
+    key = next((k for k in keys if k in frame.columns), None)
+    if key is None or label_column not in frame.columns:
         raise DataError(
-            f"{path}: a labels file needs columns 'request_id' and 'label' (or '{target}'); "
-            f"it has {list(frame.columns)}"
+            f"{path}: a labels file needs a key column ({' or '.join(repr(k) for k in keys)}) "
+            f"and 'label' (or '{target}'); it has {list(frame.columns)}"
         )
-    frame = frame[["request_id", label_column]].rename(columns={label_column: "label"})
-    frame["request_id"] = frame["request_id"].astype(str)
+    frame = frame[[key, label_column]].rename(columns={label_column: "label"})
+    frame[key] = as_text(frame[key]).to_numpy()
     missing = int(frame["label"].isna().sum())
-    frame = frame[frame["label"].notna()]
-    duplicates = int(frame["request_id"].duplicated(keep="last").sum())
-    frame = frame.drop_duplicates("request_id", keep="last")
+    frame = frame[frame["label"].notna() & frame[key].notna()]
+    duplicates = int(frame[key].duplicated(keep="last").sum())
+    frame = frame.drop_duplicates(key, keep="last")
     logged = read_dataset(log_root, "predictions", project.name)
-    known_ids = set(logged["request_id"]) if len(logged) else set()
-    known = frame[frame["request_id"].isin(known_ids)]
-    unknown = frame[~frame["request_id"].isin(known_ids)]
+    if key == "request_id":
+        known_keys = set(logged["request_id"]) if len(logged) else set()
+        matched = frame[frame[key].isin(known_keys)]
+    else:
+        latest = _latest_by(logged, key)
+        matched = frame.merge(latest, on=key, how="inner")
+    unknown = frame[~frame[key].isin(matched[key])]
     written = None
-    if len(known):
-        known = known.assign(labelled_at=pd.Timestamp.now(tz="UTC"))
-        written = write_partition(log_root, "labels", project.name, known)
+    if len(matched):
+        matched = matched.assign(labelled_at=pd.Timestamp.now(tz="UTC"))
+        columns = ["request_id", "label", "labelled_at"] + ([key] if key != "request_id" else [])
+        written = write_partition(log_root, "labels", project.name, matched[columns])
     return LabelResult(
-        len(known),
-        len(unknown),
-        duplicates,
-        list(unknown["request_id"].head(5)),
-        written,
-        missing,
+        len(matched), len(unknown), duplicates, list(unknown[key].head(5)), written, missing, key
     )
+
+
+def _latest_by(logged: pd.DataFrame, key: str) -> pd.DataFrame:
+    """(key, request_id) of the latest logged prediction for each value of id column `key`."""
+    if not len(logged) or key not in logged.columns:
+        return pd.DataFrame({key: pd.Series(dtype=object), "request_id": pd.Series(dtype=object)})
+    rows = logged[logged[key].notna()].sort_values("timestamp", kind="stable")
+    latest = rows.drop_duplicates(key, keep="last")[[key, "request_id"]]
+    return latest.assign(**{key: latest[key].astype(str)})
+
+
+def join_labels(logged: pd.DataFrame, labels: pd.DataFrame, target: str) -> pd.DataFrame:
+    """`logged` with the latest label of each request as column `target` (NaN: none yet)."""
+    logged = logged.drop(columns=[target], errors="ignore")
+    if not len(labels):
+        return logged.assign(**{target: pd.Series(np.nan, index=logged.index, dtype=object)})
+    labels = labels.sort_values("labelled_at", kind="stable").drop_duplicates(
+        "request_id", keep="last"
+    )
+    labels = labels[["request_id", "label"]].rename(columns={"label": target})
+    return logged.merge(labels, on="request_id", how="left")
 
 
 def target_name(project: Project) -> str:
@@ -161,10 +205,10 @@ def labelled_production(
     labels = read_dataset(log_root, "labels", project.name)
     if not len(logged) or not len(labels):
         return pd.DataFrame()
-    labels = labels.sort_values("labelled_at").drop_duplicates("request_id", keep="last")
-    labels = labels[["request_id", "label"]].rename(columns={"label": "__label"})
-    joined = logged.merge(labels, on="request_id", how="inner")
+    target = target_name(project)
+    joined = join_labels(logged, labels, target)
+    joined = joined[joined[target].notna()]
     if part is not None:
         held_out = joined["request_id"].map(is_evaluation_row)
         joined = joined[held_out if part == "evaluation" else ~held_out]
-    return joined.rename(columns={"__label": target_name(project)}).reset_index(drop=True)
+    return joined.reset_index(drop=True)

@@ -55,8 +55,8 @@ class InputSpec:
         )
 
 
-def conform(frame: pd.DataFrame, spec: InputSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the features in the signature's order and types, the id columns as strings).
+def conform(frame: pd.DataFrame, spec: InputSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(the features in the signature's order and types, the id columns as string arrays).
 
     Raises InputError for a missing or unknown column, no rows, or a value that cannot be
     converted to its column's type.
@@ -77,15 +77,27 @@ def conform(frame: pd.DataFrame, spec: InputSpec) -> tuple[pd.DataFrame, pd.Data
         raise InputError(_mismatch(spec, missing, extra))
     if len(frame) == 0:
         raise InputError("no rows to score")
+    ids = {
+        name: as_text(frame[name]).to_numpy() if name in columns else np.full(len(frame), None)
+        for name in spec.ids
+    }
+    if columns == spec.columns and _already(frame, spec):
+        # the common case (a JSON body of numbers): nothing to convert, nothing to copy
+        return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index(
+            drop=True
+        ), ids
     features = pd.DataFrame(
-        {name: _convert(frame[name], kind, name) for name, kind in spec.features},
-        index=pd.RangeIndex(len(frame)),
-    )
-    ids = pd.DataFrame(
-        {name: _as_text(frame[name]) if name in columns else None for name in spec.ids},
-        index=pd.RangeIndex(len(frame)),
+        {name: _convert(frame[name], kind, name).to_numpy() for name, kind in spec.features}
     )
     return features, ids
+
+
+def _already(frame: pd.DataFrame, spec: InputSpec) -> bool:
+    """Whether every column already has its signature's float type."""
+    return all(
+        kind in _FLOATS and dtype == _FLOATS[kind]
+        for (_, kind), dtype in zip(spec.features, frame.dtypes, strict=True)
+    )
 
 
 def _mismatch(spec: InputSpec, missing: list[str], extra: list[str]) -> str:
@@ -190,10 +202,10 @@ def _to_string(values: pd.Series, name: str) -> pd.Series:
         count=len(objects),
     )  # fmt: skip
     _refuse(values, bad, name, "is not text; send a string, or null when missing")
-    return _as_text(values)
+    return as_text(values)
 
 
-def _as_text(values: pd.Series) -> pd.Series:
+def as_text(values: pd.Series) -> pd.Series:
     """Strings, with every kind of missing value as NaN (how pandas reads an empty cell)."""
     objects = values.reset_index(drop=True).to_numpy(dtype=object)
     out = np.array(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from mm_platform.serving.inputs import InputError, InputSpec, conform
 from mm_platform.serving.predlog import LogUnavailable, PredictionLogWriter
-from mm_platform.serving.scoring import raw_model, score
+from mm_platform.serving.scoring import log_record, raw_model, score
 
 MONITOR_FILE = "monitor.json"
 
@@ -45,23 +45,31 @@ class MonitoredModel:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input, columns=self.spec.columns)
         try:
-            features, ids = conform(model_input, self.spec)
+            features, ids = conform(self._frame(model_input), self.spec)
         except InputError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
         scores = score(self.inner, self.raw, features)
         if not self._shutdown_hooked:
             self._hook_shutdown()
-        record = pd.concat(
-            [features, ids, pd.DataFrame(scores.columns(), index=features.index)], axis=1
-        )
+        record = log_record(features, ids, scores)
         try:
             request_ids = self.writer.append(record)
         except LogUnavailable as exc:
             raise MlflowException(str(exc), error_code=TEMPORARILY_UNAVAILABLE) from None
         return {**scores.response(), "request_id": request_ids}
+
+    def _frame(self, model_input: Any) -> pd.DataFrame:
+        """Rows without column names (`instances` as lists) take the signature's order."""
+        if isinstance(model_input, pd.DataFrame):
+            return model_input
+        try:
+            return pd.DataFrame(model_input, columns=self.spec.columns)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"rows without column names must give the model's {len(self.spec.columns)} "
+                f"columns in order {self.spec.columns} ({exc})"
+            ) from None
 
     def status(self) -> dict[str, Any]:
         """The prediction log's state (healthy, dead letters, ...), for /ping and /status."""

@@ -76,3 +76,12 @@ def score(pyfunc_model: Any, raw: Any, features: pd.DataFrame) -> Scores:
     proba = np.asarray(raw.predict_proba(features), dtype="float64")
     frame = pd.DataFrame(proba, columns=[proba_column(c) for c in classes])
     return Scores(prediction, frame)
+
+
+def log_record(features: pd.DataFrame, ids: dict[str, np.ndarray], scores: Scores) -> pd.DataFrame:
+    """One frame of what a request logs: features as the model saw them, the id columns,
+    the prediction and the class probabilities (built in one go: the request path)."""
+    columns: dict[str, Any] = {name: features[name].to_numpy() for name in features.columns}
+    columns.update(ids)
+    columns.update(scores.columns())
+    return pd.DataFrame(columns)

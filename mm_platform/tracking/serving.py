@@ -22,8 +22,6 @@ from mlflow.models import Model
 
 from mm_platform.serving import app
 from mm_platform.serving.monitored import MONITOR_FILE
-
-MONITORED_LOADER = "mm_platform.serving.monitored"
 from mm_platform.tracking.models import pip_requirements
 from mm_platform.tracking.server import (
     check_port_free,
@@ -32,6 +30,8 @@ from mm_platform.tracking.server import (
     stop_process_group,
     wait_for_health,
 )
+
+MONITORED_LOADER = "mm_platform.serving.monitored"
 
 
 def build_monitored_model(
