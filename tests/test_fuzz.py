@@ -4,7 +4,6 @@ traceback; every bad request to the served model gets a 4xx, never a 500."""
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -115,6 +114,9 @@ def test_arbitrary_text_as_a_project_file_gets_one_clear_line(text: str) -> None
 # --- the served model's input schema --------------------------------------------------------
 
 
+served_folder: list[str] = []  # where the module's server logs
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """seed_linear's champion behind `mlflow models serve`, monitored, for the whole module."""
@@ -126,6 +128,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     from mm_platform.tracking.serving import build_monitored_model, start_server
 
     folder = tmp_path_factory.mktemp("served")
+    served_folder[:] = [str(folder)]
     previous = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI",)}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     try:
@@ -154,9 +157,14 @@ cells = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=2**63, max_value=2**200),  # beyond int64 (and float32)
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=8),
+    st.sampled_from(["12", "1e5", " 3 ", "nan", "inf", "", "true"]),  # numbers as text
+    st.lists(st.integers(), max_size=2),  # JSON arrays and objects where a value belongs
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
 )
+ACKNOWLEDGED: list[str] = []  # request ids the fuzzed server answered
 columns = st.lists(st.sampled_from(["x", "y", "z", "", "X"]), min_size=0, max_size=3)
 
 
@@ -192,4 +200,25 @@ def test_any_request_gets_an_answer_or_a_4xx_never_a_500(served: str, body: Any)
     if answer.status_code == 200:
         result = answer.json()["predictions"]
         assert len(result["prediction"]) == len(result["request_id"])
-        assert all(isinstance(p, float) and math.isfinite(p) for p in result["prediction"])
+        assert all(isinstance(p, float) for p in result["prediction"])
+        ACKNOWLEDGED.extend(result["request_id"])
+
+
+def test_every_request_the_fuzzed_server_answered_is_in_the_log_once(served: str) -> None:
+    """Whatever the values of the requests before, none poisoned the log for the others."""
+    import time
+
+    import requests
+
+    from mm_platform.serving.predlog import read_dataset
+
+    answer = requests.post(
+        served, json={"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}, timeout=30
+    )
+    assert answer.status_code == 200
+    ACKNOWLEDGED.extend(answer.json()["predictions"]["request_id"])
+    time.sleep(1.0)  # a few flush intervals
+    logged = read_dataset(str(Path(served_folder[0]) / "log"), "predictions", "tiny")
+    assert set(ACKNOWLEDGED) <= set(logged["request_id"])
+    assert not logged["request_id"].duplicated().any()
+    assert logged["x"].dtype == "float64"

@@ -42,7 +42,7 @@ def log_traffic(project, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
     version = str(tracking.resolve_version(project.name).version)
     model = tracking.load_pyfunc(f"models:/{project.name}/{version}")
     result = predict_file(
-        project, path, version=version, model=model, columns=["x"],
+        project, path, version=version, model=model, schema=[("x", "double")],
         log_root=log_root(project.serving.prediction_log),
     )  # fmt: skip
     return pd.read_csv(result.output)
@@ -306,7 +306,8 @@ def test_drift_ui_serves_the_workspace_without_telemetry(store: str, tmp_path: P
         ui.wait(20)
 
 
-def test_classification_with_partly_labelled_window(store: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_classification_with_partly_labelled_window(store: str, tmp_path: Path, task: str) -> None:
     from mlflow import MlflowClient
 
     from mm_platform.monitoring.job import run_drift
@@ -314,12 +315,13 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path) 
     from mm_platform.serving.predlog import log_root
     from mm_platform.training import train_project
 
+    classes = 2 if task == "binary" else 3
     config = {
-        "name": "clf", "task": "binary",
+        "name": "clf", "task": task,
         "dataset": {"source": "synthetic", "generator": "classification", "n_samples": 400,
-                    "n_features": 4},
+                    "n_features": 4, "n_classes": classes},
         "candidates": [{"estimator": "logistic", "params": {"C": [1.0]}}],
-        "selection": {"metric": "f1"}, "split": {"cv_folds": 3},
+        "selection": {"metric": "roc_auc"}, "split": {"cv_folds": 3},
         "serving": {"prediction_log": "log"}, "monitoring": {"min_rows": 20},
     }  # fmt: skip
     project = load_project(write_project(tmp_path, config))
@@ -333,12 +335,12 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path) 
     model = tracking.load_pyfunc(f"models:/clf/{train.version}")
     scored = pd.read_csv(
         predict_file(project, tmp_path / "traffic.csv", version=str(train.version), model=model,
-                     columns=list(frame.columns), log_root=log_root("log")).output
+                     schema=[(c, "double") for c in frame.columns],
+                     log_root=log_root("log")).output
     )  # fmt: skip
     labelled = scored.head(150)  # 50 rows stay unlabelled: the join makes labels floats
-    labelled[["request_id"]].assign(label=(labelled["x0"] > 0).astype(int)).to_csv(
-        tmp_path / "labels.csv", index=False
-    )
+    truth = (labelled["x0"] > 0).astype(int) + (classes == 3) * (labelled["x1"] > 0)
+    labelled[["request_id"]].assign(label=truth).to_csv(tmp_path / "labels.csv", index=False)
     ingest_labels(project, tmp_path / "labels.csv", log_root=log_root("log"))
     start, end = window_now()
     outcome = run_drift(project, start=start, end=end)
@@ -348,6 +350,12 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path) 
     assert metrics["n_labelled_rows"] == 150 and "current_f1" in metrics
     assert "target_drift_score" in metrics and "prediction_drift_score" in metrics
     assert run.data.params["method.prediction"] in ("chisquare", "z")
+    # the logged class probabilities give the label-based ROC-AUC, and so the drop on it
+    assert 0.0 <= metrics["current_roc_auc"] <= 1.0 and "reference_roc_auc" in metrics
+    expected = (metrics["reference_roc_auc"] - metrics["current_roc_auc"]) / abs(
+        metrics["reference_roc_auc"]
+    )
+    assert metrics["performance_drop"] == pytest.approx(expected)
 
 
 @pytest.mark.slow
