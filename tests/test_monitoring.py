@@ -40,9 +40,10 @@ def log_traffic(project, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
     path = folder / f"traffic-{len(list(folder.glob('traffic-*')))}.csv"
     frame.to_csv(path, index=False)
     version = str(tracking.resolve_version(project.name).version)
-    model = tracking.load_pyfunc(f"models:/{project.name}/{version}")
+    uri = f"models:/{project.name}/{version}"
     result = predict_file(
-        project, path, version=version, model=model, schema=[("x", "double")],
+        project, path, version=version, model=tracking.load_pyfunc(uri),
+        schema=tracking.input_schema(uri),
         log_root=log_root(project.serving.prediction_log),
     )  # fmt: skip
     return pd.read_csv(result.output)
@@ -356,6 +357,46 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path, 
         metrics["reference_roc_auc"]
     )
     assert metrics["performance_drop"] == pytest.approx(expected)
+
+
+def test_a_roc_auc_drop_on_labelled_probabilities_triggers_the_retrain_policy(
+    store: str, tmp_path: Path
+) -> None:
+    from mm_platform import tracking
+    from mm_platform.monitoring.job import run_drift
+    from mm_platform.serving.batch import ingest_labels
+    from mm_platform.serving.predlog import log_root
+    from mm_platform.training import train_project
+
+    config = {
+        "name": "clf", "task": "binary",
+        "dataset": {"source": "synthetic", "generator": "classification", "n_samples": 400,
+                    "n_features": 4},
+        "candidates": [{"estimator": "logistic", "params": {"C": [1.0]}}],
+        "selection": {"metric": "roc_auc"}, "split": {"cv_folds": 3},
+        "serving": {"prediction_log": "log"},
+        "monitoring": {"min_rows": 20, "retrain": {
+            "flagged_windows": 1, "of_last": 1, "on": ["performance"],
+            "max_performance_drop": 0.2, "auto_promote": False}},
+    }  # fmt: skip
+    project = load_project(write_project(tmp_path, config))
+    train_project(project)
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(0, 1.5, (200, 4)), columns=[f"x{i}" for i in range(4)])
+    scored = log_traffic(project, frame, tmp_path)
+    # the world turned: every label is the other class than the model says
+    scored[["request_id"]].assign(label=1 - scored["prediction"]).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    ingest_labels(project, tmp_path / "labels.csv", log_root=log_root("log"))
+    start, end = window_now()
+    outcome = run_drift(project, start=start, end=end)
+    assert outcome.metrics["current_roc_auc"] < 0.5 < outcome.metrics["reference_roc_auc"]
+    assert outcome.metrics["performance_drop"] > 0.2
+    (decision,) = outcome.decisions
+    assert decision.startswith("retrain: yes (1 of the last 1 windows flagged); fine-tuned ")
+    assert decision.endswith("auto_promote is off, promote it with mm promote")
+    assert str(tracking.get_alias_version("clf", "challenger")) == "2"
 
 
 @pytest.mark.slow
