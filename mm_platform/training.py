@@ -28,7 +28,17 @@ from mm_platform.catalog import METRICS, estimator_path, metrics_for
 from mm_platform.config import Distribution, Project, parse_duration, project_params
 from mm_platform.data import LoadedData, load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import cv_scorers, cv_sign, holdout_metrics, latency_ms_per_1k_rows
+from mm_platform.evaluation import (
+    PROBA_PREFIX,
+    class_probabilities,
+    class_scores,
+    class_tags,
+    cv_scorers,
+    cv_sign,
+    holdout_metrics,
+    latency_ms_per_1k_rows,
+    model_classes,
+)
 from mm_platform.features import build_pipeline, n_engineered_features
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
@@ -264,7 +274,7 @@ def fit_project(
     fit_seconds = time.perf_counter() - started
     holdout = holdout_metrics(project.task, pipeline, X_hold, y_hold)
     primary = f"cv_{project.selection.metric}_mean"
-    reference = _reference_sample(project, pipeline, X_hold, y_hold)
+    reference = reference_sample(project, pipeline, X_hold, y_hold)
     figure_file, figure_png = _figure(project, pipeline, X_hold, y_hold)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return TrainRecord(
@@ -525,6 +535,7 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
             "mm.source_run_id": parent_id,
             "mm.candidate": best.trial.candidate,
             "mm.reference_artifact": REFERENCE_ARTIFACT,
+            **class_tags(record.pipeline),
             **{f"mm.metric.{k}": f"{v:.6g}" for k, v in {**holdout, **size}.items()},
         },
         description=(
@@ -671,7 +682,7 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
     pipeline = build_pipeline(
         project.features, list(X.columns), make_estimator(trial, project), project.task
     )
-    scorers = cv_scorers(project.task)
+    scorers = cv_scorers(project.task, y)
     start_ms = _now_ms()
     try:
         with warnings.catch_warnings():
@@ -752,11 +763,9 @@ def _figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> t
         fig = figures.predicted_vs_actual(y, y_pred, title)
         path = "figures/predicted_vs_actual.png"
     else:
-        proba = pipeline.predict_proba(X) if hasattr(pipeline, "predict_proba") else None
-        if proba is not None and project.task == "binary":
-            proba = proba[:, 1]
         classes = list(pipeline.classes_)
-        fig = figures.roc_and_confusion(y, y_pred, proba, classes, title)
+        scores = class_scores(pipeline, X, project.task)
+        fig = figures.roc_and_confusion(y, y_pred, scores, classes, title)
         path = "figures/roc_confusion.png"
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -764,16 +773,23 @@ def _figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> t
     return path, buffer.getvalue()
 
 
-def _reference_sample(
+def reference_sample(
     project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series
 ) -> pd.DataFrame:
-    """Holdout features, target and the model's predictions: the drift jobs' reference."""
+    """Holdout features, target and the model's predictions: the drift jobs' reference.
+    A classifier with probabilities adds one float column per class, `proba_<class>`
+    (`str(label)`, in `classes_` order)."""
     if len(X) > REFERENCE_MAX_ROWS:
         X = X.sample(REFERENCE_MAX_ROWS, random_state=project.seed)
         y = y.loc[X.index]
     frame = X.reset_index(drop=True).copy()
     frame[str(y.name)] = y.to_numpy()
     frame["prediction"] = pipeline.predict(X)
+    if project.task != "regression":
+        proba = class_probabilities(pipeline, X)
+        if proba is not None:
+            for j, label in enumerate(model_classes(pipeline) or []):
+                frame[f"{PROBA_PREFIX}{label}"] = proba[:, j].astype("float64")
     return frame
 
 

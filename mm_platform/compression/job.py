@@ -15,7 +15,12 @@ from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data import load_dataset
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows, relative_loss
+from mm_platform.evaluation import (
+    class_tags,
+    holdout_metrics,
+    latency_ms_per_1k_rows,
+    relative_loss,
+)
 from mm_platform.training import Progress, split_holdout
 
 if TYPE_CHECKING:
@@ -247,6 +252,7 @@ def _log_variant(
                 "mm.run_type": "compress",
                 "mm.project": project.name,
                 "mm.source_run_id": run.info.run_id,
+                **class_tags(model),
                 **{
                     f"mm.metric.{k}": f"{v:.6g}"
                     for k, v in metrics.items()
