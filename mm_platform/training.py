@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import sys
 import time
 import warnings
@@ -147,14 +148,47 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+# Bounds on MLP sizes, checked before anything is fitted: hidden_layer_sizes [[60000, 60000]]
+# asks for a 28.8 GB weight matrix, which no fit should try. 10,000 units per layer and
+# 10 million hidden-to-hidden weights (80 MB of float64) are far above what a tabular model needs.
+MAX_HIDDEN_UNITS = 10_000
+MAX_HIDDEN_WEIGHTS = 10_000_000
+
+
 def _check_params(project: Project, index: int, cls: type, params: dict[str, Any]) -> None:
     from sklearn.utils._param_validation import InvalidParameterError
 
+    where = f"{project.label}: candidates[{index}].params"
+    if params.get("metric") == "pyfunc":
+        raise ProjectConfigError(
+            f"{where}.metric 'pyfunc' needs a Python callable, which a project file cannot "
+            "give; use a named metric such as euclidean, manhattan or minkowski"
+        )
+    if "hidden_layer_sizes" in params:
+        _check_hidden_layers(where, params["hidden_layer_sizes"])
     estimator = cls(**params)
     try:
         estimator._validate_params()
     except InvalidParameterError as exc:
-        raise ProjectConfigError(f"{project.label}: candidates[{index}].params: {exc}") from exc
+        raise ProjectConfigError(f"{where}: {exc}") from exc
+
+
+def _check_hidden_layers(where: str, sizes: Any) -> None:
+    layers = [sizes] if isinstance(sizes, int) else list(sizes)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in layers):
+        return  # sklearn's own validation names the bad value
+    if any(n > MAX_HIDDEN_UNITS for n in layers):
+        raise ProjectConfigError(
+            f"{where}.hidden_layer_sizes {list(layers)} has a layer above "
+            f"{MAX_HIDDEN_UNITS:,} units (training.MAX_HIDDEN_UNITS); use smaller layers"
+        )
+    weights = sum(a * b for a, b in itertools.pairwise(layers))
+    if weights > MAX_HIDDEN_WEIGHTS:
+        raise ProjectConfigError(
+            f"{where}.hidden_layer_sizes {list(layers)} needs {weights:,} weights between "
+            f"hidden layers, above {MAX_HIDDEN_WEIGHTS:,} (training.MAX_HIDDEN_WEIGHTS); "
+            "use smaller or fewer layers"
+        )
 
 
 def make_estimator(trial: Trial, project: Project) -> Any:
@@ -695,8 +729,8 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
                 scoring={m: s for m, s in scorers.items()},
                 error_score="raise",
             )
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        return TrialResult(trial, {}, f"{type(exc).__name__}: {exc}", start_ms, _now_ms())
+    except Exception as exc:  # MemoryError too: whatever one estimator raises fails only it
+        return TrialResult(trial, {}, _one_line(exc), start_ms, _now_ms())
     scores: dict[str, float] = {}
     for metric in scorers:
         values = cv[f"test_{metric}"] * cv_sign(project.task, metric)
@@ -704,6 +738,13 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
         scores[f"cv_{metric}_std"] = float(np.std(values))
     scores["cv_fit_seconds"] = float(np.mean(cv["fit_time"]))
     return TrialResult(trial, scores, None, start_ms, _now_ms())
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    """`Type: message` of an estimator's error, its first line only, cut to `limit`."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _best(project: Project, results: list[TrialResult]) -> TrialResult:
