@@ -460,6 +460,11 @@ class Project(_Strict):
         return self
 
 
+def monitoring_experiment(project: Project) -> str:
+    """The MLflow experiment that holds a project's drift runs: `<project>-monitoring`."""
+    return f"{project.name}-monitoring"
+
+
 # --- loading ------------------------------------------------------------------------------
 
 

@@ -26,7 +26,13 @@ from sklearn.model_selection import (
 )
 
 from mm_platform.catalog import METRICS, estimator_path, metrics_for
-from mm_platform.config import Distribution, Project, parse_duration, project_params
+from mm_platform.config import (
+    Distribution,
+    Project,
+    monitoring_experiment,
+    parse_duration,
+    project_params,
+)
 from mm_platform.data import LoadedData, load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import (
@@ -486,6 +492,10 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
             experiment_id = mlflow.MlflowClient().get_run(outer).info.experiment_id
         else:
             experiment_id = tracking.experiment_id_for(project.name)
+        # the model's writer owns its monitoring experiment: whoever ran `mm drift` first
+        # would otherwise own it, and a read-only user would lock the writer out
+        state.step = f"find or create experiment '{monitoring_experiment(project)}'"
+        tracking.experiment_id_for(monitoring_experiment(project))
         record.tracking_uri = tracking.redact_uri(uri)
         record.experiment_id, record.outer_run_id = experiment_id, outer
     outer, experiment_id = record.outer_run_id, record.experiment_id
@@ -597,7 +607,7 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
         n_trials=len(record.results),
         n_failed=sum(r.error is not None for r in record.results),
         dataset_digest=train.digest,
-        tracking_uri=uri,
+        tracking_uri=tracking.redact_uri(uri),
     )
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mm_platform.catalog import METRICS
+from mm_platform.config import monitoring_experiment
 from mm_platform.errors import DataError, MmError
 from mm_platform.evaluation import score_predictions
 from mm_platform.serving.batch import read_table, target_name
@@ -67,10 +68,6 @@ class DriftOutcome:
     @property
     def exit_code(self) -> int:
         return STATUS_EXIT[self.status]
-
-
-def monitoring_experiment(project: Project) -> str:
-    return f"{project.name}-monitoring"
 
 
 def run_drift(

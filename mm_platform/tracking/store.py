@@ -118,7 +118,8 @@ def _check_server(uri: str) -> None:
 
 
 def redact_uri(uri: str) -> str:
-    """`uri` fit to print: no password in its user part or its query string."""
+    """`uri` fit to print: its password shown as `***` (`http://alice:***@host`, the user
+    kept), and so are password or secret values in its query string."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
@@ -130,7 +131,8 @@ def redact_uri(uri: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         user, host = netloc.rsplit("@", 1)
-        netloc = f"{user.split(':', 1)[0]}@{host}"
+        name, has_password, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if has_password else f"{name}@{host}"
     query = parts.query
     if query:
         pairs = [(k, "***" if "pass" in k.lower() or "secret" in k.lower() else v)
