@@ -257,7 +257,7 @@ def predict(project: str, input_file: Path, alias: str, output: Path | None) -> 
     loaded = load_project(project)
     tracking.connect()
     chosen = tracking.resolve_version(loaded.name, alias=alias)
-    model = tracking.load_pyfunc(f"models:/{loaded.name}/{chosen.version}")
+    model = tracking.load_pyfunc(tracking.verify_model_files(loaded.name, str(chosen.version)))
     result = predict_file(
         loaded, input_file, version=str(chosen.version), model=model,
         columns=tracking.input_columns(model), log_root=log_root(loaded.serving.prediction_log),

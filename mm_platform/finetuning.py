@@ -228,7 +228,7 @@ def finetune_project(
             f"{project.name} version {number} (the champion) is a compressed model; fine-tune "
             "a trained version (promote one, or mm train first)"
         )
-    parent = tracking.load_sklearn_model(uri)
+    parent = tracking.load_sklearn_model(tracking.verify_model_files(project.name, number))
     columns = list(parent.named_steps["preprocess"].feature_names_in_)
     X_new, y_new, source = new_data(
         project, columns, data_path=data_path, since=since, log_root=log_root

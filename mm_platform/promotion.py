@@ -124,7 +124,7 @@ def promote_project(project: Project, *, log_root: str) -> PromotionResult:
     figures: dict[str, dict[str, float]] = {}
     for role, version in ((CHAMPION, champion), (CHALLENGER, challenger)):
         uri = f"models:/{project.name}/{version}"
-        model = tracking.load_pyfunc(uri)
+        model = tracking.load_pyfunc(tracking.verify_model_files(project.name, version))
         metrics = _metrics(project, model, X, y)
         metrics["size_bytes"] = float(tracking.artifact_size(uri))
         metrics["latency_ms_per_1k_rows"] = latency_ms_per_1k_rows(model, X)

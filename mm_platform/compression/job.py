@@ -115,7 +115,7 @@ def compress_project(
             f"was trained on (digest {digest}, version has {trained_on}), so its holdout "
             f"would not compare; retrain first: mm train {project.label}"
         )
-    parent = tracking.load_sklearn_model(uri)
+    parent = tracking.load_sklearn_model(tracking.verify_model_files(project.name, number))
     stratify = y_train if project.task != "regression" and project.split.stratify else None
     # validation rows for ensemble pruning come from the training split (the holdout stays
     # untouched for scoring); the parent has seen them, which favours in-sample fits

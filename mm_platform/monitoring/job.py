@@ -97,7 +97,7 @@ def run_drift(
         project.name, alias=None if version else alias, version=version, source=project.label
     )
     number = str(model.version)
-    uri = f"models:/{project.name}/{number}"
+    uri = tracking.verify_model_files(project.name, number)  # a checked local copy
     reference = _reference(project, model, uri)
     specs = column_specs(project, uri, reference)
     target = target_name(project)

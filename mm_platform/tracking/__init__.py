@@ -26,6 +26,7 @@ from mm_platform.tracking.registry import (
     move_alias,
     register_with_alias,
     resolve_version,
+    verify_model_files,
 )
 from mm_platform.tracking.runs import (
     dataset_digest,
@@ -80,4 +81,5 @@ __all__ = [
     "tracked_run",
     "tracking_error",
     "ui_runs_url",
+    "verify_model_files",
 ]

@@ -16,6 +16,7 @@ import mlflow.pyfunc
 from mlflow.models import Model
 
 from mm_platform.tracking.models import pip_requirements
+from mm_platform.tracking.registry import verify_model_files
 from mm_platform.tracking.server import (
     check_port_free,
     raise_keyboard_interrupt,
@@ -33,11 +34,7 @@ def build_monitored_model(name: str, version: str, log_root: str, dest: Path) ->
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    inner = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(work / "inner")
-        )
-    )
+    inner = Path(shutil.copytree(verify_model_files(name, version), work / "inner"))
     if inner != work / "inner":  # some stores nest the files one level down
         shutil.move(str(inner), str(work / "inner_tmp"))
         shutil.rmtree(work / "inner", ignore_errors=True)
