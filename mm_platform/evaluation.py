@@ -65,8 +65,6 @@ def model_classes(model: Any) -> list[Any] | None:
     """A classifier's classes in its own order (a pipeline's, a pyfunc's raw model's)."""
     raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model
     classes = getattr(raw, "classes_", None)
-    if classes is None:
-        classes = getattr(raw, "_classes", None)  # a compressed model
     return None if classes is None else list(classes)
 
 
@@ -116,8 +114,8 @@ def class_tags(model: Any) -> dict[str, str]:
 
 def align_labels(y: pd.Series, classes: Any) -> pd.Series:
     """`y` with each label written as the matching one of `classes` ("True" -> True,
-    "yes" stays "yes", 1.0 -> 1, "1" -> 1): labels read back from CSV or Parquet may come
-    as another type than the model's. Labels that match no class are left as they are."""
+    1.0 -> 1, "1" -> 1): labels read back from CSV or Parquet may come as another type
+    than the model's. Labels that match no class are left as they are."""
     plain = [c.item() if isinstance(c, np.generic) else c for c in classes]
     by_text = {str(c): c for c in plain}
     by_text.update({str(c).lower(): c for c in plain if isinstance(c, bool)})

@@ -217,6 +217,11 @@ class CompressedModel:
                 chunks.append(self._params["t.init"] + lr * leaf_values.sum(axis=0))
         return np.vstack(chunks) if chunks else np.zeros((0, values.shape[1]))
 
+    @property
+    def classes_(self) -> np.ndarray | None:
+        """A classifier's class labels in its probability columns' order (None: regressor)."""
+        return self._classes
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities (classifiers only)."""
         out = self.raw(X)
