@@ -483,8 +483,13 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
     from mm_platform.tracking import durable
 
     project = record.project
-    state.step = f"find or create experiment '{project.name}'"
     if record.experiment_id is None:  # the first pass: where `mm train` runs decides
+        # the model's writer owns its monitoring experiment: whoever ran `mm drift` first
+        # would otherwise own it, and a read-only user would lock the writer out. Made
+        # first, so the project's own experiment is the newest (what `mm ui` opens).
+        state.step = f"find or create experiment '{monitoring_experiment(project)}'"
+        tracking.experiment_id_for(monitoring_experiment(project))
+        state.step = f"find or create experiment '{project.name}'"
         outer = os.environ.get("MLFLOW_RUN_ID") or (
             active.info.run_id if (active := mlflow.active_run()) else None
         )
@@ -492,10 +497,6 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
             experiment_id = mlflow.MlflowClient().get_run(outer).info.experiment_id
         else:
             experiment_id = tracking.experiment_id_for(project.name)
-        # the model's writer owns its monitoring experiment: whoever ran `mm drift` first
-        # would otherwise own it, and a read-only user would lock the writer out
-        state.step = f"find or create experiment '{monitoring_experiment(project)}'"
-        tracking.experiment_id_for(monitoring_experiment(project))
         record.tracking_uri = tracking.redact_uri(uri)
         record.experiment_id, record.outer_run_id = experiment_id, outer
     outer, experiment_id = record.outer_run_id, record.experiment_id
