@@ -57,6 +57,8 @@ def test_registration_records_the_digest_and_verify_returns_the_checked_folder(
     folder = verify_model_files("tiny", "1")
     assert (Path(folder) / "MLmodel").is_file()
     assert mlflow.sklearn.load_model(folder).predict(pd.DataFrame({"x": [1.0]})).shape == (1,)
+    # verified again (a schedule does it every window): the same checked copy, not another
+    assert verify_model_files("tiny", "1") == folder
 
 
 @pytest.mark.parametrize("filename", ["MLmodel", "model.skops"])

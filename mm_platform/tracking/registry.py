@@ -113,6 +113,11 @@ def model_files_sha256(model_uri: str) -> str:
         return files_sha256(Path(local))
 
 
+# (store, name, version) -> the checked local copy this process loads from: a long-running
+# `mm schedule` verifies the same version every window and must not pile up copies
+_verified: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
 def verify_model_files(name: str, version: str) -> str:
     """Download version `version` of `name`, check its files against the digest recorded
     when it was registered, and return the local folder to load it from (kept until the
@@ -124,26 +129,38 @@ def verify_model_files(name: str, version: str) -> str:
     import mlflow
 
     client = MlflowClient()
-    with _refused(f"read model '{name}'"):
-        expected = (client.get_model_version(name, str(version)).tags or {}).get(FILES_DIGEST_TAG)
-        folder = tempfile.mkdtemp(prefix="mm-model-")
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=folder
+    folder = tempfile.mkdtemp(prefix="mm-model-")
+    try:
+        with _refused(f"read model '{name}'"):
+            tags = client.get_model_version(name, str(version)).tags or {}
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=folder
+            )
+        actual = files_sha256(Path(local))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    expected = tags.get(FILES_DIGEST_TAG)
+    if expected is not None and actual != expected:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RegistryError(
+            f"{name} version {version}: its model files changed since registration "
+            f"(sha256 {actual[:12]} != {expected[:12]}); re-register it with mm train/compress "
+            "or restore the files"
         )
-    actual = files_sha256(Path(local))
     if expected is None:
         log.warning(
             "%s version %s has no %s tag (registered before digests were recorded): its "
             "model files are loaded unchecked; re-register it with mm train/compress",
             name, version, FILES_DIGEST_TAG,
         )  # fmt: skip
-    elif actual != expected:
-        raise RegistryError(
-            f"{name} version {version}: its model files changed since registration "
-            f"(sha256 {actual[:12]} != {expected[:12]}); re-register it with mm train/compress "
-            "or restore the files"
-        )
+    key = (mlflow.get_tracking_uri(), name, str(version))
+    kept = _verified.get(key)
+    if kept is not None and kept[1] == actual and Path(kept[0]).is_dir():
+        shutil.rmtree(folder, ignore_errors=True)  # the same bytes are checked out already
+        return kept[0]
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _verified[key] = (local, actual)
     return local
 
 
