@@ -272,11 +272,11 @@ def predict(project: str, input_file: Path, alias: str, output: Path | None) -> 
     loaded = load_project(project)
     tracking.connect()
     chosen = tracking.resolve_version(loaded.name, alias=alias)
-    uri = f"models:/{loaded.name}/{chosen.version}"
-    model = tracking.load_pyfunc(uri)
+    model = tracking.load_pyfunc(tracking.verify_model_files(loaded.name, str(chosen.version)))
     result = predict_file(
         loaded, input_file, version=str(chosen.version), model=model,
-        schema=tracking.input_schema(uri), log_root=log_root(loaded.serving.prediction_log),
+        schema=tracking.model_input_schema(model),
+        log_root=log_root(loaded.serving.prediction_log),
         output=output,
     )  # fmt: skip
     click.echo(

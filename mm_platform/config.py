@@ -460,6 +460,11 @@ class Project(_Strict):
         return self
 
 
+def monitoring_experiment(project: Project) -> str:
+    """The MLflow experiment that holds a project's drift runs: `<project>-monitoring`."""
+    return f"{project.name}-monitoring"
+
+
 # --- loading ------------------------------------------------------------------------------
 
 
@@ -478,14 +483,30 @@ def resolve_project_path(ref: str | Path) -> Path:
     )
 
 
+# Limits on a project file, enforced while it is parsed, before anything is built from it:
+# a few dozen keys is a large project, so these only stop files made to exhaust memory
+# (an alias "billion laughs" expands nine aliases nine levels deep to 10^9 nodes).
+MAX_PROJECT_BYTES = 1024 * 1024  # 1 MiB
+MAX_ALIASES = 100  # *alias references
+MAX_NODES = 100_000  # scalars and collections once every alias is expanded
+MAX_DEPTH = 32  # nested mappings and lists
+
+
 def load_project(ref: str | Path) -> Project:
     """Read and validate a project file; relative paths in it resolve against its folder."""
     path = resolve_project_path(ref)
     try:
+        size = path.stat().st_size
+        if size > MAX_PROJECT_BYTES:
+            raise ProjectConfigError(
+                f"{path}: the project file is {size:,} bytes, above the limit of "
+                f"{MAX_PROJECT_BYTES:,} (1 MiB); a project file holds settings, not data"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectConfigError(f"{path}: cannot read the project file ({exc})") from exc
     try:
+        _check_yaml_shape(path, text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -506,6 +527,55 @@ def load_project(ref: str | Path) -> Project:
         raise ProjectConfigError(f"{path}: {describe_validation_error(exc)}") from exc
     project._source = path
     return project
+
+
+def _check_yaml_shape(path: Path, text: str) -> None:
+    """Walk the YAML event stream (nothing is constructed) and refuse a file past the
+    alias, expanded-size or nesting limits, in one line naming the file and the limit."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    anchors: dict[str, int] = {}  # anchor -> nodes it stands for, expanded
+    open_nodes: list[list[Any]] = []  # [anchor, nodes so far] per open collection
+    aliases = total = 0
+
+    def add(count: int, new: int) -> None:
+        """`count` nodes into the open collection, `new` of them not counted before."""
+        nonlocal total
+        total += new
+        if open_nodes:
+            open_nodes[-1][1] += count
+        if total > MAX_NODES:
+            raise ProjectConfigError(
+                f"{path}: the project file expands to more than {MAX_NODES:,} values "
+                "(config.MAX_NODES), through its aliases; write the values out"
+            )
+
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise ProjectConfigError(
+                    f"{path}: the project file uses more than {MAX_ALIASES} aliases "
+                    "(config.MAX_ALIASES); write the values out"
+                )
+            size = anchors.get(event.anchor, 1)
+            add(size, size)
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                anchors[event.anchor] = 1
+            add(1, 1)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 0])
+            if len(open_nodes) > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise ProjectConfigError(
+                    f"{path}:{line}: the project file nests deeper than {MAX_DEPTH} levels "
+                    "(config.MAX_DEPTH); a project file needs a handful"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, count = open_nodes.pop()
+            if anchor is not None:
+                anchors[anchor] = count + 1
+            add(count + 1, 1)  # its members were counted as they arrived
 
 
 def describe_validation_error(exc: ValidationError) -> str:

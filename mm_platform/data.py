@@ -29,6 +29,10 @@ class LoadedData:
         return self.X.assign(**{str(self.y.name): self.y.to_numpy()})
 
 
+# column names the prediction log and the reference sample use for themselves
+RESERVED_COLUMNS = ("prediction", "request_id", "timestamp", "model_name", "model_version")
+
+
 def load_dataset(project: Project) -> LoadedData:
     """Load the project's dataset and check it fits the project's task and features."""
     spec = project.dataset
@@ -132,6 +136,8 @@ def _from_file(spec: FileDataset) -> LoadedData:
 
 
 def _checked(data: LoadedData, project: Project) -> LoadedData:
+    from mm_platform.evaluation import PROBA_PREFIX
+
     where = data.source if project.dataset.source == "file" else data.name
     X, y = data.X, data.y
     if len(X) == 0:
@@ -145,6 +151,13 @@ def _checked(data: LoadedData, project: Project) -> LoadedData:
                     f"(columns: {', '.join(list(X.columns)[:20])})"
                 )
     X = X.drop(columns=list(feats.drop))
+    for col in X.columns:
+        if col in RESERVED_COLUMNS or col.startswith(PROBA_PREFIX):
+            raise DataError(
+                f"{where}: feature column '{col}' has a name the prediction log reserves "
+                f"({', '.join(RESERVED_COLUMNS)}, {PROBA_PREFIX}<class>); rename it in the "
+                "data, or list it under features.drop"
+            )
     if X.shape[1] == 0:
         raise DataError(f"{where}: no feature columns are left; features.drop removes them all")
     for col in X.columns:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+# `scheme://user:password@` in any message (a library's error may quote a store URI)
+_PASSWORD_IN_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s/]*@")
+
 
 class MmError(Exception):
     """Base class of every error mm_platform raises for bad input or an unusable environment.
@@ -15,7 +20,9 @@ class MmError(Exception):
     def __init__(self, message: str = "") -> None:
         # one line whatever the input held: control characters (a newline in a YAML key,
         # a tab in a column name) are shown escaped
-        super().__init__("".join(_visible(ch) for ch in str(message)))
+        # and no password, whichever URI the message quotes
+        text = _PASSWORD_IN_URI.sub(r"\1:***@", str(message))
+        super().__init__("".join(_visible(ch) for ch in text))
 
 
 def _visible(ch: str) -> str:

@@ -1,4 +1,9 @@
-"""Holdout metrics with stable names, the CV scorers behind them, and prediction latency."""
+"""Holdout metrics with stable names, the CV scorers behind them, class scores and latency.
+
+Class labels may be numbers, strings or booleans. For a binary task the positive class is
+the model's `classes_[1]` (sklearn's sorted order: "Yes" of "No"/"Yes", True of
+False/True, 1 of 0/1), for the CV scorers and the holdout metrics alike.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +36,24 @@ _SCORERS = {
 }
 
 
-def cv_scorers(task: str) -> dict[str, str]:
-    """sklearn scorer names for every metric of `task`, keyed by the project's metric names."""
-    return dict(_SCORERS[task])
+PROBA_PREFIX = "proba_"  # reference-sample column of one class's probability: proba_<class>
+
+
+def positive_label(labels: Any) -> Any:
+    """The positive class of a binary task: the larger of the sorted labels (sklearn's
+    `classes_[1]`), or the only one when just one is present."""
+    return np.unique(np.asarray(labels))[-1]
+
+
+def cv_scorers(task: str, y: Any = None) -> dict[str, Any]:
+    """sklearn scorers for every metric of `task`, keyed by the project's metric names;
+    binary recall and F1 score the positive class of `y` (its larger label)."""
+    scorers: dict[str, Any] = dict(_SCORERS[task])
+    if task == "binary" and y is not None:
+        pos = positive_label(y)
+        scorers["recall"] = skm.make_scorer(skm.recall_score, pos_label=pos, zero_division=0)
+        scorers["f1"] = skm.make_scorer(skm.f1_score, pos_label=pos, zero_division=0)
+    return scorers
 
 
 def cv_sign(task: str, metric: str) -> float:
@@ -41,15 +61,91 @@ def cv_sign(task: str, metric: str) -> float:
     return -1.0 if _SCORERS[task][metric].startswith("neg_") else 1.0
 
 
+def model_classes(model: Any) -> list[Any] | None:
+    """A classifier's classes in its own order (a pipeline's, a pyfunc's raw model's)."""
+    raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model
+    classes = getattr(raw, "classes_", None)
+    return None if classes is None else list(classes)
+
+
+def class_probabilities(model: Any, X: pd.DataFrame) -> np.ndarray | None:
+    """Every class's probability (rows x classes, in `classes_` order), or None when the
+    model has no predict_proba; a pyfunc is asked through its raw model."""
+    raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model
+    if not hasattr(raw, "predict_proba"):
+        return None
+    try:
+        return np.asarray(raw.predict_proba(X), dtype=float)
+    except (AttributeError, NotImplementedError):  # predict_proba not available for its loss
+        return None
+
+
+def class_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray | None:
+    """The class scores ROC-AUC takes: the positive class's probability for binary, every
+    class's for multiclass; None for regression or a model without probabilities."""
+    if task == "regression":
+        return None
+    proba = class_probabilities(model, X)
+    if proba is None:
+        return None
+    return proba[:, 1] if task == "binary" else proba
+
+
+def class_tags(model: Any) -> dict[str, str]:
+    """Registry tags for a classifier's labels: `mm.classes` (JSON list of str(label) in
+    `classes_` order) and `mm.label_type` (str, int, float or bool), so readers of Parquet
+    can cast labels back; empty for a regressor."""
+    import json
+
+    classes = model_classes(model)
+    if classes is None:
+        return {}
+    values = np.asarray(classes)
+    if values.dtype.kind == "b":
+        kind = "bool"
+    elif values.dtype.kind in "iu":
+        kind = "int"
+    elif values.dtype.kind == "f":
+        kind = "float"
+    else:
+        kind = "str"
+    return {"mm.classes": json.dumps([str(c) for c in classes]), "mm.label_type": kind}
+
+
+def align_labels(y: pd.Series, classes: Any) -> pd.Series:
+    """`y` with each label written as the matching one of `classes` ("True" -> True,
+    1.0 -> 1, "1" -> 1): labels read back from CSV or Parquet may come as another type
+    than the model's. Labels that match no class are left as they are."""
+    plain = [c.item() if isinstance(c, np.generic) else c for c in classes]
+    by_text = {str(c): c for c in plain}
+    by_text.update({str(c).lower(): c for c in plain if isinstance(c, bool)})
+    mapping = {}
+    for value in pd.unique(y):
+        texts = [str(value), str(value).lower()]
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            texts.insert(0, str(int(value)))
+        mapping[value] = next((by_text[t] for t in texts if t in by_text), value)
+    return y.map(mapping).rename(y.name)
+
+
 def holdout_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     """`holdout_<metric>` for every metric of the task (rmse, mae, r2 or accuracy, ...)."""
-    return score_predictions(task, y, model.predict(X), _scores(model, X, task), prefix="holdout_")
+    classes = model_classes(model)
+    return score_predictions(
+        task,
+        y,
+        model.predict(X),
+        class_scores(model, X, task),
+        prefix="holdout_",
+        pos_label=classes[1] if task == "binary" and classes and len(classes) == 2 else None,
+    )
 
 
 def score_predictions(
-    task: str, y: Any, y_pred: Any, y_score: Any = None, prefix: str = ""
+    task: str, y: Any, y_pred: Any, y_score: Any = None, prefix: str = "", pos_label: Any = None
 ) -> dict[str, float]:
-    """The task's metrics from predictions (and class scores for ROC-AUC)."""
+    """The task's metrics from predictions (and class scores for ROC-AUC). Binary recall,
+    F1 and ROC-AUC score `pos_label`, by default the larger label seen in `y`/`y_pred`."""
     if task == "regression":
         out = {
             "rmse": float(np.sqrt(skm.mean_squared_error(y, y_pred))),
@@ -57,28 +153,26 @@ def score_predictions(
             "r2": float(skm.r2_score(y, y_pred)),
         }
     else:
-        average = "binary" if task == "binary" else "macro"
+        y, y_pred = np.asarray(y), np.asarray(y_pred)
+        kwargs: dict[str, Any] = {"average": "macro", "zero_division": 0}
+        if task == "binary":
+            if pos_label is None:
+                pos_label = positive_label(np.concatenate([y, y_pred]))
+            kwargs = {"average": "binary", "pos_label": pos_label, "zero_division": 0}
         out = {
             "accuracy": float(skm.accuracy_score(y, y_pred)),
-            "recall": float(skm.recall_score(y, y_pred, average=average, zero_division=0)),
-            "f1": float(skm.f1_score(y, y_pred, average=average, zero_division=0)),
+            "recall": float(skm.recall_score(y, y_pred, **kwargs)),
+            "f1": float(skm.f1_score(y, y_pred, **kwargs)),
         }
         if y_score is not None:
             try:
                 if task == "binary":
-                    out["roc_auc"] = float(skm.roc_auc_score(y, y_score))
+                    out["roc_auc"] = float(skm.roc_auc_score(y == pos_label, y_score))
                 else:
                     out["roc_auc"] = float(skm.roc_auc_score(y, y_score, multi_class="ovr"))
             except ValueError:  # one class only in y: ROC-AUC is undefined
                 pass
     return {f"{prefix}{k}": v for k, v in out.items()}
-
-
-def _scores(model: Any, X: pd.DataFrame, task: str) -> Any:
-    if task == "regression" or not hasattr(model, "predict_proba"):
-        return None
-    proba = model.predict_proba(X)
-    return proba[:, 1] if task == "binary" else proba
 
 
 @contextlib.contextmanager

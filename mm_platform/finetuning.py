@@ -28,7 +28,13 @@ import pandas as pd
 from mm_platform.catalog import METRICS
 from mm_platform.data import load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import score_predictions
+from mm_platform.evaluation import (
+    align_labels,
+    class_scores,
+    class_tags,
+    model_classes,
+    score_predictions,
+)
 from mm_platform.serving.batch import check_columns, labelled_production, read_table, target_name
 from mm_platform.serving.predlog import META
 from mm_platform.serving.scoring import PROBA_PREFIX
@@ -211,7 +217,7 @@ def finetune_project(
 ) -> FinetuneResult:
     """Fine-tune the champion on new data, log the run, register the result as challenger."""
     from mm_platform import tracking
-    from mm_platform.training import REFERENCE_ARTIFACT, _reference_sample
+    from mm_platform.training import REFERENCE_ARTIFACT, reference_sample
 
     lam = project.finetune.lam if lam is None else lam
     if not (math.isfinite(lam) and lam >= 0):
@@ -225,24 +231,27 @@ def finetune_project(
             f"{project.name} version {number} (the champion) is a compressed model; fine-tune "
             "a trained version (promote one, or mm train first)"
         )
-    parent = tracking.load_sklearn_model(uri)
+    parent = tracking.load_sklearn_model(tracking.verify_model_files(project.name, number))
     columns = list(parent.named_steps["preprocess"].feature_names_in_)
     X_new, y_new, source = new_data(
         project, columns, data_path=data_path, since=since, log_root=log_root
     )
     data = load_dataset(project)
     _, X_hold, _, y_hold = split_holdout(project, data)
+    classes = model_classes(parent)
+    if classes is not None:  # labels read from CSV/Parquet may not be the model's type
+        y_new = align_labels(y_new, classes)
     tuned = refit(parent, X_new, y_new, lam, project)
 
     task = project.task
+    pos_label = classes[1] if task == "binary" and classes and len(classes) == 2 else None
     metrics: dict[str, float] = {}
     for prefix, model in (("", tuned), ("parent_", parent)):
         for name, X, y in (("new_", X_new, y_new), ("holdout_", X_hold, y_hold)):
-            scores = None
-            if task != "regression" and hasattr(model, "predict_proba"):
-                proba = model.predict_proba(X)
-                scores = proba[:, 1] if task == "binary" else proba
-            metrics.update(score_predictions(task, y, model.predict(X), scores, prefix + name))
+            scores = class_scores(model, X, task)
+            metrics.update(
+                score_predictions(task, y, model.predict(X), scores, prefix + name, pos_label)
+            )
     for key in [k for k in metrics if k.startswith("holdout_")]:
         metrics[f"delta_{key}"] = metrics[key] - metrics[f"parent_{key}"]
     primary = project.selection.metric
@@ -260,7 +269,7 @@ def finetune_project(
                              "parent_version": number, "epochs": project.finetune.epochs,
                              "n_new_trees": project.finetune.n_new_trees})  # fmt: skip
         tracking.log_metrics(metrics)
-        tracking.log_frame(_reference_sample(project, tuned, X_hold, y_hold), REFERENCE_ARTIFACT)
+        tracking.log_frame(reference_sample(project, tuned, X_hold, y_hold), REFERENCE_ARTIFACT)
         info = tracking.log_sklearn_model(tuned, X_new)
         metrics["size_bytes"] = float(tracking.artifact_size(info.model_uri))
         tracking.log_metrics({"size_bytes": metrics["size_bytes"]})
@@ -276,6 +285,7 @@ def finetune_project(
                 "mm.project": project.name,
                 "mm.source_run_id": run.info.run_id,
                 "mm.reference_artifact": REFERENCE_ARTIFACT,
+                **class_tags(tuned),
                 **{
                     f"mm.metric.{k}": f"{v:.6g}"
                     for k, v in metrics.items()

@@ -7,13 +7,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from mm_platform.catalog import METRICS
 from mm_platform.data import load_dataset
 from mm_platform.errors import RegistryError
-from mm_platform.evaluation import latency_ms_per_1k_rows, relative_loss, score_predictions
+from mm_platform.evaluation import (
+    align_labels,
+    class_scores,
+    latency_ms_per_1k_rows,
+    model_classes,
+    relative_loss,
+    score_predictions,
+)
 from mm_platform.serving.batch import labelled_production, target_name
 from mm_platform.training import split_holdout
 
@@ -50,6 +56,8 @@ def evaluation_data(project: Project, log_root: str) -> tuple[pd.DataFrame, pd.S
             target = target_name(project)
             X_prod = production[list(X_hold.columns)]
             y_prod = production[target].rename(y_hold.name)
+            if project.task != "regression":  # Parquet may give "True" for True, 1.0 for 1
+                y_prod = align_labels(y_prod, pd.unique(y_hold))
             n_prod = len(production)
             X_hold = pd.concat([X_hold, X_prod], ignore_index=True)
             y_hold = pd.concat([y_hold.reset_index(drop=True), y_prod], ignore_index=True)
@@ -57,12 +65,12 @@ def evaluation_data(project: Project, log_root: str) -> tuple[pd.DataFrame, pd.S
 
 
 def _metrics(project: Project, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    raw = model.get_raw_model() if hasattr(model, "get_raw_model") else model
-    scores = None
-    if project.task != "regression" and hasattr(raw, "predict_proba"):
-        proba = np.asarray(raw.predict_proba(X))
-        scores = proba[:, 1] if project.task == "binary" else proba
-    return score_predictions(project.task, y, model.predict(X), scores)
+    classes = model_classes(model)
+    binary = project.task == "binary" and classes is not None and len(classes) == 2
+    scores = class_scores(model, X, project.task)
+    return score_predictions(
+        project.task, y, model.predict(X), scores, pos_label=classes[1] if binary else None
+    )
 
 
 def gate(project: Project, champion: dict[str, float], challenger: dict[str, float]) -> list[str]:
@@ -116,7 +124,7 @@ def promote_project(project: Project, *, log_root: str) -> PromotionResult:
     figures: dict[str, dict[str, float]] = {}
     for role, version in ((CHAMPION, champion), (CHALLENGER, challenger)):
         uri = f"models:/{project.name}/{version}"
-        model = tracking.load_pyfunc(uri)
+        model = tracking.load_pyfunc(tracking.verify_model_files(project.name, version))
         metrics = _metrics(project, model, X, y)
         metrics["size_bytes"] = float(tracking.artifact_size(uri))
         metrics["latency_ms_per_1k_rows"] = latency_ms_per_1k_rows(model, X)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import sys
 import time
 import warnings
@@ -25,10 +26,26 @@ from sklearn.model_selection import (
 )
 
 from mm_platform.catalog import METRICS, estimator_path, metrics_for
-from mm_platform.config import Distribution, Project, parse_duration, project_params
+from mm_platform.config import (
+    Distribution,
+    Project,
+    monitoring_experiment,
+    parse_duration,
+    project_params,
+)
 from mm_platform.data import LoadedData, load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import cv_scorers, cv_sign, holdout_metrics, latency_ms_per_1k_rows
+from mm_platform.evaluation import (
+    PROBA_PREFIX,
+    class_probabilities,
+    class_scores,
+    class_tags,
+    cv_scorers,
+    cv_sign,
+    holdout_metrics,
+    latency_ms_per_1k_rows,
+    model_classes,
+)
 from mm_platform.features import build_pipeline, n_engineered_features
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
@@ -137,14 +154,47 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+# Bounds on MLP sizes, checked before anything is fitted: hidden_layer_sizes [[60000, 60000]]
+# asks for a 28.8 GB weight matrix, which no fit should try. 10,000 units per layer and
+# 10 million hidden-to-hidden weights (80 MB of float64) are far above what a tabular model needs.
+MAX_HIDDEN_UNITS = 10_000
+MAX_HIDDEN_WEIGHTS = 10_000_000
+
+
 def _check_params(project: Project, index: int, cls: type, params: dict[str, Any]) -> None:
     from sklearn.utils._param_validation import InvalidParameterError
 
+    where = f"{project.label}: candidates[{index}].params"
+    if params.get("metric") == "pyfunc":
+        raise ProjectConfigError(
+            f"{where}.metric 'pyfunc' needs a Python callable, which a project file cannot "
+            "give; use a named metric such as euclidean, manhattan or minkowski"
+        )
+    if "hidden_layer_sizes" in params:
+        _check_hidden_layers(where, params["hidden_layer_sizes"])
     estimator = cls(**params)
     try:
         estimator._validate_params()
     except InvalidParameterError as exc:
-        raise ProjectConfigError(f"{project.label}: candidates[{index}].params: {exc}") from exc
+        raise ProjectConfigError(f"{where}: {exc}") from exc
+
+
+def _check_hidden_layers(where: str, sizes: Any) -> None:
+    layers = [sizes] if isinstance(sizes, int) else list(sizes)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in layers):
+        return  # sklearn's own validation names the bad value
+    if any(n > MAX_HIDDEN_UNITS for n in layers):
+        raise ProjectConfigError(
+            f"{where}.hidden_layer_sizes {list(layers)} has a layer above "
+            f"{MAX_HIDDEN_UNITS:,} units (training.MAX_HIDDEN_UNITS); use smaller layers"
+        )
+    weights = sum(a * b for a, b in itertools.pairwise(layers))
+    if weights > MAX_HIDDEN_WEIGHTS:
+        raise ProjectConfigError(
+            f"{where}.hidden_layer_sizes {list(layers)} needs {weights:,} weights between "
+            f"hidden layers, above {MAX_HIDDEN_WEIGHTS:,} (training.MAX_HIDDEN_WEIGHTS); "
+            "use smaller or fewer layers"
+        )
 
 
 def make_estimator(trial: Trial, project: Project) -> Any:
@@ -264,7 +314,7 @@ def fit_project(
     fit_seconds = time.perf_counter() - started
     holdout = holdout_metrics(project.task, pipeline, X_hold, y_hold)
     primary = f"cv_{project.selection.metric}_mean"
-    reference = _reference_sample(project, pipeline, X_hold, y_hold)
+    reference = reference_sample(project, pipeline, X_hold, y_hold)
     figure_file, figure_png = _figure(project, pipeline, X_hold, y_hold)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return TrainRecord(
@@ -433,8 +483,13 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
     from mm_platform.tracking import durable
 
     project = record.project
-    state.step = f"find or create experiment '{project.name}'"
     if record.experiment_id is None:  # the first pass: where `mm train` runs decides
+        # the model's writer owns its monitoring experiment: whoever ran `mm drift` first
+        # would otherwise own it, and a read-only user would lock the writer out. Made
+        # first, so the project's own experiment is the newest (what `mm ui` opens).
+        state.step = f"find or create experiment '{monitoring_experiment(project)}'"
+        tracking.experiment_id_for(monitoring_experiment(project))
+        state.step = f"find or create experiment '{project.name}'"
         outer = os.environ.get("MLFLOW_RUN_ID") or (
             active.info.run_id if (active := mlflow.active_run()) else None
         )
@@ -525,6 +580,7 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
             "mm.source_run_id": parent_id,
             "mm.candidate": best.trial.candidate,
             "mm.reference_artifact": REFERENCE_ARTIFACT,
+            **class_tags(record.pipeline),
             **{f"mm.metric.{k}": f"{v:.6g}" for k, v in {**holdout, **size}.items()},
         },
         description=(
@@ -552,7 +608,7 @@ def _write_attempt(record: TrainRecord, uri: str, state: _Pass) -> TrainResult:
         n_trials=len(record.results),
         n_failed=sum(r.error is not None for r in record.results),
         dataset_digest=train.digest,
-        tracking_uri=uri,
+        tracking_uri=tracking.redact_uri(uri),
     )
 
 
@@ -671,7 +727,7 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
     pipeline = build_pipeline(
         project.features, list(X.columns), make_estimator(trial, project), project.task
     )
-    scorers = cv_scorers(project.task)
+    scorers = cv_scorers(project.task, y)
     start_ms = _now_ms()
     try:
         with warnings.catch_warnings():
@@ -684,8 +740,8 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
                 scoring={m: s for m, s in scorers.items()},
                 error_score="raise",
             )
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        return TrialResult(trial, {}, f"{type(exc).__name__}: {exc}", start_ms, _now_ms())
+    except Exception as exc:  # MemoryError too: whatever one estimator raises fails only it
+        return TrialResult(trial, {}, _one_line(exc), start_ms, _now_ms())
     scores: dict[str, float] = {}
     for metric in scorers:
         values = cv[f"test_{metric}"] * cv_sign(project.task, metric)
@@ -693,6 +749,13 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
         scores[f"cv_{metric}_std"] = float(np.std(values))
     scores["cv_fit_seconds"] = float(np.mean(cv["fit_time"]))
     return TrialResult(trial, scores, None, start_ms, _now_ms())
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    """`Type: message` of an estimator's error, its first line only, cut to `limit`."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _best(project: Project, results: list[TrialResult]) -> TrialResult:
@@ -752,11 +815,9 @@ def _figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> t
         fig = figures.predicted_vs_actual(y, y_pred, title)
         path = "figures/predicted_vs_actual.png"
     else:
-        proba = pipeline.predict_proba(X) if hasattr(pipeline, "predict_proba") else None
-        if proba is not None and project.task == "binary":
-            proba = proba[:, 1]
         classes = list(pipeline.classes_)
-        fig = figures.roc_and_confusion(y, y_pred, proba, classes, title)
+        scores = class_scores(pipeline, X, project.task)
+        fig = figures.roc_and_confusion(y, y_pred, scores, classes, title)
         path = "figures/roc_confusion.png"
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -764,16 +825,23 @@ def _figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> t
     return path, buffer.getvalue()
 
 
-def _reference_sample(
+def reference_sample(
     project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series
 ) -> pd.DataFrame:
-    """Holdout features, target and the model's predictions: the drift jobs' reference."""
+    """Holdout features, target and the model's predictions: the drift jobs' reference.
+    A classifier with probabilities adds one float column per class, `proba_<class>`
+    (`str(label)`, in `classes_` order)."""
     if len(X) > REFERENCE_MAX_ROWS:
         X = X.sample(REFERENCE_MAX_ROWS, random_state=project.seed)
         y = y.loc[X.index]
     frame = X.reset_index(drop=True).copy()
     frame[str(y.name)] = y.to_numpy()
     frame["prediction"] = pipeline.predict(X)
+    if project.task != "regression":
+        proba = class_probabilities(pipeline, X)
+        if proba is not None:
+            for j, label in enumerate(model_classes(pipeline) or []):
+                frame[f"{PROBA_PREFIX}{label}"] = proba[:, j].astype("float64")
     return frame
 
 

@@ -145,11 +145,11 @@ def tracking_server(postgres_uri: str, tmp_path: Path):
     )  # fmt: skip
     try:
         banner = server.stdout.readline()  # printed once /health answers
-        assert "MLflow tracking server on postgresql://mm@127.0.0.1" in banner, (
+        assert "MLflow tracking server on postgresql://mm:***@127.0.0.1" in banner, (
             tmp_path / "server.log"
         ).read_text()
         password = postgres_uri.split(":")[2].split("@")[0]
-        assert password not in banner and "mm@127.0.0.1" in banner  # user, no password
+        assert password not in banner and "mm:***@127.0.0.1" in banner  # user, no password
         listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert password not in listing  # not on any command line either
         yield f"http://127.0.0.1:{port}"

@@ -96,3 +96,97 @@ def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None
     for text in outputs:
         for secret in secrets_:
             assert secret.decode() not in text
+
+
+@pytest.mark.slow
+def test_no_password_printed_and_train_owns_the_monitoring_experiment(tmp_path: Path) -> None:
+    """A password in MLFLOW_TRACKING_URI shows as alice:***@ in every output, and the model's
+    writer owns `<project>-monitoring`: a read-only user's `mm drift` gets the one-line 403,
+    it cannot take the experiment over and lock the writer out."""
+    admin_pw, alice_pw, bob_pw = (f"pw-{secrets.token_hex(8)}" for _ in range(3))
+    server_dir, work = tmp_path / "server", tmp_path / "work"
+    server_dir.mkdir()
+    work.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    server_log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mm_platform", "server", "--auth", "--port", str(port)],
+        cwd=server_dir, env={**env, "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw},
+        stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True,
+    )  # fmt: skip
+    outputs: list[str] = []
+    try:
+        banner = server.stdout.readline()
+        outputs.append(banner)
+        assert "basic auth" in banner, (tmp_path / "server.log").read_text()[-3000:]
+        for user, password in (("alice", alice_pw), ("bob", bob_pw)):
+            created = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10,
+                                    json={"username": user, "password": password},
+                                    auth=("admin", admin_pw))  # fmt: skip
+            assert created.status_code == 200, created.text
+        project = write_project(work, {**SEED_LINEAR, "serving": {"prediction_log": "log"}})
+
+        def run(uri: str, *args: str, **credentials: str) -> subprocess.CompletedProcess:
+            extra = {"MLFLOW_TRACKING_URI": uri, **credentials}
+            result = mm(*args, cwd=work, env={**env, **extra})
+            outputs.extend([result.stdout, result.stderr])
+            return result
+
+        with_password = url.replace("http://", f"http://alice:{alice_pw}@")
+        trained = run(with_password, "train", str(project))
+        assert trained.returncode == 0, trained.stderr
+        last = trained.stdout.strip().splitlines()[-1]
+        assert f"store http://alice:***@127.0.0.1:{port})" in last, last
+
+        wrong = run(url.replace("http://", "http://alice:wrong-secret@"), "train", str(project))
+        assert wrong.returncode == 3 and "Traceback" not in wrong.stderr
+        outputs.append(wrong.stderr.replace("wrong-secret", alice_pw))  # checked below
+
+        bob = {"MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": bob_pw}
+        refused = run(url, "drift", str(project), **bob)
+        assert refused.returncode == 3, refused.stderr
+        assert "Traceback" not in refused.stderr
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, refused.stderr
+        assert (
+            "user 'bob' lacks the permission to create a run in experiment 'tiny-monitoring'"
+            in errors[0]
+        )
+        assert "(403)" in errors[0]
+
+        alice = {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": alice_pw}
+        watched = run(url, "drift", str(project), **alice)
+        assert "Traceback" not in watched.stderr and "403" not in watched.stderr, watched.stderr
+        assert "not enough" in watched.stdout + watched.stderr or watched.returncode in (0, 1, 5)
+
+        from mlflow import MlflowClient
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", alice_pw)
+            client = MlflowClient(tracking_uri=url)
+            for name in ("tiny", "tiny-monitoring"):
+                experiment = client.get_experiment_by_name(name)
+                assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        server_log.close()
+    outputs.append((tmp_path / "server.log").read_text())
+    for text in outputs:
+        for secret in (admin_pw, alice_pw, bob_pw):
+            assert secret not in text
+
+
+def test_redact_uri_keeps_the_user_and_hides_the_password() -> None:
+    from mm_platform.errors import TrackingError
+    from mm_platform.tracking import redact_uri
+
+    assert redact_uri("http://alice:s3cret@host:5000") == "http://alice:***@host:5000"
+    assert redact_uri("postgresql://mm:s3cret@db/mlflow") == "postgresql://mm:***@db/mlflow"
+    assert redact_uri("http://alice@host") == "http://alice@host"
+    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    error = TrackingError("cannot reach postgresql://mm:s3cret@db:5432/mlflow (refused)")
+    assert str(error) == "cannot reach postgresql://mm:***@db:5432/mlflow (refused)"

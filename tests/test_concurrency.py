@@ -97,3 +97,29 @@ def test_concurrent_trains_and_drift_on_postgresql(tracking_server: str, tmp_pat
     work = tmp_path / "work"
     work.mkdir()
     _check(_concurrent_work(work, {"MLFLOW_TRACKING_URI": tracking_server}), tracking_server)
+
+
+def test_four_trains_started_together_on_a_new_sqlite_store_all_succeed(tmp_path: Path) -> None:
+    # no `store` fixture: the store must not exist before the four processes start
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    (tmp_path / "fresh").mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env.pop("MLFLOW_RUN_ID", None)
+    files = [
+        write_project(tmp_path, {**SEED_LINEAR, "name": f"fresh{i}"}, f"fresh{i}.yaml")
+        for i in range(PROJECTS)
+    ]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "mm_platform", "train", str(f)], cwd=tmp_path,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for f in files
+    ]  # fmt: skip
+    try:
+        outcomes = [process.communicate(timeout=300) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (_, err) in zip(processes, outcomes, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    assert (tmp_path / "fresh" / "mlflow.db.lock").exists()

@@ -133,3 +133,46 @@ def test_project_params_are_flat_and_prefixed() -> None:
     assert params["features.scale"] == "standard"
     assert params["split.cv_folds"] == "5"
     assert params["candidates"] == "ridge,lasso,random_forest,gradient_boosting"
+
+
+def _alias_bomb() -> str:
+    """Nine aliases nine levels deep: 10^9 values once expanded (the "billion laughs")."""
+    lines = ["name: bomb", "task: regression", "a: &a [x, x, x, x, x, x, x, x, x]"]
+    for parent, child in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{child}: &{child} [{', '.join([f'*{parent}'] * 9)}]")
+    return "\n".join([*lines, "description: *i", ""])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_alias_bomb(), r"expands to more than 100,000 values \(config.MAX_NODES\)"),
+        ("name: many\n" + "v: &v 1\n" + "".join(f"k{i}: *v\n" for i in range(101)),
+         r"uses more than 100 aliases \(config.MAX_ALIASES\)"),
+        ("name: deep\ndescription: " + "[" * 200 + "]" * 200 + "\n",
+         r":2: the project file nests deeper than 32 levels \(config.MAX_DEPTH\)"),
+        ("name: big\n# " + "x" * (1024 * 1024) + "\n",
+         r"is 1,048,589 bytes, above the limit of 1,048,576 \(1 MiB\)"),
+    ],
+    ids=["alias-bomb", "too-many-aliases", "deep", "too-big"],
+)  # fmt: skip
+def test_project_files_past_the_size_limits_are_refused_while_parsing(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    import time
+
+    path = tmp_path / "project.yaml"
+    path.write_text(text, encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(ProjectConfigError, match=f"^{path}.*{message}") as refused:
+        load_project(path)
+    assert time.perf_counter() - started < 5
+    assert "\n" not in str(refused.value)
+
+
+def test_anchors_and_a_few_aliases_still_load(tmp_path: Path) -> None:
+    text = write_project(tmp_path, SEED_LINEAR).read_text(encoding="utf-8")
+    text = text.replace("n_samples: 200", "n_samples: &rows 200") + "description: &d shared\n"
+    path = tmp_path / "anchored.yaml"
+    path.write_text(text + "", encoding="utf-8")
+    assert load_project(path).dataset.n_samples == 200

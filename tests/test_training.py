@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECTS, SEED_LINEAR, write_project
+from conftest import PROJECTS, SEED_LINEAR, mm, write_project
 
 from mm_platform.config import load_project
 from mm_platform.errors import ProjectConfigError
@@ -178,3 +178,45 @@ def test_a_failing_configuration_fails_only_its_child_run(store: str, tmp_path: 
     assert failed[0].data.tags["mm.candidate"] == "knn"
     assert "n_neighbors" in failed[0].data.tags["mm.error"]
     assert client.get_run(result.run_id).data.metrics["n_failed_trials"] == 1
+
+
+def test_any_estimator_error_fails_only_its_trial_in_one_line(store: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    data = copy.deepcopy(SEED_LINEAR)
+    # seuclidean without its V: sklearn's KNN raises a TypeError from its distance code
+    data["candidates"].append({"estimator": "knn", "params": {"metric": ["seuclidean"]}})
+    result = train_project(load_project(write_project(tmp_path, data)))
+    assert (result.candidate, result.n_failed) == ("ridge", 1)
+    children = _children(MlflowClient(), result.run_id, result.experiment_id)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1
+    assert failed[0].data.tags["mm.error"].startswith("TypeError: ")
+    assert "\n" not in failed[0].data.tags["mm.error"]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "message"),
+    [
+        ({"estimator": "knn", "params": {"metric": "pyfunc"}},
+         r"candidates\[0\]\.params\.metric 'pyfunc' needs a Python callable"),
+        ({"estimator": "mlp", "params": {"hidden_layer_sizes": [[60000, 60000]]}},
+         r"hidden_layer_sizes \[60000, 60000\] has a layer above 10,000 units"),
+        ({"estimator": "mlp", "params": {"hidden_layer_sizes": [[5000, 5000]]}},
+         r"needs 25,000,000 weights between hidden layers, above 10,000,000"),
+        ({"estimator": "knn", "params": {"metric": "seuclidean"}},
+         r"every candidate configuration failed to fit; first error: TypeError: "),
+    ],
+    ids=["knn-pyfunc", "mlp-huge-layer", "mlp-huge-weights", "every-trial-fails"],
+)  # fmt: skip
+def test_estimator_inputs_that_crashed_get_one_line_from_mm_train(
+    store: str, tmp_path: Path, candidate: dict, message: str
+) -> None:
+    import re
+
+    data = {**copy.deepcopy(SEED_LINEAR), "candidates": [candidate]}
+    result = mm("train", str(write_project(tmp_path, data)), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), result.stderr[-3000:]

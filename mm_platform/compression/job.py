@@ -15,7 +15,12 @@ from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data import load_dataset
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import holdout_metrics, latency_ms_per_1k_rows, relative_loss
+from mm_platform.evaluation import (
+    class_tags,
+    holdout_metrics,
+    latency_ms_per_1k_rows,
+    relative_loss,
+)
 from mm_platform.training import Progress, split_holdout
 
 if TYPE_CHECKING:
@@ -110,7 +115,7 @@ def compress_project(
             f"was trained on (digest {digest}, version has {trained_on}), so its holdout "
             f"would not compare; retrain first: mm train {project.label}"
         )
-    parent = tracking.load_sklearn_model(uri)
+    parent = tracking.load_sklearn_model(tracking.verify_model_files(project.name, number))
     stratify = y_train if project.task != "regression" and project.split.stratify else None
     # validation rows for ensemble pruning come from the training split (the holdout stays
     # untouched for scoring); the parent has seen them, which favours in-sample fits
@@ -247,6 +252,7 @@ def _log_variant(
                 "mm.run_type": "compress",
                 "mm.project": project.name,
                 "mm.source_run_id": run.info.run_id,
+                **class_tags(model),
                 **{
                     f"mm.metric.{k}": f"{v:.6g}"
                     for k, v in metrics.items()

@@ -216,7 +216,8 @@ def _score(task: str, metric: str, y: pd.Series, output: np.ndarray, model: Any)
         return score_predictions(task, y, output)[metric]
     y_pred = model.classes_[np.argmax(output, axis=1)]
     y_score = output[:, 1] if task == "binary" else output
-    return score_predictions(task, y, y_pred, y_score)[metric]
+    pos_label = model.classes_[1] if task == "binary" else None
+    return score_predictions(task, y, y_pred, y_score, pos_label=pos_label)[metric]
 
 
 # --- distillation ---------------------------------------------------------------------------

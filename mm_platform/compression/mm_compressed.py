@@ -219,7 +219,7 @@ class CompressedModel:
 
     @property
     def classes_(self) -> np.ndarray | None:
-        """The class labels in probability-column order (None for a regressor)."""
+        """A classifier's class labels in its probability columns' order (None: regressor)."""
         return self._classes
 
     def get_raw_model(self) -> CompressedModel:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mm_platform.catalog import METRICS
+from mm_platform.config import monitoring_experiment
 from mm_platform.errors import DataError, MmError
 from mm_platform.evaluation import score_predictions
 from mm_platform.serving.batch import (
@@ -77,10 +78,6 @@ class DriftOutcome:
         return STATUS_EXIT[self.status]
 
 
-def monitoring_experiment(project: Project) -> str:
-    return f"{project.name}-monitoring"
-
-
 def run_drift(
     project: Project,
     *,
@@ -108,7 +105,7 @@ def run_drift(
         project.name, alias=None if version else alias, version=version, source=project.label
     )
     number = str(model.version)
-    uri = f"models:/{project.name}/{number}"
+    uri = tracking.verify_model_files(project.name, number)  # a checked local copy
     reference = _reference(project, model, uri)
     specs = column_specs(project, uri, reference)
     target = target_name(project)
@@ -304,7 +301,7 @@ def _from_file(project: Project, path: Path, specs: list[ColumnSpec], uri: str) 
     check_current(frame, features, source=str(path))
     if "prediction" not in frame.columns:
         model = tracking.load_pyfunc(uri)
-        spec = input_spec(project, tracking.input_schema(uri))
+        spec = input_spec(project, tracking.model_input_schema(model))
         known = [c for c in frame.columns if c in {*spec.columns, *spec.ids, *spec.ignored}]
         conformed, _ = conform_file(path, frame[known], spec)
         try:

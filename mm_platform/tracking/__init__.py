@@ -16,6 +16,7 @@ from mm_platform.tracking.models import (
     log_compressed_model,
     log_sklearn_model,
     model_flavors,
+    model_input_schema,
     pip_requirements,
     save_sklearn_model,
 )
@@ -26,6 +27,7 @@ from mm_platform.tracking.registry import (
     move_alias,
     register_with_alias,
     resolve_version,
+    verify_model_files,
 )
 from mm_platform.tracking.runs import (
     dataset_digest,
@@ -68,6 +70,7 @@ __all__ = [
     "log_sklearn_model",
     "log_text",
     "model_flavors",
+    "model_input_schema",
     "move_alias",
     "pip_requirements",
     "recent_runs",
@@ -80,4 +83,5 @@ __all__ = [
     "tracked_run",
     "tracking_error",
     "ui_runs_url",
+    "verify_model_files",
 ]

@@ -136,6 +136,20 @@ def input_columns(pyfunc_model: Any) -> list[str]:
     return signature.inputs.input_names() if signature is not None else []
 
 
+def model_input_schema(pyfunc_model: Any) -> list[tuple[str, str]]:
+    """(column, MLflow type) of a loaded pyfunc model's input signature; [] without one."""
+    signature = pyfunc_model.metadata.signature
+    return [] if signature is None else signature_pairs(signature)
+
+
+def signature_pairs(signature: Any) -> list[tuple[str, str]]:
+    """(column, MLflow type) of a model signature's inputs."""
+    return [
+        (spec.name, getattr(getattr(spec, "type", None), "name", str(getattr(spec, "type", ""))))
+        for spec in signature.inputs.inputs
+    ]
+
+
 def input_schema(model_uri: str) -> list[tuple[str, str]]:
     """(column, MLflow type) of a logged model's input signature, read from its MLmodel file
     without loading the model; [] when it has no signature."""
@@ -143,10 +157,4 @@ def input_schema(model_uri: str) -> list[tuple[str, str]]:
 
     with_files = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/MLmodel")
     signature = Model.load(with_files).signature
-    if signature is None:
-        return []
-    out = []
-    for spec in signature.inputs.inputs:
-        kind = getattr(spec, "type", None)
-        out.append((spec.name, getattr(kind, "name", str(kind))))
-    return out
+    return [] if signature is None else signature_pairs(signature)

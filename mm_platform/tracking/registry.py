@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -13,6 +16,11 @@ from mm_platform.errors import RegistryError, TrackingError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+FILES_DIGEST_TAG = "mm.files_sha256"  # the model's files as registered, see verify_model_files
+# written by MLflow's client into every models:/<name>/<version> download, not stored
+_CLIENT_SIDE_FILES = ("registered_model_meta",)
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -66,16 +74,94 @@ def create_version(
     tags: Mapping[str, str],
     description: str,
 ) -> str:
-    """Create a version of `name` in one request with all its tags; return its number."""
+    """Create a version of `name` in one request with all its tags, the digest of its model
+    files among them (`mm.files_sha256`); return its number."""
+    digest = model_files_sha256(model_uri)
     version = client.create_model_version(
         name,
         source=model_uri,
         run_id=run_id,
-        tags=dict(tags),
+        tags={**tags, FILES_DIGEST_TAG: digest},
         description=description or None,
         model_id=model_id,
     )
     return str(version.version)
+
+
+def files_sha256(folder: Path) -> str:
+    """sha256 over a model folder's files: each one's relative path, size and bytes, by
+    sorted path (MLflow's client-side `registered_model_meta` left out)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _CLIENT_SIDE_FILES)
+    for path in files:
+        relative = path.relative_to(folder).as_posix().encode()
+        digest.update(relative + b"\0" + str(path.stat().st_size).encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files_sha256(model_uri: str) -> str:
+    """The digest of a logged model's files as the artifact store holds them."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="mm-digest-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return files_sha256(Path(local))
+
+
+# (store, name, version) -> the checked local copy this process loads from: a long-running
+# `mm schedule` verifies the same version every window and must not pile up copies
+_verified: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+def verify_model_files(name: str, version: str) -> str:
+    """Download version `version` of `name`, check its files against the digest recorded
+    when it was registered, and return the local folder to load it from (kept until the
+    process exits). A version registered before digests were recorded loads with a warning."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    client = MlflowClient()
+    folder = tempfile.mkdtemp(prefix="mm-model-")
+    try:
+        with _refused(f"read model '{name}'"):
+            tags = client.get_model_version(name, str(version)).tags or {}
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=folder
+            )
+        actual = files_sha256(Path(local))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    expected = tags.get(FILES_DIGEST_TAG)
+    if expected is not None and actual != expected:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RegistryError(
+            f"{name} version {version}: its model files changed since registration "
+            f"(sha256 {actual[:12]} != {expected[:12]}); re-register it with mm train/compress "
+            "or restore the files"
+        )
+    if expected is None:
+        log.warning(
+            "%s version %s has no %s tag (registered before digests were recorded): its "
+            "model files are loaded unchecked; re-register it with mm train/compress",
+            name, version, FILES_DIGEST_TAG,
+        )  # fmt: skip
+    key = (mlflow.get_tracking_uri(), name, str(version))
+    kept = _verified.get(key)
+    if kept is not None and kept[1] == actual and Path(kept[0]).is_dir():
+        shutil.rmtree(folder, ignore_errors=True)  # the same bytes are checked out already
+        return kept[0]
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _verified[key] = (local, actual)
+    return local
 
 
 def register_with_alias(

@@ -22,15 +22,17 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _PARAM_LIMIT = 6000  # MLflow's maximum param value length
+# MLflow 3's UI picks its layout from this tag; untagged experiments are often guessed GenAI
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def experiment_id_for(name: str) -> str:
-    """The id of experiment `name`, created if it does not exist yet."""
+    """The id of experiment `name`, created (tagged as classic ML) if it does not exist yet."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags=EXPERIMENT_KIND)
         except MlflowException:  # another process created it first
             experiment = client.get_experiment_by_name(name)
             if experiment is None:

@@ -38,7 +38,7 @@ def _experiment(project: str | None) -> tuple[str, str] | None:
         experiment = client.get_experiment_by_name(project)
         if experiment is None:
             raise TrackingError(
-                f"no experiment named '{project}' in {mlflow.get_tracking_uri()}; "
+                f"no experiment named '{project}' in {redact_uri(mlflow.get_tracking_uri())}; "
                 f"train it first: mm train projects/{project}.yaml"
             )
         return experiment.experiment_id, experiment.name

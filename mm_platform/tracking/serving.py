@@ -22,7 +22,8 @@ from mlflow.models import Model
 
 from mm_platform.serving import app
 from mm_platform.serving.monitored import MONITOR_FILE
-from mm_platform.tracking.models import pip_requirements
+from mm_platform.tracking.models import pip_requirements, signature_pairs
+from mm_platform.tracking.registry import verify_model_files
 from mm_platform.tracking.server import (
     check_port_free,
     raise_keyboard_interrupt,
@@ -49,19 +50,9 @@ def build_monitored_model(
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    inner = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(work / "inner")
-        )
-    )
-    if inner != work / "inner":  # some stores nest the files one level down
-        shutil.move(str(inner), str(work / "inner_tmp"))
-        shutil.rmtree(work / "inner", ignore_errors=True)
-        (work / "inner_tmp").rename(work / "inner")
+    shutil.copytree(verify_model_files(name, version), work / "inner")
     signature = Model.load(str(work / "inner" / "MLmodel")).signature
-    schema = [] if signature is None else [
-        (spec.name, getattr(spec.type, "name", str(spec.type))) for spec in signature.inputs.inputs
-    ]  # fmt: skip
+    schema = [] if signature is None else signature_pairs(signature)
     (work / MONITOR_FILE).write_text(
         json.dumps(
             {"model_name": name, "model_version": str(version), "log_root": log_root,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from mm_platform.errors import TrackingError
@@ -38,15 +40,38 @@ def connect() -> str:
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).expanduser().parent
-        if not folder.is_dir():
+        database = Path(uri[len("sqlite:///") :].split("?", 1)[0]).expanduser()
+        if not database.parent.is_dir():
             raise TrackingError(
-                f"tracking store {redact_uri(uri)}: folder {folder} does not exist; create it, "
-                "or set "
-                "MLFLOW_TRACKING_URI to another store"
+                f"tracking store {redact_uri(uri)}: folder {database.parent} does not exist; "
+                "create it, or set MLFLOW_TRACKING_URI to another store"
             )
+        with _setup_lock(database):
+            _check_store(uri)
+        return uri
     _check_store(uri)
     return uri
+
+
+@contextlib.contextmanager
+def _setup_lock(database: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<database>.lock` while this process first opens the
+    store: MLflow creates and migrates a new SQLite schema on first open, and several
+    processes doing that at once fail ("table ... already exists"). Once open, MLflow
+    keeps the store per process, so the lock is held only for this first open."""
+    import fcntl
+
+    try:
+        handle = open(database.with_name(database.name + ".lock"), "a")  # noqa: SIM115
+    except OSError:  # a read-only folder: nobody can create the schema there anyway
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_store(uri: str) -> None:
@@ -93,7 +118,8 @@ def _check_server(uri: str) -> None:
 
 
 def redact_uri(uri: str) -> str:
-    """`uri` fit to print: no password in its user part or its query string."""
+    """`uri` fit to print: its password shown as `***` (`http://alice:***@host`, the user
+    kept), and so are password or secret values in its query string."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
@@ -105,7 +131,8 @@ def redact_uri(uri: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         user, host = netloc.rsplit("@", 1)
-        netloc = f"{user.split(':', 1)[0]}@{host}"
+        name, has_password, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if has_password else f"{name}@{host}"
     query = parts.query
     if query:
         pairs = [(k, "***" if "pass" in k.lower() or "secret" in k.lower() else v)
