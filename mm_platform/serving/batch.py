@@ -71,7 +71,7 @@ def predict_file(
         raise DataError(f"{path}: the model refuses this data: {message}") from exc
     writer = PredictionLogWriter(log_root, project.name, version)
     try:
-        ids = writer.append(frame, predictions)
+        ids = writer.append(frame.assign(prediction=predictions))
     finally:
         writer.close()
     output = output or path.with_name(f"{path.stem}.predictions.csv")

@@ -47,7 +47,7 @@ class MonitoredModel:
             self._hook_shutdown()
         if list(model_input.columns) != self.columns:  # a copy only when the order differs
             model_input = model_input[self.columns]
-        ids = self.writer.append(model_input, predictions)
+        ids = self.writer.append(model_input.assign(prediction=predictions))
         # columns, not records: a dict of two lists serialises far faster than a frame
         return {"prediction": predictions, "request_id": ids}
 

@@ -1,0 +1,71 @@
+"""Prediction-log records as Arrow tables: one per request, built when it is appended.
+
+A request whose data cannot become Arrow (a string in a numeric column, an int beyond
+int64, an arbitrary object) is refused here, alone: it never reaches a buffer that other
+requests share. Records of different column types are written in groups of one schema,
+so two valid records never fail each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+META = ("request_id", "timestamp", "model_name", "model_version")
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
+_STRING = pa.string()
+
+
+class RecordError(ValueError):
+    """A request's data cannot be represented as an Arrow record."""
+
+
+def record_table(frame: pd.DataFrame, ids: list[str], stamp: int) -> pa.Table:
+    """The request as Arrow: request_id, timestamp (UTC ns), then `frame`'s columns."""
+    n = len(frame)
+    arrays = [pa.array(ids, _STRING), pa.array(np.full(n, stamp, dtype="int64"), TIMESTAMP)]
+    names = ["request_id", "timestamp"]
+    for name, series in frame.items():
+        if name in META:
+            raise RecordError(f"column {name!r} is one of the log's own columns {list(META)}")
+        values = series.to_numpy() if type(series.dtype) is np.dtype else series
+        try:
+            arrays.append(pa.array(values, from_pandas=True))
+        except Exception as exc:  # any value Arrow cannot hold: the data's fault, not ours
+            raise RecordError(f"column {name!r}: {type(exc).__name__}: {exc}") from exc
+        names.append(str(name))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def schema_groups(tables: list[pa.Table]) -> list[tuple[list[int], pa.Table]]:
+    """The tables concatenated into as few tables as their types allow, with the indices of
+    the tables in each: one table when the schemas unify (ints and floats become floats,
+    a missing column becomes nulls), else one per distinct schema."""
+    by_schema: dict[pa.Schema, list[int]] = {}
+    for index, table in enumerate(tables):
+        by_schema.setdefault(table.schema, []).append(index)
+    groups = [(idx, pa.concat_tables([tables[i] for i in idx])) for idx in by_schema.values()]
+    if len(groups) > 1:
+        try:
+            merged = pa.concat_tables([g[1] for g in groups], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return groups  # e.g. a string and a float column of one name: kept apart
+        return [([i for idx, _ in groups for i in idx], merged)]
+    return groups
+
+
+def with_model_columns(table: pa.Table, model_name: str, model_version: str) -> pa.Table:
+    """`table` with the constant model_name and model_version columns after the timestamp."""
+    n = table.num_rows
+    table = table.add_column(2, "model_name", pa.repeat(pa.scalar(model_name, _STRING), n))
+    return table.add_column(3, "model_version", pa.repeat(pa.scalar(model_version, _STRING), n))
+
+
+def frame_for_humans(table_or_frame: object) -> dict[str, list[object]]:
+    """Column -> values, as far as they can be represented (for dead letters)."""
+    if isinstance(table_or_frame, pa.Table):
+        return table_or_frame.to_pydict()
+    if isinstance(table_or_frame, pd.DataFrame):
+        return {str(k): list(v) for k, v in table_or_frame.to_dict(orient="list").items()}
+    return {"value": [table_or_frame]}
