@@ -75,7 +75,8 @@ def _compact_day(
             fs.delete_file(f"{folder}/{name}")
     ready = [n for n in names if not _flush_pending(n, pending)]
     result.left_for_later += len(names) - len(ready)
-    result.files_before += len(ready)
+    result.files_before += len(names)
+    result.files_after += len(names) - len(ready)
     if len(ready) < 2:
         result.files_after += len(ready)
         return

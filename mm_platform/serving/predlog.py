@@ -122,6 +122,7 @@ class PredictionLogWriter:
         self._write_error: str | None = None
         self._dead_letters = 0
         self._dead_logged = 0.0
+        self._backlog_full = False
         self._folder = journal_folder(self.root, self.model_name)
         if self._folder is not None and not self._closed:
             try:
@@ -187,6 +188,7 @@ class PredictionLogWriter:
         if self._folder is not None and self._segment is None:
             raise LogUnavailable(self._journal_error or "the writer is closed")
         if self._bytes and self._bytes + table.nbytes > self.max_buffered_bytes:
+            self._backlog_full = True  # until a flush succeeds
             raise LogUnavailable(self._backlog())
 
     def _backlog(self) -> str:
@@ -249,7 +251,7 @@ class PredictionLogWriter:
                 reason = self._journal_error or "the writer is closed"
             elif self._journal_error is not None:
                 reason = self._journal_error
-            elif self._bytes >= self.max_buffered_bytes:
+            elif self._backlog_full:
                 reason = self._backlog()
             return {
                 "healthy": reason is None,
@@ -269,11 +271,16 @@ class PredictionLogWriter:
             records, self._buffer, self._rows, self._bytes = self._buffer, [], 0, 0
             if not records:
                 return 0
-            done, self._unwritten = [*self._unwritten], []
-            if self._segment is not None:
-                done.append(self._segment)
+            done, self._unwritten = self._unwritten, []
+            current = self._segment
+            if not done and current is not None and current.records:
+                done = [current]  # the usual case: rotate, so this segment can go once written
                 self._open_segment()
-        written, kept, error = self._write(records, done[-1].name if done else "")
+            # else a retry: no new segment per attempt; the current one may hold some of the
+            # records, so the files are tagged with it (recovery skips ids found in them)
+            newest = current if current is not None and current not in done else None
+            newest = newest or (done[-1] if done else None)
+        written, kept, error = self._write(records, newest.name if newest else "")
         if error is not None:
             with self._lock:  # keep them for the next attempt rather than lose them
                 self._buffer[:0] = kept
@@ -281,6 +288,7 @@ class PredictionLogWriter:
                 self._bytes += sum(t.nbytes for t in kept)
                 self._unwritten[:0] = done
             raise error
+        self._backlog_full = False
         for segment in done:
             segment.remove()
         return written
