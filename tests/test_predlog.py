@@ -185,7 +185,7 @@ def test_a_killed_writer_on_a_full_disk_is_recovered_without_loss(tmp_path: Path
 
 
 def write_segment(folder: Path, name: str, tables: list[pa.Table]) -> bytes:
-    data = b"".join(journal.encode_record(t) for t in tables)
+    data = b"".join(bytes(journal.encode_record(t)) for t in tables)
     (folder / name).write_bytes(data)
     return data
 
@@ -238,7 +238,7 @@ def test_a_damaged_journal_record_is_set_aside_and_the_others_recovered(
     root = tmp_path / "log"
     folder = root / "_journal" / "model=m"
     folder.mkdir(parents=True)
-    records = [journal.encode_record(request(i)) for i in range(5)]
+    records = [bytes(journal.encode_record(request(i))) for i in range(5)]
     broken = bytearray(records[2])
     if damage == "payload":
         broken[40] ^= 0xFF
@@ -388,3 +388,26 @@ def test_recover_is_quiet_and_idempotent_without_dead_writers(tmp_path: Path) ->
     assert recover(str(root), "m") == 0  # a live writer's journal is left alone
     writer.close()
     assert recover(str(root), "m") == 0
+
+
+def test_mm_log_status_and_compact(tmp_path: Path) -> None:
+    from conftest import SEED_LINEAR, mm, write_project
+
+    project = write_project(tmp_path, SEED_LINEAR)
+    root = tmp_path / "prediction_log"
+    for i in range(3):
+        writer = PredictionLogWriter(str(root), "tiny", "1", flush_seconds=3600)
+        writer.append(good(float(i), rows=2))
+        writer.close()
+    status = mm("log", "status", str(project), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "predictions: 6 rows in 3 files over 1 days" in status.stdout
+    assert "dead letters: 0" in status.stdout
+    result = mm("log", "compact", str(project), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "tiny: 3 files -> 1 (1 days compacted, 6 rows rewritten)" in result.stdout
+    assert (
+        "predictions: 6 rows in 1 files" in mm("log", "status", str(project), cwd=tmp_path).stdout
+    )
+    bad = mm("log", "compact", str(project), "--before", "yesterday", cwd=tmp_path)
+    assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr

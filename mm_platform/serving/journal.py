@@ -30,6 +30,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,14 +51,27 @@ _SEGMENT_NAME = re.compile(
 _TAGGED_FILE = re.compile(r"^part-\d+-(?P<writer>\w+)-(?P<seq>\d+)\.parquet$")
 
 
-def encode_record(table: pa.Table) -> bytes:
-    """One journal record holding `table`."""
+def encode_record(table: pa.Table) -> Record:
+    """One journal record holding `table`: its header and its payload (not copied)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)
-    payload = sink.getvalue().to_pybytes()
-    length = struct.pack("<I", len(payload))
-    return _HEADER.pack(MARKER, len(payload), zlib.crc32(payload, zlib.crc32(length))) + payload
+    payload = sink.getvalue()
+    size = payload.size
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<I", size)))
+    return Record(_HEADER.pack(MARKER, size, crc), payload)
+
+
+class Record(NamedTuple):
+    header: bytes
+    payload: object  # bytes or a pyarrow Buffer
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.header) + memoryview(self.payload).nbytes
+
+    def __bytes__(self) -> bytes:
+        return self.header + memoryview(self.payload).tobytes()
 
 
 def decode_records(data: bytes) -> tuple[list[pa.Table], bytes]:
@@ -96,7 +110,7 @@ def _record_at(data: bytes, offset: int) -> tuple[pa.Table | None, int]:
     return table, end
 
 
-PROBE = _HEADER.pack(MARKER, 0, zlib.crc32(b"", zlib.crc32(struct.pack("<I", 0))))
+PROBE = Record(_HEADER.pack(MARKER, 0, zlib.crc32(b"", zlib.crc32(struct.pack("<I", 0)))), b"")
 
 
 class Segment:
@@ -118,16 +132,19 @@ class Segment:
         self.records = 0
         self.size = 0
 
-    def append(self, record: bytes) -> None:
+    def append(self, record: Record) -> None:
         """Write one record whole, or raise OSError leaving the file as it was."""
-        data = memoryview(record)
+        total = record.nbytes
         try:
-            while data:  # a short write is continued, not dropped
-                data = data[os.write(self.fd, data) :]
+            written = os.writev(self.fd, record)
+            if written < total:  # a short write is continued, not dropped
+                rest = memoryview(bytes(record))[written:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest) :]
         except OSError:
             self._cut_back()
             raise
-        self.size += len(record)
+        self.size += total
         if record is not PROBE:
             self.records += 1
 

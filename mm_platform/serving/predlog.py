@@ -22,7 +22,14 @@ import pandas as pd
 import pyarrow as pa
 
 from mm_platform.serving.deadletter import write_dead_letter
-from mm_platform.serving.journal import PROBE, Segment, encode_record, journal_folder, recover
+from mm_platform.serving.journal import (
+    PROBE,
+    Record,
+    Segment,
+    encode_record,
+    journal_folder,
+    recover,
+)
 from mm_platform.serving.logstore import days_of, log_root, read_log, write_partition, write_table
 from mm_platform.serving.maintenance import compact
 from mm_platform.serving.records import META, RecordError, record_table, schema_groups
@@ -170,24 +177,25 @@ class PredictionLogWriter:
         except RecordError as exc:
             self._dead_letter(str(exc), frame, ids)
             return ids.copy()
-        record = encode_record(table) if self._folder is not None else b""
+        record = encode_record(table) if self._folder is not None else None
+        size = record.nbytes if record else table.get_total_buffer_size()  # about its memory
         with self._lock:
-            self._admit(table)
-            if self._segment is not None:
+            self._admit(size)
+            if record is not None:
                 self._journal(record)
             self._buffer.append(table)
             self._rows += n
-            self._bytes += table.nbytes
+            self._bytes += size
             full = self._rows >= self.max_rows
         if full:
             self._wake.set()
         return ids.copy()  # the buffer keeps its own: callers may extend what they get
 
-    def _admit(self, table: pa.Table) -> None:
-        """Raise LogUnavailable when the record cannot be taken now (lock held)."""
+    def _admit(self, size: int) -> None:
+        """Raise LogUnavailable when a record of `size` bytes cannot be taken now (lock held)."""
         if self._folder is not None and self._segment is None:
             raise LogUnavailable(self._journal_error or "the writer is closed")
-        if self._bytes and self._bytes + table.nbytes > self.max_buffered_bytes:
+        if self._bytes and self._bytes + size > self.max_buffered_bytes:
             self._backlog_full = True  # until a flush succeeds
             raise LogUnavailable(self._backlog())
 
@@ -197,7 +205,7 @@ class PredictionLogWriter:
             f"to Parquet, the limit; last write error: {self._write_error}"
         )
 
-    def _journal(self, record: bytes) -> None:
+    def _journal(self, record: Record) -> None:
         """Append to the current segment, or raise LogUnavailable leaving nothing of it."""
         assert self._segment is not None
         try:
@@ -285,7 +293,7 @@ class PredictionLogWriter:
             with self._lock:  # keep them for the next attempt rather than lose them
                 self._buffer[:0] = kept
                 self._rows += sum(t.num_rows for t in kept)
-                self._bytes += sum(t.nbytes for t in kept)
+                self._bytes += sum(t.get_total_buffer_size() for t in kept)
                 self._unwritten[:0] = done
             raise error
         self._backlog_full = False

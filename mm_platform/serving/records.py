@@ -24,12 +24,13 @@ class RecordError(ValueError):
 def record_table(frame: pd.DataFrame, ids: list[str], stamp: int) -> pa.Table:
     """The request as Arrow: request_id, timestamp (UTC ns), then `frame`'s columns."""
     n = len(frame)
-    arrays = [pa.array(ids, _STRING), pa.array(np.full(n, stamp, dtype="int64"), TIMESTAMP)]
+    stamps = pa.array(np.full(n, stamp, dtype="int64")).view(TIMESTAMP)
+    arrays = [pa.array(ids, _STRING), stamps]
     names = ["request_id", "timestamp"]
     for name, series in frame.items():
         if name in META:
             raise RecordError(f"column {name!r} is one of the log's own columns {list(META)}")
-        values = series.to_numpy() if type(series.dtype) is np.dtype else series
+        values = series.to_numpy() if isinstance(series.dtype, np.dtype) else series
         try:
             arrays.append(pa.array(values, from_pandas=True))
         except Exception as exc:  # any value Arrow cannot hold: the data's fault, not ours
