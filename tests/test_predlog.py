@@ -18,7 +18,6 @@ import pyarrow as pa
 import pytest
 
 from mm_platform.serving import journal, maintenance
-from mm_platform.serving.logstore import write_table
 from mm_platform.serving.predlog import (
     LogUnavailable,
     PredictionLogWriter,
@@ -284,7 +283,8 @@ def test_a_window_reads_only_the_days_it_overlaps(tmp_path: Path) -> None:
     writer.close()
     old = pd.DataFrame({"request_id": ["old-0"], "x": [5.0],
                         "timestamp": [pd.Timestamp("2020-01-01 12:00", tz="UTC")]})  # fmt: skip
-    write_table(str(root), "predictions", "m", pa.Table.from_pandas(old), day="2020-01-01")
+    path = write_partition(str(root), "predictions", "m", old)  # goes to its timestamp's day
+    assert Path(path).parent.name == "date=2020-01-01"
     trap = root / "predictions" / "model=m" / "date=2020-01-02" / "part-1-trap.parquet"
     trap.parent.mkdir()
     trap.write_bytes(b"not parquet: opening it would move it aside")
@@ -411,3 +411,20 @@ def test_mm_log_status_and_compact(tmp_path: Path) -> None:
     )
     bad = mm("log", "compact", str(project), "--before", "yesterday", cwd=tmp_path)
     assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr
+
+
+def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from mm_platform.serving.logstore import read_file
+
+    stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
+    path = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table({"timestamp": stamps, "x": range(300_000)}), path, row_group_size=65_536
+    )
+    start, end = pd.Timestamp("2026-01-02", tz="UTC"), pd.Timestamp("2026-01-02 01:00", tz="UTC")
+    parquet = pq.ParquetFile(path)
+    assert maintenance.logstore._row_groups_in(parquet, parquet.schema_arrow, start, end) == [1]
+    table = read_file(pa.fs.LocalFileSystem(), str(tmp_path), str(path), start, end)
+    assert table.num_rows == 3600 and table["x"][0].as_py() == 86_400

@@ -103,13 +103,19 @@ def write_table(
 
 
 def write_partition(root: str, kind: str, model: str, frame: Any, *, tag: str = "") -> str:
-    """Write `frame` (a DataFrame or an Arrow table) as one new file of dataset `kind` for
-    `model` in today's partition, atomically; return its path."""
+    """Write `frame` (a DataFrame or an Arrow table) as a new file of dataset `kind` for
+    `model`, atomically; return its path. Rows with a `timestamp` go to the partition of
+    its UTC day (one file per day, the last one's path returned), others to today's."""
     table = frame
     if isinstance(frame, pd.DataFrame):
         # one thread: this also runs at interpreter exit, when new threads cannot start
         table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
-    return write_table(root, kind, model, table, day=today(), tag=tag)
+    index = table.schema.get_field_index("timestamp")
+    if index < 0 or not pa.types.is_timestamp(table.schema.field(index).type):
+        return write_table(root, kind, model, table, day=today(), tag=tag)
+    return [write_table(root, kind, model, part, day=day, tag=tag) for day, part in days_of(table)][
+        -1
+    ]
 
 
 def days_of(table: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -237,15 +243,49 @@ def read_partition(
 def read_file(
     fs: pafs.FileSystem, base: str, path: str, start: datetime | None, end: datetime | None
 ) -> pa.Table | None:
-    """One file's rows in [start, end); None when it is damaged (it is moved aside)."""
+    """One file's rows in [start, end); None when it is damaged (it is moved aside).
+
+    Row groups whose timestamp statistics lie outside the window are not read.
+    """
     try:
-        dataset = ds.dataset(path, filesystem=fs, format="parquet")
-        return dataset.to_table(filter=_time_filter(dataset.schema, start, end))
+        with fs.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            schema = parquet.schema_arrow
+            time_filter = _time_filter(schema, start, end)
+            if time_filter is None:
+                return parquet.read()
+            table = parquet.read_row_groups(_row_groups_in(parquet, schema, start, end))
+        return table.filter(time_filter)
     except (FileNotFoundError, PermissionError):
         raise
     except (pa.ArrowException, OSError) as exc:
         set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
         return None
+
+
+def _row_groups_in(
+    parquet: pq.ParquetFile, schema: pa.Schema, start: datetime | None, end: datetime | None
+) -> list[int]:
+    """The row groups that may hold timestamps in [start, end), from their statistics."""
+    metadata = parquet.metadata
+    every = list(range(metadata.num_row_groups))
+    unit = schema.field("timestamp").type
+    leaf = [metadata.schema.column(j).path for j in range(metadata.num_columns)]
+    if not pa.types.is_timestamp(unit) or len(every) < 2 or "timestamp" not in leaf:
+        return every
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit.unit]
+    low = None if start is None else utc(start).value * per_second // 10**9
+    high = None if end is None else utc(end).value * per_second // 10**9
+    column = leaf.index("timestamp")
+    kept = []
+    for i in every:
+        stats = metadata.row_group(i).column(column).statistics
+        unknown = stats is None or not stats.has_min_max
+        if unknown or (
+            (low is None or stats.max_raw >= low) and (high is None or stats.min_raw < high)
+        ):
+            kept.append(i)
+    return kept
 
 
 def _time_filter(schema: pa.Schema, start: datetime | None, end: datetime | None) -> Any:
