@@ -7,6 +7,7 @@ cannot hold are written as their repr). They are counted, never silently dropped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -40,9 +41,15 @@ def write_dead_letter(
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        data_bytes = memoryview((line + "\n").encode())
-        while data_bytes:
-            data_bytes = data_bytes[os.write(fd, data_bytes) :]
+        size = os.fstat(fd).st_size
+        rest = memoryview((line + "\n").encode())
+        try:
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        except OSError:
+            with contextlib.suppress(OSError):  # no half line left behind
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
     return path
