@@ -103,6 +103,7 @@ def _record_at(data: bytes, offset: int) -> tuple[pa.Table | None, int]:
         return pa.table({}), end  # a health probe: no request
     try:
         table = pa.ipc.open_stream(payload).read_all()
+        table.validate(full=True)  # a crafted stream can pass the CRC: check every buffer
     except (pa.ArrowException, OSError):
         return None, end
     if any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
