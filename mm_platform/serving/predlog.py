@@ -32,7 +32,13 @@ from mm_platform.serving.journal import (
 )
 from mm_platform.serving.logstore import days_of, log_root, read_log, write_partition, write_table
 from mm_platform.serving.maintenance import compact
-from mm_platform.serving.records import META, RecordError, record_table, schema_groups
+from mm_platform.serving.records import (
+    META,
+    RecordError,
+    record_table,
+    request_ids,
+    schema_groups,
+)
 from mm_platform.serving.records import with_model_columns as _with_model
 
 __all__ = [
@@ -69,19 +75,6 @@ def read_dataset(
     if kind == "predictions":
         recover(root, model)
     return read_log(root, kind, model, start, end)
-
-
-_SUFFIXES: list[str] = [f"-{i}" for i in range(1024)]
-
-
-def _suffixes(n: int) -> list[str]:
-    """ "-0" ... "-<n-1>", made once: the request path only concatenates."""
-    global _SUFFIXES
-    known = _SUFFIXES
-    if len(known) < n:  # a new list, swapped in whole: safe across request threads
-        known = [f"-{i}" for i in range(max(n, 2 * len(known)))]
-        _SUFFIXES = known
-    return known[:n]
 
 
 class PredictionLogWriter:
@@ -170,10 +163,9 @@ class PredictionLogWriter:
         The caller must not modify `frame` afterwards.
         """
         n = len(frame)
-        base = uuid.uuid4().hex
-        ids = [base + suffix for suffix in _suffixes(n)]
+        ids, id_array = request_ids(uuid.uuid4().hex, n)
         try:
-            table = record_table(frame, ids, time.time_ns())
+            table = record_table(frame, id_array, time.time_ns())
         except RecordError as exc:
             self._dead_letter(str(exc), frame, ids)
             return ids.copy()

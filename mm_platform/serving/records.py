@@ -21,18 +21,43 @@ class RecordError(ValueError):
     """A request's data cannot be represented as an Arrow record."""
 
 
-def record_table(frame: pd.DataFrame, ids: list[str], stamp: int) -> pa.Table:
+_SUFFIXES: list[str] = [f"-{i}" for i in range(1024)]
+_ID_LENGTH = 32  # a uuid4 in hex
+_OFFSETS = np.concatenate([[0], np.cumsum([_ID_LENGTH + len(s) for s in _SUFFIXES])])
+
+
+def request_ids(base: str, n: int) -> tuple[list[str], pa.Array]:
+    """`<base>-0` ... `<base>-<n-1>` as a list and as Arrow strings, from parts made once:
+    the request path only concatenates."""
+    global _SUFFIXES, _OFFSETS
+    suffixes, offsets = _SUFFIXES, _OFFSETS
+    if len(suffixes) < n:  # new lists, swapped in whole: safe across request threads
+        suffixes = [f"-{i}" for i in range(max(n, 2 * len(suffixes)))]
+        offsets = np.concatenate([[0], np.cumsum([_ID_LENGTH + len(s) for s in suffixes])])
+        _SUFFIXES, _OFFSETS = suffixes, offsets
+    ids = [base + suffix for suffix in suffixes[:n]]
+    if len(base) != _ID_LENGTH or offsets[n] >= 2**31:
+        return ids, pa.array(ids, _STRING)
+    data = pa.py_buffer("".join(ids).encode())
+    return ids, pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets[: n + 1].astype(np.int32)), data
+    )
+
+
+def record_table(frame: pd.DataFrame, ids: pa.Array, stamp: int) -> pa.Table:
     """The request as Arrow: request_id, timestamp (UTC ns), then `frame`'s columns."""
     n = len(frame)
     stamps = pa.array(np.full(n, stamp, dtype="int64")).view(TIMESTAMP)
-    arrays = [pa.array(ids, _STRING), stamps]
+    arrays = [ids, stamps]
     names = ["request_id", "timestamp"]
     for name, series in frame.items():
         if name in META:
             raise RecordError(f"column {name!r} is one of the log's own columns {list(META)}")
         values = series.to_numpy() if isinstance(series.dtype, np.dtype) else series
+        # floats as they are (NaN stays NaN, zero-copy); objects and times map None/NaT to null
+        pandas_nulls = not isinstance(values, np.ndarray) or values.dtype.kind in "OMmSU"
         try:
-            arrays.append(pa.array(values, from_pandas=True))
+            arrays.append(pa.array(values, from_pandas=pandas_nulls))
         except Exception as exc:  # any value Arrow cannot hold: the data's fault, not ours
             raise RecordError(f"column {name!r}: {type(exc).__name__}: {exc}") from exc
         names.append(str(name))
