@@ -48,13 +48,14 @@ _HEADER = struct.Struct("<4sII")  # marker, payload length, crc32(length + paylo
 _SEGMENT_NAME = re.compile(
     r"^(?P<writer>[\w]+)-(?P<seq>\d+)\.(?P<fmt>\w+)\.v(?P<version>.+)\.journal$"
 )
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()  # given, so writing one reads no environment
 _TAGGED_FILE = re.compile(r"^part-\d+-(?P<writer>\w+)-(?P<seq>\d+)\.parquet$")
 
 
 def encode_record(table: pa.Table) -> Record:
     """One journal record holding `table`: its header and its payload (not copied)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as stream:
         stream.write_table(table)
     payload = sink.getvalue()
     size = payload.size
