@@ -719,5 +719,61 @@ def ui(host: str, port: int, project: str | None) -> None:
     run_ui(host=host, port=port, project=project, echo=click.echo)
 
 
+@main.group(name="log")
+def log_group() -> None:
+    """Look after the prediction log: its state, and compaction of its small files."""
+
+
+@log_group.command(name="compact")
+@click.argument("project")
+@click.option("--before", default=None, metavar="DATE",
+              help="Only days before this UTC date, e.g. 2026-11-29 (default: all).")  # fmt: skip
+def log_compact(project: str, before: str | None) -> None:
+    """Merge each day's small prediction-log files of PROJECT into one file per day."""
+    from datetime import date
+
+    from mm_platform.config import load_project
+    from mm_platform.serving.predlog import compact, log_root
+
+    if before is not None:
+        try:
+            date.fromisoformat(before)
+        except ValueError as exc:
+            raise click.BadParameter(f"{before!r} is not a date, e.g. 2026-11-29") from exc
+    loaded = load_project(project)
+    root = log_root(loaded.serving.prediction_log)
+    try:
+        result = compact(root, loaded.name, before=before)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{loaded.name}: {result.files_before} files -> {result.files_after} "
+        f"({result.partitions} days compacted, {result.rows:,} rows rewritten) in {root}"
+    )
+    if result.left_for_later:
+        click.echo(f"{result.left_for_later} files of flushes still in a journal were left "
+                   "for a later run")  # fmt: skip
+
+
+@log_group.command(name="status")
+@click.argument("project")
+def log_status(project: str) -> None:
+    """Files, rows, dead letters and set-aside files of PROJECT's prediction log."""
+    from mm_platform.config import load_project
+    from mm_platform.serving.maintenance import inventory
+    from mm_platform.serving.predlog import log_root
+
+    loaded = load_project(project)
+    root = log_root(loaded.serving.prediction_log)
+    state = inventory(root, loaded.name)
+    click.echo(f"prediction log of {loaded.name} in {root}")
+    for kind in ("predictions", "labels"):
+        click.echo(f"  {kind}: {state.rows[kind]:,} rows in {state.files[kind]:,} files over "
+                   f"{state.days[kind]} days")  # fmt: skip
+    click.echo(f"  journal segments waiting: {state.journal_segments}")
+    click.echo(f"  dead letters: {state.dead_letters}")
+    click.echo(f"  damaged files set aside: {state.corrupt_files}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -222,3 +222,41 @@ def test_every_request_the_fuzzed_server_answered_is_in_the_log_once(served: str
     assert set(ACKNOWLEDGED) <= set(logged["request_id"])
     assert not logged["request_id"].duplicated().any()
     assert logged["x"].dtype == "float64"
+
+
+# --- the prediction log's journal -----------------------------------------------------------
+
+
+def _journal_record(name: str) -> bytes:
+    import pandas as pd
+    import pyarrow as pa
+
+    from mm_platform.serving.journal import encode_record
+
+    stamp = pa.array([pd.Timestamp.now(tz="UTC").value], pa.timestamp("ns", tz="UTC"))
+    return bytes(encode_record(pa.table({"request_id": [name], "timestamp": stamp, "x": [1.0]})))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    before=st.binary(max_size=300),
+    after=st.binary(max_size=300),
+    marker=st.sampled_from([b"", b"MMJ2", b"MMJ2\xff\xff\xff\xff", b"MMJ2\x04\x00\x00\x00"]),
+)
+def test_random_bytes_in_the_journal_never_raise_nor_lose_intact_records(
+    before: bytes, after: bytes, marker: bytes
+) -> None:
+    from mm_platform.serving.journal import recover
+    from mm_platform.serving.logstore import read_log
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "_journal" / "model=m"
+        folder.mkdir(parents=True)
+        (folder / "wgoodx00000000-00000001.j2.v1.journal").write_bytes(_journal_record("good-0"))
+        junk = marker + before + _journal_record("inside-0") + after
+        (folder / "wjunkx00000000-00000001.j2.v1.journal").write_bytes(junk)
+        (folder / "wjunkx00000000-00000002.j2.v1.journal").write_bytes(marker + before)
+        recover(tmp, "m")
+        logged = set(read_log(tmp, "predictions", "m")["request_id"])
+        assert {"good-0", "inside-0"} <= logged
+        assert list(folder.glob("*.journal")) == []

@@ -21,8 +21,8 @@ from mm_platform.serving.predlog import PredictionLogWriter, read_dataset
 def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> None:
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "3", flush_seconds=60)
-    ids = writer.append(pd.DataFrame({"x": [1.0, 2.0]}), [10.0, 20.0])
-    ids += writer.append(pd.DataFrame({"x": [3.0]}), [30.0])
+    ids = writer.append(pd.DataFrame({"x": [1.0, 2.0], "prediction": [10.0, 20.0]}))
+    ids += writer.append(pd.DataFrame({"x": [3.0], "prediction": [30.0]}))
     assert len(set(ids)) == 3
     assert read_dataset(root, "predictions", "m").empty  # buffered, not yet written
     writer.close()
@@ -48,22 +48,25 @@ def test_files_with_int_and_float_columns_read_together(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_keeps_the_records(tmp_path: Path) -> None:
-    blocker = tmp_path / "log"
-    blocker.write_text("a file where the log folder should be")
-    writer = PredictionLogWriter(str(blocker), "m", "1", flush_seconds=60)
-    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
-    with pytest.raises(OSError):
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=60)
+    blocker = root / "predictions"
+    blocker.write_text("a file where the predictions folder should be")
+    writer.append(pd.DataFrame({"x": [1.0], "prediction": [2.0]}))
+    with pytest.raises(OSError, match="predictions"):
         writer.flush()
+    assert writer.status()["buffered_rows"] == 1
     blocker.unlink()  # the disk is usable again: nothing was lost
     assert writer.flush() == 1
     writer.close()
-    assert len(read_dataset(str(blocker), "predictions", "m")) == 1
+    assert len(read_dataset(str(root), "predictions", "m")) == 1
+    assert not list(root.rglob(".tmp-*"))
 
 
 def test_half_written_files_are_invisible(tmp_path: Path) -> None:
     root = tmp_path / "log"
     writer = PredictionLogWriter(str(root), "m", "1")
-    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
+    writer.append(pd.DataFrame({"x": [1.0], "prediction": [2.0]}))
     writer.close()
     folder = next((root / "predictions" / "model=m").iterdir())
     (folder / ".tmp-part-crashed.parquet").write_bytes(b"PAR1 half a file")
@@ -162,15 +165,15 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
 
 
 def test_a_dead_writers_journal_is_recovered_once(tmp_path: Path) -> None:
-    from mm_platform.serving import predlog
+    from mm_platform.serving import journal
 
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "7", flush_seconds=3600)
-    ids = writer.append(pd.DataFrame({"x": [1.0, 2.0]}), [10.0, 20.0])
-    ids += writer.append(pd.DataFrame({"x": [3.0]}), [30.0])
+    ids = writer.append(pd.DataFrame({"x": [1.0, 2.0], "prediction": [10.0, 20.0]}))
+    ids += writer.append(pd.DataFrame({"x": [3.0], "prediction": [30.0]}))
     segment = writer._segment
     # the process dies: the lock goes, the file stays, a last record is cut short
-    os.write(segment.fd, predlog._LENGTH.pack(1000) + b"partial")
+    os.write(segment.fd, journal.MARKER + b"partial")
     os.close(segment.fd)
     writer._closed = True  # this writer never flushes again
     journal = tmp_path / "log" / "_journal" / "model=m"
@@ -186,7 +189,7 @@ def test_a_dead_writers_journal_is_recovered_once(tmp_path: Path) -> None:
 def test_a_live_writers_journal_is_left_alone(tmp_path: Path) -> None:
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
-    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
+    writer.append(pd.DataFrame({"x": [1.0], "prediction": [2.0]}))
     assert read_dataset(root, "predictions", "m").empty  # buffered by a live writer
     writer.close()
     assert len(read_dataset(root, "predictions", "m")) == 1
@@ -258,11 +261,11 @@ def test_sigkill_under_load_loses_only_in_flight_requests(trained: Path, tmp_pat
 def test_a_crash_after_a_retried_flush_writes_nothing_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mm_platform.serving import predlog
+    from mm_platform.serving import journal, predlog
 
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
-    real_write = predlog.write_partition
+    real_write = predlog.write_table
     failures = iter([OSError("disk full")])
 
     def flaky(*args: object, **kwargs: object) -> str:
@@ -270,13 +273,13 @@ def test_a_crash_after_a_retried_flush_writes_nothing_twice(
             raise exc
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(predlog, "write_partition", flaky)
-    ids = writer.append(pd.DataFrame({"x": [1.0]}), [2.0])  # segment 1
-    with pytest.raises(OSError):
+    monkeypatch.setattr(predlog, "write_table", flaky)
+    ids = writer.append(pd.DataFrame({"x": [1.0], "prediction": [2.0]}))  # segment 1
+    with pytest.raises(OSError, match="disk full"):
         writer.flush()
-    ids += writer.append(pd.DataFrame({"x": [3.0]}), [4.0])  # segment 2
+    ids += writer.append(pd.DataFrame({"x": [3.0], "prediction": [4.0]}))  # segment 2
     # the retry writes both segments' records, then the process dies before deleting them
-    monkeypatch.setattr(predlog._Segment, "remove", lambda self: os.close(self.fd))
+    monkeypatch.setattr(journal.Segment, "remove", journal.Segment.close)
     assert writer.flush() == 2
     writer._closed = True
     journal = tmp_path / "log" / "_journal" / "model=m"
@@ -287,15 +290,15 @@ def test_a_crash_after_a_retried_flush_writes_nothing_twice(
 
 
 def test_a_corrupt_journal_segment_is_set_aside_and_the_log_stays_readable(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
-    writer.append(pd.DataFrame({"x": [1.0]}), [2.0])
+    writer.append(pd.DataFrame({"x": [1.0], "prediction": [2.0]}))
     writer.close()
     journal = tmp_path / "log" / "_journal" / "model=m"
     bad = journal / "wdeadx00000000-00000001.j1.v1.journal"
     bad.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00junk!")
     assert len(read_dataset(root, "predictions", "m")) == 1
-    assert not bad.exists() and bad.with_suffix(".corrupt").exists()
-    assert "cannot be read" in capsys.readouterr().err
+    assert not bad.exists() and bad.with_name(bad.name + ".corrupt").exists()
+    assert "has format j1, this mm reads j2; not read" in caplog.text

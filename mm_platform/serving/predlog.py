@@ -1,309 +1,89 @@
-"""The prediction log and the labels: Parquet datasets partitioned by model and date.
+"""The prediction log: the writer the served model appends to, and the readers.
 
-Layout under the log root (a local folder or any pyarrow filesystem URI such as s3://...):
-
-    predictions/model=<name>/date=<YYYY-MM-DD>/part-<time>-<uuid>.parquet
-    labels/model=<name>/date=<YYYY-MM-DD>/part-<time>-<uuid>.parquet
-
-Every file is written under a hidden name (".tmp-...", which readers skip) and then moved
-into place, so a crash never leaves a half-written file visible.
+Four rules (ARCHITECTURE.md): a record is what the model saw; acknowledged means durable,
+or `append` raises `LogUnavailable` (the server answers 503); one bad record never blocks
+another (it becomes a counted dead letter); reading runs no code, and damaged parts are
+set aside loudly. The files are described in `logstore`, the journal in `journal`,
+compaction in `maintenance`.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import fcntl
+import logging
 import os
-import pickle
-import struct
-import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-DEFAULT_ROOT = "prediction_log"
-ENV_ROOT = "MM_PREDICTION_LOG"
-META = ("request_id", "timestamp", "model_name", "model_version")
+from mm_platform.serving.deadletter import write_dead_letter
+from mm_platform.serving.journal import (
+    PROBE,
+    Record,
+    Segment,
+    encode_record,
+    journal_folder,
+    recover,
+)
+from mm_platform.serving.logstore import days_of, log_root, read_log, write_partition, write_table
+from mm_platform.serving.maintenance import compact
+from mm_platform.serving.records import (
+    META,
+    RecordError,
+    record_table,
+    request_ids,
+    schema_groups,
+)
+from mm_platform.serving.records import with_model_columns as _with_model
+
+__all__ = [
+    "META",
+    "LogUnavailable",
+    "PredictionLogWriter",
+    "compact",
+    "log_root",
+    "read_dataset",
+    "recover",
+    "write_partition",
+]
+
+log = logging.getLogger(__name__)
 
 
-def log_root(configured: str | None = None) -> str:
-    """The log root: MM_PREDICTION_LOG, else the project's setting, else ./prediction_log."""
-    root = os.environ.get(ENV_ROOT) or configured or DEFAULT_ROOT
-    if "://" in root:
-        return root
-    return str(Path(root).expanduser().resolve())
+class LogUnavailable(Exception):
+    """The prediction log cannot make a record durable now; the request was not logged."""
 
-
-def _filesystem(root: str) -> tuple[Any, str]:
-    import pyarrow.fs as pafs
-
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), root
-
-
-def write_partition(root: str, kind: str, model: str, frame: Any, *, tag: str = "") -> str:
-    """Write `frame` (a DataFrame or an Arrow table) as one new file of dataset `kind` for
-    `model`, atomically; return its path."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    fs, base = _filesystem(root)
-    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    folder = f"{base}/{kind}/model={model}/date={day}"
-    fs.create_dir(folder, recursive=True)
-    name = f"part-{time.time_ns()}-{tag or uuid.uuid4().hex[:8]}.parquet"
-    tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
-    table = frame
-    if isinstance(frame, pd.DataFrame):
-        # one thread: this also runs at interpreter exit, when new threads cannot start
-        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
-    with fs.open_output_stream(tmp) as sink:
-        pq.write_table(table, sink)
-    fs.move(tmp, final)
-    return final
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"prediction log not durable: {reason}; the request was not logged")
+        self.reason = reason
 
 
 def read_dataset(
     root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
-    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given)."""
-    import pyarrow.dataset as ds
+    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given).
 
+    For predictions, the journals of killed writers are recovered into the log first (that
+    writes: their acknowledged requests are part of the log); the read itself writes
+    nothing but moves damaged files aside.
+    """
     if kind == "predictions":
-        recover(root, model)  # requests a killed server acknowledged are part of the log
-    fs, base = _filesystem(root)
-    folder = f"{base}/{kind}/model={model}"
-    info = fs.get_file_info(folder)
-    if info.type.name == "NotFound":
-        return pd.DataFrame()
-    dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
-    # file by file, so that files whose column types differ (int vs float) still combine
-    frames = [fragment.to_table().to_pandas() for fragment in dataset.get_fragments()]
-    if not frames:
-        return pd.DataFrame()
-    frame = pd.concat(frames, ignore_index=True)
-    frame = frame.drop(columns=[c for c in ("date",) if c in frame.columns])
-    if "timestamp" in frame.columns and (start is not None or end is not None):
-        stamps = pd.to_datetime(frame["timestamp"], utc=True)
-        keep = np.ones(len(frame), dtype=bool)
-        if start is not None:
-            keep &= stamps >= _utc(start)
-        if end is not None:
-            keep &= stamps < _utc(end)
-        frame = frame[keep]
-    return frame.reset_index(drop=True)
-
-
-def _utc(moment: datetime) -> pd.Timestamp:
-    """A timestamp in UTC; a naive one is taken to be UTC already."""
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-_SUFFIXES: list[str] = [f"-{i}" for i in range(1024)]
-
-
-def _suffixes(n: int) -> list[str]:
-    """ "-0" ... "-<n-1>", made once: the request path only concatenates."""
-    global _SUFFIXES
-    known = _SUFFIXES
-    if len(known) < n:  # a new list, swapped in whole: safe across request threads
-        known = [f"-{i}" for i in range(max(n, 2 * len(known)))]
-        _SUFFIXES = known
-    return known[:n]
-
-
-# one request: features, predictions, a request id per row, UTC time in ns since the epoch
-Record = tuple[pd.DataFrame, np.ndarray, list[str], int]
-
-
-def build_table(records: list[Record], model_name: str, model_version: str) -> Any:
-    """One Arrow table of the buffered requests.
-
-    The writer thread shares the GIL with the requests being served, so the work is done
-    column by column in Arrow and NumPy, never row by row in Python.
-    """
-    import pyarrow as pa
-
-    sizes = [len(record[0]) for record in records]
-    total = sum(sizes)
-    features = pd.concat([record[0] for record in records], ignore_index=True)
-    for column in features.columns:  # one type per column in every file: ints as floats
-        if pd.api.types.is_integer_dtype(features[column]):
-            features[column] = features[column].astype("float64")
-    stamps = np.repeat(np.array([r[3] for r in records], dtype="int64"), sizes)
-    constant = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(total, dtype="int32")), pa.array([model_name, model_version])
-    )
-    version_index = pa.array(np.ones(total, dtype="int32"))
-    columns = {
-        "request_id": pa.array([i for record in records for i in record[2]], pa.string()),
-        "timestamp": pa.array(stamps, pa.timestamp("ns", tz="UTC")),
-        "model_name": constant.cast(pa.string()),
-        "model_version": pa.DictionaryArray.from_arrays(version_index, constant.dictionary).cast(
-            pa.string()
-        ),
-    }
-    table = pa.Table.from_pandas(features, preserve_index=False, nthreads=1)
-    for position, (name, array) in enumerate(columns.items()):
-        table = table.add_column(position, name, array)
-    predictions = np.concatenate(
-        [r[1].reshape(n, -1)[:, 0] for r, n in zip(records, sizes, strict=True)]
-    )
-    return table.append_column("prediction", pa.array(predictions))
-
-
-# --- the write-ahead journal ------------------------------------------------------------------
-#
-# Every acknowledged request is in the journal before its answer leaves: a length-prefixed
-# pickle appended to the writer's current segment file (the kernel keeps it if the process
-# dies, SIGKILL included). A flush starts a new segment, writes the old one's requests as
-# a Parquet file tagged with the segment's name, then deletes the segment. A segment whose
-# writer is dead (its flock is free) is recovered by the next writer or reader of that
-# model's log: its requests not already in a file tagged with its name are written, then it
-# is deleted. Local log roots only; with a remote root (s3://...) there is no journal.
-
-JOURNAL = "_journal"
-_LENGTH = struct.Struct("<Q")
-_FORMAT = "j1"  # in every segment's name: a later format is not read as this one
-
-
-class _Segment:
-    """One open, locked journal file, named `<writer>-<seq>.<format>.v<version>.journal`.
-
-    A writer's segments are flushed in order, and a flush writes every older segment of
-    that writer whose records are still buffered: so a log file tagged with segment `seq`
-    proves that the writer's segments up to `seq` are all in the log.
-    """
-
-    def __init__(self, folder: Path, writer: str, seq: int, version: str) -> None:
-        self.name = f"{writer}-{seq:08d}"
-        self.path = folder / f"{self.name}.{_FORMAT}.v{version}.journal"
-        hidden = folder / f".tmp-{self.path.name}"
-        self.fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this writer lives
-        os.rename(hidden, self.path)  # visible to recovery only once locked
-        self.records = 0
-
-    def append(self, payload: bytes) -> None:
-        data = memoryview(_LENGTH.pack(len(payload)) + payload)
-        while data:  # a short write is continued, not dropped
-            written = os.write(self.fd, data)
-            data = data[written:]
-        self.records += 1
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-def _journal_folder(root: str, model: str) -> Path | None:
-    return None if "://" in root else Path(root) / JOURNAL / f"model={model}"
-
-
-def _read_segment(path: Path) -> list[Record]:
-    """The complete records of a segment; a record cut short by a crash is ignored (its
-    request was never answered). The journal is written and read by mm alone, in a folder
-    of the log root: only the serving account should be able to write there."""
-    data = path.read_bytes()
-    records, offset = [], 0
-    while offset + _LENGTH.size <= len(data):
-        (length,) = _LENGTH.unpack_from(data, offset)
-        start, end = offset + _LENGTH.size, offset + _LENGTH.size + length
-        if end > len(data):
-            break
-        records.append(pickle.loads(data[start:end]))
-        offset = end
-    return records
-
-
-def _flushed_up_to(root: str, model: str, writer: str) -> int:
-    """The highest segment number of `writer` that a log file is tagged with (-1: none)."""
-    folder = Path(root) / "predictions" / f"model={model}"
-    best = -1
-    for path in folder.glob(f"date=*/part-*-{writer}-*.parquet"):
-        with contextlib.suppress(ValueError):
-            best = max(best, int(path.stem.rsplit("-", 1)[1]))
-    return best
-
-
-def recover(root: str, model: str) -> int:
-    """Write the journalled requests of dead writers of `model` into the log; return rows.
-
-    A segment that cannot be read (corrupt, or another format) is renamed `.corrupt` and
-    reported on stderr; the others are still recovered.
-    """
-    folder = _journal_folder(root, model)
-    if folder is None or not folder.is_dir():
-        return 0
-    written = 0
-    for path in sorted(folder.glob("*.journal")):
-        try:
-            written += _recover_segment(root, model, path)
-        except OSError as exc:  # e.g. a read-only reader: a writer will recover it later
-            print(f"mm prediction log: cannot recover {path.name} now: {exc}", file=sys.stderr)
-    return written
-
-
-def _recover_segment(root: str, model: str, path: Path) -> int:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return 0  # its writer just flushed it
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # a live writer (or another recovery) holds it
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            return 0  # deleted (and maybe replaced) since it was opened
-        name, fmt, version = path.name.removesuffix(".journal").rsplit(".", 2)
-        writer, seq = name.rsplit("-", 1)
-        try:
-            if fmt != _FORMAT:
-                raise ValueError(f"format {fmt}, this mm reads {_FORMAT}")
-            records = [r for r in _read_segment(path) if len(r[0])]
-            done = _flushed_up_to(root, model, writer) >= int(seq)
-            rows = 0
-            if records and not done:
-                table = build_table(records, model, version.removeprefix("v"))
-                write_partition(root, "predictions", model, table, tag=name)
-                rows = table.num_rows
-        except Exception as exc:  # corrupt or foreign: set aside, keep the log readable
-            path.rename(path.with_suffix(".corrupt"))
-            print(f"mm prediction log: {path.name} cannot be read ({exc}); renamed "
-                  f"{path.with_suffix('.corrupt').name}", file=sys.stderr)  # fmt: skip
-            return 0
-        path.unlink()
-        return rows
-    finally:
-        os.close(fd)
-
-
-class LogUnavailable(Exception):  # interim: replaced by the predlog branch
-    """The record could not be made durable; it was not logged."""
+        recover(root, model)
+    return read_log(root, kind, model, start, end)
 
 
 class PredictionLogWriter:
-    """Buffers prediction records and writes them in the background.
+    """Journals each request before `append` returns and writes Parquet in the background.
 
-    `append` returns at once; a thread writes a file every `flush_seconds` (or sooner when
-    `max_rows` are waiting). `close` (also run at interpreter exit, which a graceful
-    SIGTERM of the scoring server reaches) writes whatever is still buffered.
+    A thread writes a file every `flush_seconds` (or sooner when `max_rows` are waiting).
+    At most `max_buffered_bytes` wait in memory; beyond that, or when the journal cannot
+    be written, `append` raises `LogUnavailable` and `healthy` is False until the writer
+    recovers by itself. `close` (also run at interpreter exit) writes what is left.
     """
 
     def __init__(
@@ -314,131 +94,262 @@ class PredictionLogWriter:
         *,
         flush_seconds: float = 0.2,
         max_rows: int = 50_000,
+        max_buffered_bytes: int = 256 * 2**20,
     ) -> None:
         self.root = root
         self.model_name = model_name
         self.model_version = str(model_version)
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
+        self.max_buffered_bytes = max_buffered_bytes
         self._closed = False
-        self.last_error: str | None = None
         self._start()
         atexit.register(self.close)
         # a forked child (a server forking workers after loading the model) gets its own
         # buffer, journal and thread; the parent's stay the parent's
-        os.register_at_fork(after_in_child=self._start)
+        os.register_at_fork(after_in_child=self._restart_in_child)
 
     def _start(self) -> None:
-        # the writer thread builds the files, so the request path only takes references
-        self._buffer: list[Record] = []
-        self._rows = 0
+        self._buffer: list[pa.Table] = []  # one table per request, not yet in Parquet
+        self._rows = self._bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._writer = f"w{os.getpid()}x{uuid.uuid4().hex[:8]}"
         self._seq = 0
-        self._segment: _Segment | None = None
-        self._unwritten: list[_Segment] = []  # segments whose records a failed flush kept
-        folder = _journal_folder(self.root, self.model_name)
-        if folder is not None and not self._closed:
+        self._segment: Segment | None = None
+        self._unwritten: list[Segment] = []  # older segments whose records are buffered
+        self._journal_error: str | None = None
+        self._write_error: str | None = None
+        self._dead_letters = 0
+        self._dead_logged = 0.0
+        self._backlog_full = False
+        self._folder = journal_folder(self.root, self.model_name)
+        if self._folder is not None and not self._closed:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                self._folder.mkdir(parents=True, exist_ok=True)
                 recover(self.root, self.model_name)
-                self._segment = self._new_segment(folder)
-            except OSError as exc:  # serve anyway; records are buffered and retried
-                self._journal_off(exc)
+            except OSError as exc:
+                log.warning("prediction log: cannot recover old journals now: %s", exc)
+            self._open_segment()
         self._thread = threading.Thread(target=self._run, name="mm-prediction-log", daemon=True)
         self._thread.start()
 
-    def _new_segment(self, folder: Path) -> _Segment:
-        self._seq += 1
-        return _Segment(folder, self._writer, self._seq, self.model_version)
+    def _restart_in_child(self) -> None:
+        for segment in [self._segment, *self._unwritten]:
+            if segment is not None:  # the child's copies only: the parent keeps its locks
+                segment.close()
+        self._start()
 
-    @property
-    def healthy(self) -> bool:
-        return True
+    def _open_segment(self) -> None:
+        """Start a new journal segment; on failure the writer refuses records until the
+        flush thread manages to open one."""
+        assert self._folder is not None
+        try:
+            self._seq += 1
+            self._folder.mkdir(parents=True, exist_ok=True)
+            self._segment = Segment(self._folder, self._writer, self._seq, self.model_version)
+        except OSError as exc:
+            self._segment = None
+            self._journal_failed(f"cannot open a journal segment in {self._folder}: {exc}")
+            return
+        self._journal_ok()
 
-    def status(self) -> dict[str, Any]:
-        return {"healthy": True, "reason": None, "dead_letters": 0, "buffered_rows": self._rows}
+    # --- the request path -------------------------------------------------------------------
 
     def append(self, frame: pd.DataFrame) -> list[str]:
-        features, predictions = frame.drop(columns=["prediction"]), frame["prediction"]
-        return self._append(features, predictions)
+        """Record one request (every column to log, `prediction` included); return a request
+        id per row (`<uuid>-<row>`). Raises LogUnavailable when it cannot be made durable.
 
-    def _append(self, features: pd.DataFrame, predictions: Any) -> list[str]:
-        """Record one request's rows; return a request id per row (`<uuid>-<row>`).
-
-        The caller must not modify `features` afterwards (the scoring server builds a new
-        frame per request).
+        The caller must not modify `frame` afterwards.
         """
-        n = len(features)
-        base = uuid.uuid4().hex
-        ids = [base + suffix for suffix in _suffixes(n)]
-        record = (features, np.asarray(predictions), ids, time.time_ns())
-        payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        n = len(frame)
+        ids, id_array = request_ids(uuid.uuid4().hex, n)
+        try:
+            table = record_table(frame, id_array, time.time_ns())
+        except RecordError as exc:
+            self._dead_letter(str(exc), frame, ids)
+            return ids.copy()
+        record = encode_record(table) if self._folder is not None else None
+        size = record.nbytes if record else table.get_total_buffer_size()  # about its memory
         with self._lock:
-            if self._segment is not None:
-                try:
-                    self._segment.append(payload)  # on disk (page cache) before the answer
-                except OSError as exc:  # e.g. a full disk: keep serving, without a journal
-                    self._unwritten.append(self._segment)
-                    self._segment = None
-                    self._journal_off(exc)
-            self._buffer.append(record)
+            self._admit(size)
+            if record is not None:
+                self._journal(record)
+            self._buffer.append(table)
             self._rows += n
+            self._bytes += size
             full = self._rows >= self.max_rows
         if full:
             self._wake.set()
         return ids.copy()  # the buffer keeps its own: callers may extend what they get
 
-    def _journal_off(self, exc: OSError) -> None:
-        self.last_error = f"journal: {exc}"
-        print(
-            f"mm prediction log: no write-ahead journal ({exc}); a crash would lose the "
-            "requests of the last flush interval",
-            file=sys.stderr,
+    def _admit(self, size: int) -> None:
+        """Raise LogUnavailable when a record of `size` bytes cannot be taken now (lock held)."""
+        if self._folder is not None and self._segment is None:
+            raise LogUnavailable(self._journal_error or "the writer is closed")
+        if self._bytes and self._bytes + size > self.max_buffered_bytes:
+            self._backlog_full = True  # until a flush succeeds
+            raise LogUnavailable(self._backlog())
+
+    def _backlog(self) -> str:
+        return (
+            f"{self._rows} rows ({self._bytes / 2**20:.0f} MB) are waiting to be written "
+            f"to Parquet, the limit; last write error: {self._write_error}"
         )
 
-    def flush(self) -> int:
-        """Write everything buffered now; return the rows written."""
+    def _journal(self, record: Record) -> None:
+        """Append to the current segment, or raise LogUnavailable leaving nothing of it."""
+        assert self._segment is not None
+        try:
+            self._segment.append(record)
+        except OSError as exc:
+            self._journal_failed(f"journal write to {self._segment.path} failed: {exc}")
+            raise LogUnavailable(self._journal_error or str(exc)) from exc
+        if self._journal_error is not None:
+            self._journal_ok()
+
+    def _journal_failed(self, reason: str) -> None:
+        if self._journal_error is None:
+            log.warning("prediction log: %s; refusing requests (503) until it works again", reason)
+        self._journal_error = reason
+
+    def _journal_ok(self) -> None:
+        if self._journal_error is not None:
+            log.warning("prediction log: the journal works again; accepting requests")
+        self._journal_error = None
+
+    def _dead_letter(self, reason: str, data: Any, ids: list[str]) -> None:
+        try:
+            path = write_dead_letter(self.root, self.model_name, self._writer, reason, data, ids)
+        except OSError as exc:
+            raise LogUnavailable(f"cannot write a dead letter ({exc}) for: {reason}") from exc
         with self._lock:
-            records, self._buffer, self._rows = self._buffer, [], 0
+            self._dead_letters += 1
+            count, quiet = self._dead_letters, time.monotonic() - self._dead_logged < 10
+            self._dead_logged = self._dead_logged if quiet else time.monotonic()
+        if not quiet:
+            log.warning(
+                "prediction log: a record cannot be stored (%s); kept in %s "
+                "(%d dead letters so far)",
+                reason,
+                path,
+                count,
+            )
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """Whether `append` can accept records now."""
+        return self.status()["healthy"]
+
+    def status(self) -> dict[str, Any]:
+        """healthy, reason (why not), dead_letters, buffered_rows, buffered_bytes, write_error."""
+        with self._lock:
+            reason = None
+            if self._folder is not None and self._segment is None:
+                reason = self._journal_error or "the writer is closed"
+            elif self._journal_error is not None:
+                reason = self._journal_error
+            elif self._backlog_full:
+                reason = self._backlog()
+            return {
+                "healthy": reason is None,
+                "reason": reason,
+                "dead_letters": self._dead_letters,
+                "buffered_rows": self._rows,
+                "buffered_bytes": self._bytes,
+                "write_error": self._write_error,
+            }
+
+    # --- the flush thread -------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write everything buffered now; return the rows written. Raises OSError when some
+        could not be written: those stay buffered (and journalled) for the next attempt."""
+        with self._lock:
+            records, self._buffer, self._rows, self._bytes = self._buffer, [], 0, 0
             if not records:
                 return 0
-            done = [*self._unwritten]
-            if self._segment is not None:
-                done.append(self._segment)
-                try:
-                    self._segment = self._new_segment(self._segment.path.parent)
-                except OSError as exc:
-                    self._segment = None
-                    self._journal_off(exc)
-            self._unwritten = []
-        try:
-            written = self._write(records, done[-1].name if done else "")
-        except BaseException:
+            done, self._unwritten = self._unwritten, []
+            current = self._segment
+            if not done and current is not None and current.records:
+                done = [current]  # the usual case: rotate, so this segment can go once written
+                self._open_segment()
+            # else a retry: no new segment per attempt; the current one may hold some of the
+            # records, so the files are tagged with it (recovery skips ids found in them)
+            newest = current if current is not None and current not in done else None
+            newest = newest or (done[-1] if done else None)
+        written, kept, error = self._write(records, newest.name if newest else "")
+        if error is not None:
             with self._lock:  # keep them for the next attempt rather than lose them
-                self._buffer[:0] = records
-                self._rows += sum(len(r[0]) for r in records)
+                self._buffer[:0] = kept
+                self._rows += sum(t.num_rows for t in kept)
+                self._bytes += sum(t.get_total_buffer_size() for t in kept)
                 self._unwritten[:0] = done
-            raise
+            raise error
+        self._backlog_full = False
         for segment in done:
             segment.remove()
         return written
 
-    def _write(self, records: list[Record], segment: str) -> int:
-        table = build_table(records, self.model_name, self.model_version)
-        write_partition(self.root, "predictions", self.model_name, table, tag=segment)
-        return table.num_rows
+    def _write(
+        self, records: list[pa.Table], tag: str
+    ) -> tuple[int, list[pa.Table], OSError | None]:
+        """Write the records, one file per schema (and day); dead-letter what Parquet
+        refuses. Returns rows written, the records to retry, and the error to retry for."""
+        written, kept, error = 0, [], None
+        for _indices, group in schema_groups(records):
+            table = _with_model(group, self.model_name, self.model_version)
+            for day, part in days_of(table):
+                try:
+                    write_table(self.root, "predictions", self.model_name, part, day=day, tag=tag)
+                    written += part.num_rows
+                except OSError as exc:
+                    kept.append(part.drop_columns(["model_name", "model_version"]))
+                    error = exc
+                except (pa.ArrowException, ValueError) as exc:
+                    ids = part.column("request_id").to_pylist()
+                    try:
+                        self._dead_letter(f"cannot write Parquet: {exc}", part, ids)
+                    except LogUnavailable as unavailable:
+                        kept.append(part.drop_columns(["model_name", "model_version"]))
+                        error = OSError(str(unavailable))
+        return written, kept, error
 
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
+            self._heal_journal()
             try:
                 self.flush()
             except Exception as exc:  # keep serving; the records stay buffered for a retry
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                print(f"mm prediction log: write failed, will retry: {exc}", file=sys.stderr)
+                if self._write_error is None:
+                    log.warning(
+                        "prediction log: writing Parquet failed, retrying every %gs: %s",
+                        self.flush_seconds,
+                        exc,
+                    )
+                self._write_error = f"{type(exc).__name__}: {exc}"
+                continue
+            if self._write_error is not None:
+                log.warning("prediction log: writing Parquet works again")
+                self._write_error = None
+
+    def _heal_journal(self) -> None:
+        """Reopen or probe a failed journal, so the writer recovers without traffic."""
+        with self._lock:
+            if self._folder is None or self._closed or self._journal_error is None:
+                return
+            if self._segment is None:
+                self._open_segment()
+                return
+            try:
+                self._segment.append(PROBE)  # a record of no request, skipped by recovery
+            except OSError:
+                return
+            self._journal_ok()
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent). What cannot be written now
@@ -451,11 +362,26 @@ class PredictionLogWriter:
         try:
             self.flush()
         except Exception as exc:
-            print(f"mm prediction log: final write failed ({exc}); the records stay in the "
-                  "journal and are recovered by the next reader", file=sys.stderr)  # fmt: skip
+            self._release_journal(f"final write failed ({exc})")
             return
         with self._lock:
-            segment = self._segment
-            if segment is not None and segment.records == 0:  # nothing since the last flush
-                self._segment = None
-                segment.remove()
+            segment, self._segment = self._segment, None
+        if segment is not None and segment.records == 0:  # nothing since the last flush
+            segment.remove()
+        elif segment is not None:
+            self._release_journal("records arrived during close")
+            segment.close()
+
+    def _release_journal(self, why: str) -> None:
+        with self._lock:
+            segments = [*self._unwritten, *([self._segment] if self._segment else [])]
+            rows, self._unwritten, self._segment = self._rows, [], None
+        for segment in segments:
+            segment.close()  # unlocked, not deleted: recovery writes them
+        where = (
+            f"stay in the journal {self._folder} and are recovered by the next reader or "
+            "writer of this log"
+            if self._folder
+            else "are lost (a remote log has no journal)"
+        )
+        log.warning("prediction log: %s; %d buffered rows %s", why, rows, where)

@@ -1,0 +1,303 @@
+"""The write-ahead journal of the prediction log: data, never code.
+
+Every acknowledged request is in the journal before its answer leaves: one record appended
+to the writer's current segment file (the kernel keeps it if the process dies, SIGKILL
+included). A record is
+
+    b"MMJ2" | payload length (uint32 LE) | CRC32 of length and payload | payload
+
+where the payload is the request's Arrow table as an Arrow IPC stream. Reading one decodes
+Arrow buffers and nothing else: no pickle, no code. The CRC finds a damaged record, and the
+marker lets a reader find the next intact one after it.
+
+Segments are named `<writer>-<seq>.j2.v<model version>.journal`. A flush starts a new
+segment, writes the old ones' requests as Parquet files tagged `<writer>-<seq>` (the
+newest segment flushed), then deletes those segments. A segment whose writer is dead (its
+flock is free) is recovered by the next writer or reader of that model's log: its
+requests not already in a file of that writer tagged with its number or a later one are
+written, then it is deleted. A segment of another format (such as the pickled `j1`) is
+never decoded: it is renamed `.corrupt` with one warning; damaged records of a `j2`
+segment are kept, byte for byte, in `<segment>.corrupt`. Local log roots only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mm_platform.serving.deadletter import write_dead_letter
+from mm_platform.serving.logstore import days_of, model_folder, write_table
+from mm_platform.serving.records import schema_groups, with_model_columns
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "_journal"
+FORMAT = "j2"  # in every segment's name: another format is never read as this one
+MARKER = b"MMJ2"
+_HEADER = struct.Struct("<4sII")  # marker, payload length, crc32(length + payload)
+_SEGMENT_NAME = re.compile(
+    r"^(?P<writer>[\w]+)-(?P<seq>\d+)\.(?P<fmt>\w+)\.v(?P<version>.+)\.journal$"
+)
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()  # given, so writing one reads no environment
+_TAGGED_FILE = re.compile(r"^part-\d+-(?P<writer>\w+)-(?P<seq>\d+)\.parquet$")
+
+
+def encode_record(table: pa.Table) -> Record:
+    """One journal record holding `table`: its header and its payload (not copied)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as stream:
+        stream.write_table(table)
+    payload = sink.getvalue()
+    size = payload.size
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<I", size)))
+    return Record(_HEADER.pack(MARKER, size, crc), payload)
+
+
+class Record(NamedTuple):
+    header: bytes
+    payload: object  # bytes or a pyarrow Buffer
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.header) + memoryview(self.payload).nbytes
+
+    def __bytes__(self) -> bytes:
+        return self.header + memoryview(self.payload).tobytes()
+
+
+def decode_records(data: bytes) -> tuple[list[pa.Table], bytes]:
+    """The intact records of a segment's bytes, and the bytes of the damaged ones."""
+    tables, damaged, offset = [], bytearray(), 0
+    while offset < len(data):
+        table, end = _record_at(data, offset)
+        if table is None:  # damaged here: skip to the next marker that starts an intact record
+            following = data.find(MARKER, offset + 1)
+            end = len(data) if following < 0 else following
+            damaged += data[offset:end]
+        elif table.num_rows:
+            tables.append(table)
+        offset = end
+    return tables, bytes(damaged)
+
+
+def _record_at(data: bytes, offset: int) -> tuple[pa.Table | None, int]:
+    if offset + _HEADER.size > len(data):
+        return None, len(data)
+    marker, length, crc = _HEADER.unpack_from(data, offset)
+    start, end = offset + _HEADER.size, offset + _HEADER.size + length
+    if marker != MARKER or end > len(data):
+        return None, end
+    payload = data[start:end]
+    if zlib.crc32(payload, zlib.crc32(struct.pack("<I", length))) != crc:
+        return None, end
+    if not payload:
+        return pa.table({}), end  # a health probe: no request
+    try:
+        table = pa.ipc.open_stream(payload).read_all()
+        table.validate(full=True)  # a crafted stream can pass the CRC: check every buffer
+    except (pa.ArrowException, OSError):
+        return None, end
+    if any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
+        return None, end  # plain data only: an extension type could name code to run
+    return table, end
+
+
+PROBE = Record(_HEADER.pack(MARKER, 0, zlib.crc32(b"", zlib.crc32(struct.pack("<I", 0)))), b"")
+
+
+class Segment:
+    """One open, locked journal file of a writer; see the module docstring."""
+
+    def __init__(self, folder: Path, writer: str, seq: int, version: str) -> None:
+        self.name = f"{writer}-{seq:08d}"
+        self.path = folder / f"{self.name}.{FORMAT}.v{version}.journal"
+        hidden = folder / f".tmp-{self.path.name}"
+        self.fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this writer lives
+            os.rename(hidden, self.path)  # visible to recovery only once locked
+        except OSError:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                hidden.unlink()
+            raise
+        self.records = 0
+        self.size = 0
+
+    def append(self, record: Record) -> None:
+        """Write one record whole, or raise OSError leaving the file as it was."""
+        total = record.nbytes
+        try:
+            written = os.writev(self.fd, record)
+            if written < total:  # a short write is continued, not dropped
+                rest = memoryview(bytes(record))[written:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest) :]
+        except OSError:
+            self._cut_back()
+            raise
+        self.size += total
+        if record is not PROBE:
+            self.records += 1
+
+    def _cut_back(self) -> None:
+        """Remove a partial record (recovery would set its bytes aside if this fails)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, self.size)
+
+    def close(self) -> None:
+        """Close without deleting: the records stay for recovery."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.close()
+
+
+def journal_folder(root: str, model: str) -> Path | None:
+    return None if "://" in root else Path(root) / JOURNAL / f"model={model}"
+
+
+def open_segments(root: str, model: str) -> dict[str, int]:
+    """writer -> the lowest segment number it still has in the journal."""
+    folder = journal_folder(root, model)
+    lowest: dict[str, int] = {}
+    if folder is None or not folder.is_dir():
+        return lowest
+    for path in folder.glob("*.journal"):
+        match = _SEGMENT_NAME.match(path.name)
+        if match:
+            writer, seq = match["writer"], int(match["seq"])
+            lowest[writer] = min(seq, lowest.get(writer, seq))
+    return lowest
+
+
+def flush_tag(name: str) -> tuple[str, int] | None:
+    """(writer, segment number) of a file written by a flush or a recovery, else None."""
+    match = _TAGGED_FILE.match(name)
+    return (match["writer"], int(match["seq"])) if match else None
+
+
+def recover(root: str, model: str) -> int:
+    """Write the journalled requests of dead writers of `model` into the log; return rows.
+
+    This writes: it is how acknowledged requests of a killed server join the log. A segment
+    that is damaged or of another format is set aside with one warning; the others, and
+    the intact records of a damaged one, are still recovered.
+    """
+    folder = journal_folder(root, model)
+    if folder is None or not folder.is_dir():
+        return 0
+    written = 0
+    for path in sorted(folder.glob("*.journal")):
+        if path.name.startswith("."):
+            continue
+        try:
+            written += _recover_segment(root, model, path)
+        except OSError as exc:  # e.g. a read-only reader: a writer will recover it later
+            log.warning("prediction log: cannot recover %s now: %s", path, exc)
+    return written
+
+
+def _recover_segment(root: str, model: str, path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0  # its writer just flushed it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a live writer (or another recovery) holds it
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            return 0  # deleted (and maybe replaced) since it was opened
+        match = _SEGMENT_NAME.match(path.name)
+        if match is None or match["fmt"] != FORMAT:
+            found = match["fmt"] if match else "unknown"
+            aside = path.with_name(path.name + ".corrupt")
+            path.rename(aside)
+            log.warning(
+                "prediction log: journal segment %s has format %s, this mm reads %s; "
+                "not read, renamed %s",
+                path,
+                found,
+                FORMAT,
+                aside.name,
+            )
+            return 0
+        rows = _replay(root, model, path, match)
+        path.unlink()
+        return rows
+    finally:
+        os.close(fd)
+
+
+def _replay(root: str, model: str, path: Path, match: re.Match[str]) -> int:
+    """Write the segment's records not yet in the log; keep its damaged bytes aside."""
+    tables, damaged = decode_records(path.read_bytes())
+    writer, seq = match["writer"], int(match["seq"])
+    done = _ids_flushed_since(root, model, writer, seq)
+    if done:
+        tables = [t for t in tables if t.column("request_id")[0].as_py() not in done]
+    rows = 0
+    name = f"{writer}-{seq:08d}"
+    for _indices, group in schema_groups(tables):
+        table = with_model_columns(group, model, match["version"])
+        for day, part in days_of(table):
+            try:
+                write_table(root, "predictions", model, part, day=day, tag=name)
+            except (pa.ArrowException, ValueError) as exc:  # cannot be Parquet: dead letter
+                ids = part.column("request_id").to_pylist()
+                write_dead_letter(root, model, f"recovered-{name}", str(exc), part, ids)
+                log.warning(
+                    "prediction log: %d recovered rows of %s cannot be written (%s); "
+                    "kept as dead letters",
+                    len(ids),
+                    path.name,
+                    exc,
+                )
+                continue
+            rows += part.num_rows
+    if damaged:
+        aside = path.with_name(path.name + ".corrupt")
+        aside.write_bytes(damaged)
+        log.warning(
+            "prediction log: journal segment %s has %d damaged bytes, set aside in %s; "
+            "%d intact records recovered",
+            path,
+            len(damaged),
+            aside.name,
+            len(tables),
+        )
+    return rows
+
+
+def _ids_flushed_since(root: str, model: str, writer: str, seq: int) -> set[str]:
+    """Request ids in files that `writer` flushed with segment `seq` or a later one.
+
+    Compaction leaves these files alone while any segment up to theirs is in the journal,
+    so they are found by name.
+    """
+    folder = Path(model_folder(root, "predictions", model))
+    ids: set[str] = set()
+    for path in folder.glob(f"date=*/part-*-{writer}-*.parquet"):
+        tag = flush_tag(path.name)
+        if tag is not None and tag[0] == writer and tag[1] >= seq:
+            ids.update(pq.read_table(path, columns=["request_id"]).column(0).to_pylist())
+    return ids

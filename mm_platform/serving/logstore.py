@@ -1,0 +1,330 @@
+"""The Parquet files of the prediction log and the labels: writing, listing, reading.
+
+Layout under the log root (a local folder or any pyarrow filesystem URI such as s3://...),
+readable with plain pyarrow or pandas as a hive-partitioned dataset:
+
+    predictions/model=<name>/date=<YYYY-MM-DD>/part-<ns>-<tag>.parquet
+    labels/model=<name>/date=<YYYY-MM-DD>/part-<ns>-<tag>.parquet
+
+A prediction's `date` is the UTC day of its timestamp, so a window reads only the days it
+overlaps. Every file is written under a hidden name (".tmp-...", skipped by readers and
+removed when the write fails) and then renamed into place: a visible file is whole.
+
+Compaction (see `maintenance`) merges a day's files into `part-<ns>-compacted-<hex>.parquet`,
+whose Parquet metadata names its sources; until the sources are deleted, readers skip
+those named by a compacted file they see. A file that cannot be read is moved under
+`_corrupt/` with one warning, and every other file is still read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+import zlib
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from mm_platform.serving.records import TIMESTAMP
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "prediction_log"
+ENV_ROOT = "MM_PREDICTION_LOG"
+CORRUPT = "_corrupt"
+SOURCES_KEY = b"mm.compacted_sources"
+COMPACTED = "-compacted-"
+_RETRIES = 20  # re-reads of a day whose files changed under the reader (compaction)
+
+
+def log_root(configured: str | None = None) -> str:
+    """The log root: MM_PREDICTION_LOG, else the project's setting, else ./prediction_log."""
+    root = os.environ.get(ENV_ROOT) or configured or DEFAULT_ROOT
+    if "://" in root:
+        return root
+    return str(Path(root).expanduser().resolve())
+
+
+def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of `root` and the root's path on it."""
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), root
+
+
+def model_folder(base: str, kind: str, model: str) -> str:
+    return f"{base}/{kind}/model={model}"
+
+
+def today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def write_table(
+    root: str,
+    kind: str,
+    model: str,
+    table: pa.Table,
+    *,
+    day: str,
+    tag: str = "",
+    stamp: int | None = None,
+) -> str:
+    """Write `table` as one new file of partition `day`, atomically; return its path.
+
+    On failure the hidden temporary file is removed, so a full disk leaves nothing behind.
+    """
+    fs, base = filesystem(root)
+    folder = f"{model_folder(base, kind, model)}/date={day}"
+    fs.create_dir(folder, recursive=True)
+    name = f"part-{stamp or time.time_ns()}-{tag or uuid.uuid4().hex[:8]}.parquet"
+    tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
+    try:
+        with fs.open_output_stream(tmp) as sink:
+            pq.write_table(table, sink)
+        fs.move(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never created, or the filesystem is gone
+            fs.delete_file(tmp)
+        raise
+    return final
+
+
+def write_partition(root: str, kind: str, model: str, frame: Any, *, tag: str = "") -> str:
+    """Write `frame` (a DataFrame or an Arrow table) as a new file of dataset `kind` for
+    `model`, atomically; return its path. Rows with a `timestamp` go to the partition of
+    its UTC day (one file per day, the last one's path returned), others to today's."""
+    table = frame
+    if isinstance(frame, pd.DataFrame):
+        # one thread: this also runs at interpreter exit, when new threads cannot start
+        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+    index = table.schema.get_field_index("timestamp")
+    if index < 0 or not pa.types.is_timestamp(table.schema.field(index).type):
+        return write_table(root, kind, model, table, day=today(), tag=tag)
+    return [write_table(root, kind, model, part, day=day, tag=tag) for day, part in days_of(table)][
+        -1
+    ]
+
+
+def days_of(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """`table` split by the UTC day of its timestamps (almost always one day)."""
+    days = table.column("timestamp").to_numpy().astype("datetime64[D]")
+    if len(days) == 0 or days.min() == days.max():
+        return [(str(days.min()) if len(days) else today(), table)]
+    return [(str(day), table.filter(pa.array(days == day))) for day in sorted(set(days))]
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+
+def partitions(
+    fs: pafs.FileSystem, folder: str, start: datetime | None = None, end: datetime | None = None
+) -> list[tuple[str, str]]:
+    """(day, path) of the `date=` folders under `folder` overlapping [start, end), by day."""
+    first = _utc_day(start) if start is not None else None
+    last = _utc_day(end, exclusive=True) if end is not None else None
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        name = info.base_name
+        if info.type != pafs.FileType.Directory or not name.startswith("date="):
+            continue
+        try:
+            day = date.fromisoformat(name.removeprefix("date="))
+        except ValueError:
+            continue  # not ours
+        if (first is None or day >= first) and (last is None or day <= last):
+            found.append((name.removeprefix("date="), info.path))
+    return sorted(found)
+
+
+def _utc_day(moment: datetime, *, exclusive: bool = False) -> date:
+    """The UTC day of `moment`; with `exclusive`, the last day before it (an end bound)."""
+    stamp = utc(moment)
+    return (stamp - pd.Timedelta(1, "ns") if exclusive else stamp).date()
+
+
+def utc(moment: datetime) -> pd.Timestamp:
+    """A timestamp in UTC; a naive one is taken to be UTC already."""
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def data_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """Names of the visible Parquet files of one partition (no hidden or temporary ones)."""
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.base_name.endswith(".parquet")
+        and not i.base_name.startswith((".", "_"))
+    )
+
+
+def is_compacted(name: str) -> bool:
+    return COMPACTED in name
+
+
+def encode_sources(names: Iterable[str]) -> bytes:
+    return base64.b64encode(zlib.compress(json.dumps(sorted(names)).encode()))
+
+
+def sources_of(fs: pafs.FileSystem, path: str) -> set[str]:
+    """The files a compacted file was made from (and theirs, transitively)."""
+    with fs.open_input_file(path) as source:
+        metadata = pq.read_schema(source).metadata or {}
+    if SOURCES_KEY not in metadata:
+        return set()
+    return set(json.loads(zlib.decompress(base64.b64decode(metadata[SOURCES_KEY]))))
+
+
+def visible_files(fs: pafs.FileSystem, folder: str) -> tuple[list[str], set[str]]:
+    """The partition's files to read (sources covered by a compacted file left out), and
+    the compacted files seen."""
+    names = data_files(fs, folder)
+    compacted = {n for n in names if is_compacted(n)}
+    covered: set[str] = set()
+    for name in compacted:
+        covered |= sources_of(fs, f"{folder}/{name}")
+    return [n for n in names if n not in covered], compacted
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_log(
+    root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """Rows of dataset `kind` for `model` with timestamps in [start, end) when given.
+
+    Only the days overlapping the window are listed, and the time filter is applied in
+    the Parquet scan. This writes nothing, except moving a damaged file under `_corrupt/`.
+    """
+    fs, base = filesystem(root)
+    tables: list[pa.Table] = []
+    for _day, folder in partitions(fs, model_folder(base, kind, model), start, end):
+        tables += read_partition(fs, base, folder, start, end)
+    if not tables:
+        return pd.DataFrame()
+    frame = _to_pandas(tables)
+    frame = frame.drop(columns=[c for c in ("date",) if c in frame.columns])
+    return frame.reset_index(drop=True)
+
+
+def read_partition(
+    fs: pafs.FileSystem, base: str, folder: str, start: datetime | None, end: datetime | None
+) -> list[pa.Table]:
+    """The rows of one day, each exactly once even while it is being compacted."""
+    for _ in range(_RETRIES):
+        try:
+            names, compacted = visible_files(fs, folder)
+            tables = [read_file(fs, base, f"{folder}/{n}", start, end) for n in names]
+        except FileNotFoundError:
+            continue  # compacted (or set aside) while read: read the day again
+        if compacted >= {n for n in data_files(fs, folder) if is_compacted(n)}:
+            return [t for t in tables if t is not None]
+        # a compacted file appeared while the day was listed: the listing may have missed it
+        # and also its deleted sources; read the day again
+    raise OSError(f"{folder}: the files kept changing while being read; try again")
+
+
+def read_file(
+    fs: pafs.FileSystem, base: str, path: str, start: datetime | None, end: datetime | None
+) -> pa.Table | None:
+    """One file's rows in [start, end); None when it is damaged (it is moved aside).
+
+    Row groups whose timestamp statistics lie outside the window are not read.
+    """
+    try:
+        with fs.open_input_file(path) as source:
+            parquet = pq.ParquetFile(source)
+            schema = parquet.schema_arrow
+            time_filter = _time_filter(schema, start, end)
+            if time_filter is None:
+                return parquet.read()
+            table = parquet.read_row_groups(_row_groups_in(parquet, schema, start, end))
+        return table.filter(time_filter)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
+        return None
+
+
+def _row_groups_in(
+    parquet: pq.ParquetFile, schema: pa.Schema, start: datetime | None, end: datetime | None
+) -> list[int]:
+    """The row groups that may hold timestamps in [start, end), from their statistics."""
+    metadata = parquet.metadata
+    every = list(range(metadata.num_row_groups))
+    unit = schema.field("timestamp").type
+    leaf = [metadata.schema.column(j).path for j in range(metadata.num_columns)]
+    if not pa.types.is_timestamp(unit) or len(every) < 2 or "timestamp" not in leaf:
+        return every
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit.unit]
+    low = None if start is None else utc(start).value * per_second // 10**9
+    high = None if end is None else utc(end).value * per_second // 10**9
+    column = leaf.index("timestamp")
+    kept = []
+    for i in every:
+        stats = metadata.row_group(i).column(column).statistics
+        unknown = stats is None or not stats.has_min_max
+        if unknown or (
+            (low is None or stats.max_raw >= low) and (high is None or stats.min_raw < high)
+        ):
+            kept.append(i)
+    return kept
+
+
+def _time_filter(schema: pa.Schema, start: datetime | None, end: datetime | None) -> Any:
+    index = schema.get_field_index("timestamp")
+    if index < 0 or (start is None and end is None):
+        return None
+    kind = schema.field(index).type
+    kind = kind if pa.types.is_timestamp(kind) else TIMESTAMP
+    field, bounds = ds.field("timestamp"), []
+    if start is not None:
+        bounds.append(field >= pa.scalar(utc(start).value, pa.int64()).cast(kind))
+    if end is not None:
+        bounds.append(field < pa.scalar(utc(end).value, pa.int64()).cast(kind))
+    return bounds[0] if len(bounds) == 1 else bounds[0] & bounds[1]
+
+
+def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
+    """One frame of tables whose types may differ (ints in one file, floats in another)."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def set_aside(fs: pafs.FileSystem, base: str, path: str, reason: str) -> None:
+    """Move a damaged log file under `<root>/_corrupt/`, keeping its relative path."""
+    relative = path[len(base) :].lstrip("/")
+    target = f"{base}/{CORRUPT}/{relative}"
+    try:
+        fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        fs.move(path, target)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        log.warning(
+            "prediction log: %s is damaged (%s) and cannot be moved aside (%s); skipped",
+            path,
+            reason,
+            exc,
+        )
+        return
+    log.warning("prediction log: %s is damaged (%s); moved to %s", path, reason, target)

@@ -1,0 +1,430 @@
+"""The prediction log's storage: dead letters, a full disk, damaged files and journals,
+journal safety, compaction and window reads; against real files (and a real tmpfs)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mm_platform.serving import journal, maintenance
+from mm_platform.serving.predlog import (
+    LogUnavailable,
+    PredictionLogWriter,
+    compact,
+    read_dataset,
+    recover,
+    write_partition,
+)
+
+
+def good(x: float, rows: int = 1) -> pd.DataFrame:
+    return pd.DataFrame({"x": [x] * rows, "site": ["a"] * rows, "prediction": [2 * x] * rows})
+
+
+def dead_letters(root: Path) -> list[dict]:
+    folder = root / "_dead_letter" / "model=m"
+    return [json.loads(line) for p in folder.glob("*.jsonl") for line in p.read_text().splitlines()]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+POISON = {
+    "a string in a numeric column": pd.DataFrame({"x": [1.0, "abc"], "prediction": [1.0, 2.0]}),
+    "an int beyond int64": pd.DataFrame({"x": [2**70], "prediction": [1.0]}),
+    "an arbitrary object": pd.DataFrame({"x": [object()], "prediction": [1.0]}),
+    "a column named like the log's own": pd.DataFrame({"timestamp": [1.0], "prediction": [1.0]}),
+}
+
+
+def test_poison_records_become_counted_dead_letters_and_never_block_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=0.02)
+    journal_folder = root / "_journal" / "model=m"
+    fds = open_fds()
+    ids, refused = [], []
+    for poison in POISON.values():
+        ids += writer.append(good(1.0))
+        refused += writer.append(poison)
+        time.sleep(0.05)  # flushes run between the poisons
+    # Arrow takes an empty struct, Parquet does not: refused at the flush, alone
+    refused += writer.append(pd.DataFrame({"x": [{}], "prediction": [1.0]}))
+    for i in range(1000):
+        ids += writer.append(good(float(i), rows=1 + i % 3))
+        assert len(list(journal_folder.iterdir())) <= 2  # no segment per failed flush
+    writer.flush()
+    status = writer.status()
+    assert status["dead_letters"] == len(POISON) + 1 and status["healthy"]
+    assert open_fds() <= fds + 1
+    writer.close()
+
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(ids)
+    letters = dead_letters(root)
+    assert sorted(i for letter in letters for i in letter["request_ids"]) == sorted(refused)
+    reasons = " | ".join(letter["reason"] for letter in letters)
+    for expected in ("Could not convert 'abc'", "too large", "did not recognize Python value",
+                     "one of the log's own columns", "cannot write Parquet"):  # fmt: skip
+        assert expected in reasons
+    assert "dead letters so far" in caplog.text
+    assert list(journal_folder.iterdir()) == []
+
+
+def test_records_of_different_types_are_both_logged(tmp_path: Path) -> None:
+    root = str(tmp_path / "log")
+    writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
+    first = writer.append(pd.DataFrame({"x": [1.5], "prediction": [1.0]}))
+    second = writer.append(pd.DataFrame({"x": ["a string"], "prediction": [2.0]}))
+    third = writer.append(pd.DataFrame({"x": [3], "prediction": [3.0]}))  # int: unifies
+    writer.close()
+    logged = read_dataset(root, "predictions", "m").set_index("request_id")
+    assert logged.loc[first[0], "x"] == 1.5 and logged.loc[second[0], "x"] == "a string"
+    assert logged.loc[third[0], "x"] == 3
+    assert writer.status()["dead_letters"] == 0
+
+
+def test_too_much_waiting_is_refused_and_the_writer_recovers(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=0.05, max_buffered_bytes=4096)
+    (root / "predictions").write_text("blocks every Parquet write")
+    ids = []
+    with pytest.raises(LogUnavailable, match="waiting to be written to Parquet, the limit"):
+        for _ in range(1000):
+            ids += writer.append(good(1.0, rows=10))
+    assert not writer.healthy and "waiting" in writer.status()["reason"]
+    assert writer.status()["buffered_rows"] == len(ids)
+    (root / "predictions").unlink()
+    deadline = time.monotonic() + 10
+    while not writer.healthy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.healthy and writer.status()["buffered_rows"] == 0
+    writer.close()
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs (a real full disk) needs root")
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_full_disk_refuses_requests_loses_none_it_acknowledged_and_heals(
+    tmp_path: Path,
+) -> None:
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        root = disk / "log"
+        writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=0.02)
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * 1_000_000)
+        acknowledged, refusals = [], 0
+        for i in range(20_000):
+            try:
+                acknowledged += writer.append(good(float(i), rows=20))
+            except LogUnavailable as exc:
+                assert "the request was not logged" in str(exc)
+                refusals += 1
+                if refusals >= 20:
+                    break
+        assert refusals >= 20 and len(acknowledged) > 1000
+        time.sleep(0.3)  # the flush thread keeps failing meanwhile
+        filler.unlink()  # space returns
+        deadline = time.monotonic() + 20
+        while not (writer.healthy and writer.status()["buffered_rows"] == 0):
+            assert time.monotonic() < deadline, writer.status()
+            time.sleep(0.05)
+        acknowledged += writer.append(good(-1.0))
+        writer.close()
+        assert not list(root.rglob(".tmp-*"))
+        logged = read_dataset(str(root), "predictions", "m")
+        assert not logged["request_id"].duplicated().any()
+        assert set(logged["request_id"]) == set(acknowledged)
+        assert len(list((root / "_journal" / "model=m").iterdir())) == 0
+
+
+def test_a_killed_writer_on_a_full_disk_is_recovered_without_loss(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        root = disk / "log"
+        writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * 300_000)
+        acknowledged = []
+        with pytest.raises(LogUnavailable, match="No space left"):
+            for i in range(100_000):
+                acknowledged += writer.append(good(float(i), rows=50))
+        with pytest.raises(OSError, match="No space left"):
+            writer.flush()
+        assert not list(root.rglob(".tmp-*"))
+        writer._closed = True  # killed: the journal stays, its lock goes
+        for segment in [writer._segment, *writer._unwritten]:
+            if segment is not None:
+                segment.close()
+        filler.unlink()
+        logged = read_dataset(str(root), "predictions", "m")
+        assert sorted(logged["request_id"]) == sorted(acknowledged)
+
+
+def write_segment(folder: Path, name: str, tables: list[pa.Table]) -> bytes:
+    data = b"".join(bytes(journal.encode_record(t)) for t in tables)
+    (folder / name).write_bytes(data)
+    return data
+
+
+def request(i: int) -> pa.Table:
+    stamp = pd.Timestamp.now(tz="UTC").value
+    return pa.table({"request_id": [f"r{i}-0"], "timestamp": pa.array([stamp], pa.timestamp(
+        "ns", tz="UTC")), "x": [float(i)], "prediction": [1.0]})  # fmt: skip
+
+
+class _Touch:
+    """A pickle that creates a file when loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_crafted_pickle_in_the_journal_runs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    evidence = tmp_path / "pwned"
+    payload = pickle.dumps(_Touch(evidence))
+    assert not evidence.exists()
+    old = folder / "wdeadx00000000-00000001.j1.v1.journal"
+    old.write_bytes(len(payload).to_bytes(8, "little") + payload)
+    disguised = folder / "wdeadx00000000-00000002.j2.v1.journal"
+    disguised.write_bytes(payload)
+    write_segment(folder, "wdeadx00000000-00000003.j2.v1.journal", [request(1)])
+    caplog.set_level(logging.WARNING)
+    PredictionLogWriter(str(root), "m", "1").close()  # writers recover on start
+    assert len(read_dataset(str(root), "predictions", "m")) == 1
+    assert not evidence.exists()
+    assert old.with_name(old.name + ".corrupt").read_bytes().endswith(payload)
+    assert disguised.with_name(disguised.name + ".corrupt").read_bytes() == payload
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(old.name in line and "format j1" in line for line in lines) == 1
+    assert sum(disguised.name in line and "damaged" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize("damage", ["payload", "length", "marker", "cut short"])
+def test_a_damaged_journal_record_is_set_aside_and_the_others_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    records = [bytes(journal.encode_record(request(i))) for i in range(5)]
+    broken = bytearray(records[2])
+    if damage == "payload":
+        broken[40] ^= 0xFF
+    elif damage == "length":
+        broken[5] ^= 0x10
+    elif damage == "marker":
+        broken[0:4] = b"XXXX"
+    else:
+        broken = broken[: len(broken) // 2]
+    segment = folder / "wdeadx00000000-00000001.j2.v4.journal"
+    segment.write_bytes(b"".join([*records[:2], bytes(broken), *records[3:]]))
+    caplog.set_level(logging.WARNING)
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == ["r0-0", "r1-0", "r3-0", "r4-0"]
+    assert set(logged["model_version"]) == {"4"}
+    assert (folder / (segment.name + ".corrupt")).read_bytes() == bytes(broken)
+    assert not segment.exists()
+    lines = [r.getMessage() for r in caplog.records if segment.name in r.getMessage()]
+    assert len(lines) == 1 and "4 intact records recovered" in lines[0]
+
+
+def test_a_truncated_parquet_file_is_moved_aside_and_the_rest_still_reads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    good_file = write_partition(str(root), "predictions", "m", pd.DataFrame({"x": [1.0, 2.0]}))
+    bad_file = Path(write_partition(str(root), "predictions", "m", pd.DataFrame({"x": [3.0]})))
+    bad_file.write_bytes(bad_file.read_bytes()[:-20])
+    caplog.set_level(logging.WARNING)
+    assert sorted(read_dataset(str(root), "predictions", "m")["x"]) == [1.0, 2.0]
+    assert sorted(read_dataset(str(root), "predictions", "m")["x"]) == [1.0, 2.0]
+    assert not bad_file.exists() and Path(good_file).exists()
+    moved = root / "_corrupt" / bad_file.relative_to(root)
+    assert moved.exists()
+    assert sum(bad_file.name in r.getMessage() for r in caplog.records) == 1
+    assert pd.read_parquet(root / "predictions").shape[0] == 2  # plain pandas reads it too
+
+
+def test_a_window_reads_only_the_days_it_overlaps(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1")
+    today_ids = writer.append(good(1.0, rows=3))
+    writer.close()
+    old = pd.DataFrame({"request_id": ["old-0"], "x": [5.0],
+                        "timestamp": [pd.Timestamp("2020-01-01 12:00", tz="UTC")]})  # fmt: skip
+    path = write_partition(str(root), "predictions", "m", old)  # goes to its timestamp's day
+    assert Path(path).parent.name == "date=2020-01-01"
+    trap = root / "predictions" / "model=m" / "date=2020-01-02" / "part-1-trap.parquet"
+    trap.parent.mkdir()
+    trap.write_bytes(b"not parquet: opening it would move it aside")
+    now = pd.Timestamp.now(tz="UTC")
+    window = read_dataset(str(root), "predictions", "m", start=now - pd.Timedelta(hours=1))
+    assert sorted(window["request_id"]) == sorted(today_ids)
+    assert trap.exists()  # never opened
+    day = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2020-01-01"),
+                       end=pd.Timestamp("2020-01-02"))  # fmt: skip
+    assert list(day["request_id"]) == ["old-0"] and trap.exists()
+    assert len(read_dataset(str(root), "predictions", "m")) == 4 and not trap.exists()
+
+
+def many_small_files(root: Path, files: int = 60) -> list[str]:
+    ids = []
+    for i in range(files):
+        writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+        frame = good(float(i), rows=1 + i % 4)
+        if i % 5 == 0:
+            frame = frame.assign(x=frame["x"].astype("int64"))  # int files among float ones
+        ids += writer.append(frame)
+        writer.close()
+    return ids
+
+
+def parquet_files(root: Path) -> list[Path]:
+    return [p for p in (root / "predictions").rglob("*.parquet") if not p.name.startswith(".")]
+
+
+def test_compaction_merges_a_days_files_into_one_with_the_same_rows(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    many_small_files(root)
+    before = read_dataset(str(root), "predictions", "m")
+    result = compact(str(root), "m")
+    assert (result.files_before, result.files_after, result.rows) == (60, 1, len(before))
+    assert len(parquet_files(root)) == 1
+    after = read_dataset(str(root), "predictions", "m")
+    key = ["request_id"]
+    pd.testing.assert_frame_equal(
+        before.sort_values(key).reset_index(drop=True),
+        after.sort_values(key).reset_index(drop=True),
+    )
+    assert compact(str(root), "m").files_after == 1  # nothing more to do
+
+
+def test_a_reader_during_compaction_never_sees_a_row_twice_or_misses_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "log"
+    expected = sorted(many_small_files(root))
+    real_merge = maintenance._merge
+    renamed = threading.Event()
+
+    def merge_then_pause(*args, **kwargs):
+        rows = real_merge(*args, **kwargs)
+        renamed.set()
+        time.sleep(0.5)  # compacted file visible, sources not yet deleted
+        return rows
+
+    monkeypatch.setattr(maintenance, "_merge", merge_then_pause)
+    seen, stop = [], threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(sorted(read_dataset(str(root), "predictions", "m")["request_id"]))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        compact(str(root), "m")
+    finally:
+        stop.set()
+        thread.join()
+    assert renamed.is_set() and len(seen) >= 3
+    assert all(ids == expected for ids in seen)
+
+
+def test_journal_recovery_after_compaction_writes_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "log"
+    ids = many_small_files(root, files=5)
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+    ids += writer.append(good(7.0, rows=2))
+    monkeypatch.setattr(journal.Segment, "remove", journal.Segment.close)
+    writer.flush()  # written, then the process dies before deleting its segment
+    writer._closed = True
+    writer._segment.close()
+    monkeypatch.undo()
+    result = compact(str(root), "m")
+    assert (result.files_before, result.files_after, result.left_for_later) == (6, 2, 1)
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert compact(str(root), "m").files_after == 1
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+
+
+def test_recover_is_quiet_and_idempotent_without_dead_writers(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+    writer.append(good(1.0))
+    assert recover(str(root), "m") == 0  # a live writer's journal is left alone
+    writer.close()
+    assert recover(str(root), "m") == 0
+
+
+def test_mm_log_status_and_compact(tmp_path: Path) -> None:
+    from conftest import SEED_LINEAR, mm, write_project
+
+    project = write_project(tmp_path, SEED_LINEAR)
+    root = tmp_path / "prediction_log"
+    for i in range(3):
+        writer = PredictionLogWriter(str(root), "tiny", "1", flush_seconds=3600)
+        writer.append(good(float(i), rows=2))
+        writer.close()
+    status = mm("log", "status", str(project), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "predictions: 6 rows in 3 files over 1 days" in status.stdout
+    assert "dead letters: 0" in status.stdout
+    result = mm("log", "compact", str(project), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "tiny: 3 files -> 1 (1 days compacted, 6 rows rewritten)" in result.stdout
+    assert (
+        "predictions: 6 rows in 1 files" in mm("log", "status", str(project), cwd=tmp_path).stdout
+    )
+    bad = mm("log", "compact", str(project), "--before", "yesterday", cwd=tmp_path)
+    assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr
+
+
+def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from mm_platform.serving.logstore import read_file
+
+    stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
+    path = tmp_path / "big.parquet"
+    pq.write_table(
+        pa.table({"timestamp": stamps, "x": range(300_000)}), path, row_group_size=65_536
+    )
+    start, end = pd.Timestamp("2026-01-02", tz="UTC"), pd.Timestamp("2026-01-02 01:00", tz="UTC")
+    parquet = pq.ParquetFile(path)
+    assert maintenance.logstore._row_groups_in(parquet, parquet.schema_arrow, start, end) == [1]
+    table = read_file(pa.fs.LocalFileSystem(), str(tmp_path), str(path), start, end)
+    assert table.num_rows == 3600 and table["x"][0].as_py() == 86_400
