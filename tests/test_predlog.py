@@ -428,3 +428,13 @@ def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) ->
     assert maintenance.logstore._row_groups_in(parquet, parquet.schema_arrow, start, end) == [1]
     table = read_file(pa.fs.LocalFileSystem(), str(tmp_path), str(path), start, end)
     assert table.num_rows == 3600 and table["x"][0].as_py() == 86_400
+
+
+def test_the_pyarrow_requirement_excludes_the_vulnerable_14_0_0() -> None:
+    """CVE-2023-47248: pyarrow 14.0.0 deserialises arbitrary code from IPC/Parquet files."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (pin,) = [Requirement(r) for r in project["project"]["dependencies"] if r.startswith("pyarrow")]
+    assert "14.0.0" not in pin.specifier and "14.0.1" in pin.specifier

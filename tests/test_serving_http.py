@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -112,6 +113,16 @@ def served(trained: tuple[Path, Path, dict]) -> Iterator[Served]:
         yield Served(url, folder, project, env, folder / "log")
     finally:
         stop(server)
+
+
+class Touch:
+    """A pickle that creates a file when it is loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -227,12 +238,25 @@ def test_labels_join_by_a_business_key_and_drift_reports_roc_auc(served: Served)
     assert answer.status_code == 200
     labels = rows[["customer_id", "churn"]]
     labels.to_csv(served.folder / "labels.csv", index=False)
+    # an attacker's pickle in the journal and a file cut short: set aside, never run or fatal
+    evidence = served.folder / "pwned"
+    payload = pickle.dumps(Touch(evidence))
+    journal = served.log / "_journal" / "model=churn"
+    crafted = journal / "wevilx00000000-00000001.j1.v1.journal"
+    crafted.write_bytes(len(payload).to_bytes(8, "little") + payload)
+    day = sorted((served.log / "predictions" / "model=churn").glob("date=*"))[-1]
+    truncated = day / "part-1-cut.parquet"
+    truncated.write_bytes(next(day.glob("part-*.parquet")).read_bytes()[:300])
     result = mm("labels", str(served.project), str(served.folder / "labels.csv"),
                 cwd=served.folder, env=served.env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "ingested 80 labels for churn" in result.stdout
+    assert not evidence.exists() and "Traceback" not in result.stderr
+    assert crafted.name in result.stderr and truncated.name in result.stderr
+    assert not truncated.exists() and not crafted.exists()
     drift = mm("drift", str(served.project), cwd=served.folder, env=served.env)
     assert drift.returncode in (0, 5), drift.stderr
+    assert not evidence.exists()
     client = MlflowClient(served.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("churn-monitoring")
     run = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])[0]
