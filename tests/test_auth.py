@@ -8,6 +8,9 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,22 @@ import requests
 from conftest import SEED_LINEAR, free_port, mm, write_project
 
 
-@pytest.mark.slow
-def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None:
+@dataclass
+class AuthServer:
+    """A running `mm server --auth` with users alice and bob (no permissions granted)."""
+
+    url: str
+    admin_pw: str
+    alice_pw: str
+    bob_pw: str
+    env: dict[str, str]  # the environment without MLFLOW_TRACKING_*
+    work: Path  # a folder to run mm in
+    banner: str
+
+
+@contextmanager
+def auth_server(tmp_path: Path) -> Iterator[AuthServer]:
     admin_pw, alice_pw, bob_pw = (f"pw-{secrets.token_hex(8)}" for _ in range(3))
-    wrong_pw = f"wrong-{secrets.token_hex(8)}"
     server_dir, work = tmp_path / "server", tmp_path / "work"
     server_dir.mkdir()
     work.mkdir()
@@ -31,17 +46,30 @@ def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None
         cwd=server_dir, env={**env, "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw},
         stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True,
     )  # fmt: skip
-    outputs: list[str] = []
     try:
         banner = server.stdout.readline()
         assert "basic auth" in banner, (tmp_path / "server.log").read_text()[-3000:]
-        assert requests.get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
-                            timeout=10).status_code == 401  # fmt: skip
         for user, password in (("alice", alice_pw), ("bob", bob_pw)):
             created = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10,
                                     json={"username": user, "password": password},
                                     auth=("admin", admin_pw))  # fmt: skip
             assert created.status_code == 200, created.text
+        yield AuthServer(url, admin_pw, alice_pw, bob_pw, env, work, banner)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        server_log.close()
+
+
+@pytest.mark.slow
+def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None:
+    wrong_pw = f"wrong-{secrets.token_hex(8)}"
+    outputs: list[str] = []
+    with auth_server(tmp_path) as served:
+        url, env, work = served.url, served.env, served.work
+        admin_pw, alice_pw, bob_pw = served.admin_pw, served.alice_pw, served.bob_pw
+        assert requests.get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
+                            timeout=10).status_code == 401  # fmt: skip
         project = write_project(work, SEED_LINEAR)
 
         def as_user(user: str, password: str, *args: str) -> subprocess.CompletedProcess:
@@ -81,10 +109,6 @@ def test_basic_auth_users_errors_and_no_password_at_rest(tmp_path: Path) -> None
             "user 'bob' lacks the permission to move @previous of model 'tiny' (403). Ask an "
             "admin of the server to grant it (MLflow's basic-auth permissions: READ, EDIT, MANAGE)"
         ), refused_move.value
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
-        server_log.close()
     # the passwords are nowhere: not in the store, the artifacts, the logs or our output
     secrets_ = [p.encode() for p in (admin_pw, alice_pw, bob_pw, wrong_pw)]
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -103,29 +127,12 @@ def test_no_password_printed_and_train_owns_the_monitoring_experiment(tmp_path: 
     """A password in MLFLOW_TRACKING_URI shows as alice:***@ in every output, and the model's
     writer owns `<project>-monitoring`: a read-only user's `mm drift` gets the one-line 403,
     it cannot take the experiment over and lock the writer out."""
-    admin_pw, alice_pw, bob_pw = (f"pw-{secrets.token_hex(8)}" for _ in range(3))
-    server_dir, work = tmp_path / "server", tmp_path / "work"
-    server_dir.mkdir()
-    work.mkdir()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-    server_log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mm_platform", "server", "--auth", "--port", str(port)],
-        cwd=server_dir, env={**env, "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw},
-        stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True,
-    )  # fmt: skip
     outputs: list[str] = []
-    try:
-        banner = server.stdout.readline()
-        outputs.append(banner)
-        assert "basic auth" in banner, (tmp_path / "server.log").read_text()[-3000:]
-        for user, password in (("alice", alice_pw), ("bob", bob_pw)):
-            created = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10,
-                                    json={"username": user, "password": password},
-                                    auth=("admin", admin_pw))  # fmt: skip
-            assert created.status_code == 200, created.text
+    with auth_server(tmp_path) as served:
+        url, env, work = served.url, served.env, served.work
+        alice_pw, bob_pw = served.alice_pw, served.bob_pw
+        port = url.rsplit(":", 1)[1]
+        outputs.append(served.banner)
         project = write_project(work, {**SEED_LINEAR, "serving": {"prediction_log": "log"}})
 
         def run(uri: str, *args: str, **credentials: str) -> subprocess.CompletedProcess:
@@ -170,13 +177,9 @@ def test_no_password_printed_and_train_owns_the_monitoring_experiment(tmp_path: 
             for name in ("tiny", "tiny-monitoring"):
                 experiment = client.get_experiment_by_name(name)
                 assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
-        server_log.close()
     outputs.append((tmp_path / "server.log").read_text())
     for text in outputs:
-        for secret in (admin_pw, alice_pw, bob_pw):
+        for secret in (served.admin_pw, alice_pw, bob_pw):
             assert secret not in text
 
 
