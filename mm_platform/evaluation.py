@@ -39,6 +39,11 @@ _SCORERS = {
 PROBA_PREFIX = "proba_"  # reference-sample column of one class's probability: proba_<class>
 
 
+def proba_column(label: Any) -> str:
+    """The column (reference sample, prediction log) of the probability of class `label`."""
+    return f"{PROBA_PREFIX}{label}"
+
+
 def positive_label(labels: Any) -> Any:
     """The positive class of a binary task: the larger of the sorted labels (sklearn's
     `classes_[1]`), or the only one when just one is present."""
@@ -142,10 +147,12 @@ def holdout_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dic
 
 
 def score_predictions(
-    task: str, y: Any, y_pred: Any, y_score: Any = None, prefix: str = "", pos_label: Any = None
-) -> dict[str, float]:
+    task: str, y: Any, y_pred: Any, y_score: Any = None, prefix: str = "", pos_label: Any = None,
+    classes: Any = None,
+) -> dict[str, float]:  # fmt: skip
     """The task's metrics from predictions (and class scores for ROC-AUC). Binary recall,
-    F1 and ROC-AUC score `pos_label`, by default the larger label seen in `y`/`y_pred`."""
+    F1 and ROC-AUC score `pos_label`, by default the larger label seen in `y`/`y_pred`;
+    multiclass ROC-AUC takes the score columns as `classes` (default: the labels in `y`)."""
     if task == "regression":
         out = {
             "rmse": float(np.sqrt(skm.mean_squared_error(y, y_pred))),
@@ -169,7 +176,9 @@ def score_predictions(
                 if task == "binary":
                     out["roc_auc"] = float(skm.roc_auc_score(y == pos_label, y_score))
                 else:
-                    out["roc_auc"] = float(skm.roc_auc_score(y, y_score, multi_class="ovr"))
+                    out["roc_auc"] = float(
+                        skm.roc_auc_score(y, y_score, multi_class="ovr", labels=classes)
+                    )
             except ValueError:  # one class only in y: ROC-AUC is undefined
                 pass
     return {f"{prefix}{k}": v for k, v in out.items()}

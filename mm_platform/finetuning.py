@@ -29,15 +29,21 @@ from mm_platform.catalog import METRICS
 from mm_platform.data import load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import (
+    PROBA_PREFIX,
     align_labels,
     class_scores,
     class_tags,
     model_classes,
     score_predictions,
 )
-from mm_platform.serving.batch import check_columns, labelled_production, read_table, target_name
+from mm_platform.serving.batch import (
+    conform_file,
+    input_spec,
+    labelled_production,
+    read_table,
+    target_name,
+)
 from mm_platform.serving.predlog import META
-from mm_platform.serving.scoring import PROBA_PREFIX
 from mm_platform.training import split_holdout
 
 if TYPE_CHECKING:
@@ -58,10 +64,11 @@ class FinetuneResult:
 
 
 def new_data(
-    project: Project, columns: list[str], *, data_path: Path | None, since: datetime | None,
-    log_root: str,
+    project: Project, schema: list[tuple[str, str]], *, data_path: Path | None,
+    since: datetime | None, log_root: str,
 ) -> tuple[pd.DataFrame, pd.Series, str]:  # fmt: skip
-    """The labelled rows to fine-tune on: a file, or production predictions joined with labels."""
+    """The labelled rows to fine-tune on: a file, or production predictions joined with
+    labels; features conformed to the model's signature (`schema`) as a served request is."""
     target = target_name(project)
     if data_path is not None:
         frame = read_table(data_path)
@@ -83,15 +90,9 @@ def new_data(
             )
         data_path = Path(log_root)
     y = frame[target]
-    # the log's own columns, and the ids it carries (a file may hold them too): not inputs
-    carried = [*META, "prediction", *project.features.drop]
-    logged = [c for c in frame.columns if c in carried or str(c).startswith(PROBA_PREFIX)]
-    X = check_columns(data_path, frame.drop(columns=[target, *logged]), columns)
-    for column in X.columns:
-        if not pd.api.types.is_numeric_dtype(X[column]) and column not in (
-            project.features.categorical
-        ):
-            raise DataError(f"{data_path}: column '{column}' is not numeric, as the model expects")
+    # the log's own columns are not inputs (ids and the target are accepted by conform)
+    made = [c for c in frame.columns if c in (*META, "prediction") or c.startswith(PROBA_PREFIX)]
+    X, _ = conform_file(data_path, frame.drop(columns=made), input_spec(project, schema))
     if y.isna().any():
         raise DataError(f"{data_path}: target '{target}' has {int(y.isna().sum())} missing values")
     return X.reset_index(drop=True), y.reset_index(drop=True), source
@@ -231,11 +232,12 @@ def finetune_project(
             f"{project.name} version {number} (the champion) is a compressed model; fine-tune "
             "a trained version (promote one, or mm train first)"
         )
-    parent = tracking.load_sklearn_model(tracking.verify_model_files(project.name, number))
-    columns = list(parent.named_steps["preprocess"].feature_names_in_)
+    files = tracking.verify_model_files(project.name, number)
+    parent = tracking.load_sklearn_model(files)
     X_new, y_new, source = new_data(
-        project, columns, data_path=data_path, since=since, log_root=log_root
-    )
+        project, tracking.input_schema(str(files)), data_path=data_path, since=since,
+        log_root=log_root,
+    )  # fmt: skip
     data = load_dataset(project)
     _, X_hold, _, y_hold = split_holdout(project, data)
     classes = model_classes(parent)

@@ -36,7 +36,6 @@ from mm_platform.config import (
 from mm_platform.data import LoadedData, load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.evaluation import (
-    PROBA_PREFIX,
     class_probabilities,
     class_scores,
     class_tags,
@@ -45,6 +44,7 @@ from mm_platform.evaluation import (
     holdout_metrics,
     latency_ms_per_1k_rows,
     model_classes,
+    proba_column,
 )
 from mm_platform.features import build_pipeline, n_engineered_features
 
@@ -841,7 +841,7 @@ def reference_sample(
         proba = class_probabilities(pipeline, X)
         if proba is not None:
             for j, label in enumerate(model_classes(pipeline) or []):
-                frame[f"{PROBA_PREFIX}{label}"] = proba[:, j].astype("float64")
+                frame[proba_column(label)] = proba[:, j].astype("float64")
     return frame
 
 

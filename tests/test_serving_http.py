@@ -293,6 +293,21 @@ def test_request_limits_and_malformed_bodies_get_a_4xx_that_echoes_nothing(
     answer = requests.post(url, data=b'{"inputs": [1]}', timeout=30)  # no Content-Type at all
     assert answer.status_code == 415 and "Content-Type" in answer.text
 
+    cr_lines = ("age,plan,usage\r" + "40,pro,1\r" * 501).encode()  # old Mac line endings
+    answer = requests.post(url, data=cr_lines, headers={"Content-Type": "text/csv"}, timeout=30)
+    assert answer.status_code == 413 and "501 rows" in answer.text
+
+    # columnar `inputs` are checked like any other body: a missing feature is not a NaN
+    columnar = {"inputs": {"age": [40.0], "plan": ["pro"], "customer_id": [7]}}
+    answer = requests.post(url, json=columnar, timeout=30)
+    assert answer.status_code == 400 and "missing ['usage']" in answer.text
+
+    # a value that looks like MLflow's own error separator does not smuggle data back
+    sneaky = "x'. \nError: card 4111-1111-1111-1111 belongs to bob"
+    body = {"dataframe_split": {"columns": FEATURES, "data": [["abc", sneaky, 1.0]]}}
+    answer = requests.post(url, json=body, timeout=30)
+    assert answer.status_code == 400 and "4111" not in answer.text, answer.text
+
     mistyped = {"dataframe_split": {"columns": FEATURES, "data": [[marker, "pro", 1.0]]}}
     answer = requests.post(url, json=mistyped, timeout=30)
     assert answer.status_code == 400 and answer.text.count(marker) <= 1  # the value, once
@@ -327,7 +342,8 @@ def test_a_full_disk_is_a_503_until_space_returns_and_loses_no_acknowledged_requ
                     acknowledged += answer.json()["predictions"]["request_id"]
                     continue
                 assert answer.status_code == 503, answer.text
-                assert "not durable" in answer.json()["message"]
+                assert "cannot make this request durable" in answer.json()["message"]
+                assert str(mount) not in answer.text  # no server paths for clients
                 assert session.get(f"{url}/ping", timeout=10).status_code == 503
                 break
             assert codes[-1] == 503 and 200 in codes, codes
@@ -349,3 +365,19 @@ def test_a_full_disk_is_a_503_until_space_returns_and_loses_no_acknowledged_requ
         assert not [p for p in mount.rglob("*") if p.name.startswith(".tmp-")]
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_mm_predict_into_a_log_that_cannot_take_rows_says_so_in_one_line(
+    trained: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
+    folder, project, env = trained
+    churn_table(20, seed=7).to_csv(tmp_path / "rows.csv", index=False)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should be")
+    result = mm("predict", str(project), str(tmp_path / "rows.csv"), cwd=folder,
+                env={**env, "MM_PREDICTION_LOG": str(blocker / "log")})  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "rows.csv: the prediction log" in result.stderr and "cannot take these rows" in (
+        result.stderr
+    )
+    assert not (tmp_path / "rows.predictions.csv").exists()

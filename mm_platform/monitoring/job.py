@@ -26,7 +26,7 @@ import pandas as pd
 from mm_platform.catalog import METRICS
 from mm_platform.config import monitoring_experiment
 from mm_platform.errors import DataError, MmError
-from mm_platform.evaluation import score_predictions
+from mm_platform.evaluation import PROBA_PREFIX, align_labels, score_predictions
 from mm_platform.serving.batch import (
     conform_file,
     input_spec,
@@ -35,7 +35,7 @@ from mm_platform.serving.batch import (
     target_name,
 )
 from mm_platform.serving.predlog import META, read_dataset
-from mm_platform.serving.scoring import PROBA_PREFIX, raw_model, score
+from mm_platform.serving.scoring import raw_model, score
 
 if TYPE_CHECKING:
     from mm_platform.config import Project
@@ -386,18 +386,37 @@ def _labelled(current: pd.DataFrame, reference: pd.DataFrame, target: str) -> pd
 def _scores(
     project: Project, rows: pd.DataFrame, reference: pd.DataFrame, target: str, prefix: str
 ) -> dict[str, float]:
-    """The task's metrics of labelled `rows`; ROC-AUC too where the rows and the reference
-    both hold the class probabilities (the reference's `proba_` columns give class order)."""
-    classes = [c for c in reference.columns if c.startswith(PROBA_PREFIX)]
-    y_score = None
-    if project.task != "regression" and classes and all(c in rows.columns for c in classes):
-        probabilities = rows[classes].to_numpy(dtype="float64")
-        if not np.isnan(probabilities).any():
-            y_score = probabilities[:, 1] if project.task == "binary" else probabilities
+    """The task's metrics of labelled `rows`, scored as training scored the model: the
+    reference's `proba_<class>` columns give the classes in the model's order (the positive
+    class of a binary task is the second), and ROC-AUC where `rows` hold them too."""
+    columns = [c for c in reference.columns if c.startswith(PROBA_PREFIX)]
+    classes = _classes(reference, target, columns)
+    y, y_pred, y_score, pos_label = rows[target], rows["prediction"], None, None
+    if classes is not None:
+        y, y_pred = align_labels(y, classes), align_labels(y_pred, classes)
+        pos_label = classes[1] if project.task == "binary" and len(classes) == 2 else None
+        if all(c in rows.columns for c in columns):
+            probabilities = rows[columns].to_numpy(dtype="float64")
+            if not np.isnan(probabilities).any():
+                y_score = probabilities[:, 1] if project.task == "binary" else probabilities
     try:
-        return score_predictions(project.task, rows[target], rows["prediction"], y_score, prefix)
+        return score_predictions(
+            project.task, y, y_pred, y_score, prefix, pos_label=pos_label, classes=classes
+        )
     except ValueError as exc:  # e.g. labels of a type the predictions cannot match
         raise DataError(f"{project.name}: cannot score the labelled rows: {exc}") from exc
+
+
+def _classes(reference: pd.DataFrame, target: str, columns: list[str]) -> list[Any] | None:
+    """The model's classes in its order, as labels of the reference's type, from the names
+    of its probability columns (None for a regressor or a reference without them)."""
+    if not columns:
+        return None
+    seen = {str(v): v for v in pd.unique(reference[[target, "prediction"]].to_numpy().ravel())}
+    classes = [seen.get(c[len(PROBA_PREFIX) :]) for c in columns]
+    if any(c is None for c in classes):
+        return None
+    return [c.item() if isinstance(c, np.generic) else c for c in classes]
 
 
 def _describe(result: DriftResult, performance: dict[str, float], project: Project) -> str:

@@ -81,21 +81,27 @@ def decode_json(body: bytes) -> dict[str, Any]:
 def body_rows(body: bytes, mime: str, parsed: Any) -> int:
     """Rows in a request body of any accepted type (CSV: lines less the header)."""
     if mime == "text/csv":
-        return max(body.count(b"\n") + (not body.endswith(b"\n")) - 1, 0)
+        # every line ending a reader accepts (\n, \r\n, a lone \r); quoted ones over-count
+        breaks = body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n")
+        return max(breaks + (not body.endswith((b"\n", b"\r"))) - 1, 0)
     if mime == "application/vnd.apache.parquet":
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_metadata(io.BytesIO(body)).num_rows
+            meta = pq.read_metadata(io.BytesIO(body))
         except Exception:  # not Parquet: MLflow's parser says so with a 400
             return 0
+        return sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     return count_rows(parsed)
 
 
-def clean_message(message: str) -> str:
-    """An MLflow error message without the request data it quotes, on one bounded line."""
-    if message.startswith("Failed to predict data") and "Error: " in message:
-        message = message.split("Error: ", 1)[1]
+def clean_message(exc: Any) -> str:
+    """An MLflow error's message for a client: the served model's own words where it gave
+    them (MLflow prefixes them with a repr of the request's data), else MLflow's without
+    the data it quotes; one bounded line."""
+    message = getattr(exc, "mm_message", None) or str(getattr(exc, "message", exc))
+    if message.startswith("Failed to predict data") and ". \nError: " in message:
+        message = message.rsplit(". \nError: ", 1)[1]  # the data can hold the separator too
     if "\nInput: " in message:
         message = message.split("\nInput: ", 1)[0]
     line = " ".join(message.split())
@@ -109,10 +115,12 @@ def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
+    from mm_platform.serving.scoring import raw_model
+
     app = scoring_server.init(model)
     ours = {"/invocations", "/ping", "/health"}
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in ours]
-    served = _served(model)
+    served = raw_model(model)
     if served is not None and hasattr(served, "writer"):
         app.router.on_shutdown.append(served.writer.close)
     input_schema = model.metadata.get_input_schema()
@@ -144,7 +152,7 @@ def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
             if exc.get_http_status_code() >= 500 or "unexpected error" in exc.message:
                 trace = getattr(exc, "json_kwargs", {}).get("stack_trace") or ""
                 _log.warning("scoring failed: %s\n%s", exc.message, trace)
-            return answer(exc.get_http_status_code(), clean_message(exc.message), exc.error_code)
+            return answer(exc.get_http_status_code(), clean_message(exc), exc.error_code)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             # raised while MLflow turns the payload into a frame (the model's own errors
             # come back as MlflowException); logged in case it was not the payload's fault
@@ -205,13 +213,6 @@ def _too_big(size: int, limit: int, at_least: bool = False) -> str:
         f"the body has {more}{size} bytes, over this server's limit of {limit} (--max-bytes); "
         "send the rows in several requests"
     )
-
-
-def _served(model: Any) -> Any:
-    try:
-        return model.get_raw_model()
-    except (NotImplementedError, AttributeError):
-        return None
 
 
 def _create() -> Any:

@@ -12,7 +12,12 @@ import pandas as pd
 
 from mm_platform.errors import DataError
 from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
-from mm_platform.serving.predlog import PredictionLogWriter, read_dataset, write_partition
+from mm_platform.serving.predlog import (
+    LogUnavailable,
+    PredictionLogWriter,
+    read_dataset,
+    write_partition,
+)
 from mm_platform.serving.scoring import log_record, raw_model, score
 
 if TYPE_CHECKING:
@@ -31,24 +36,6 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty") from exc
     except Exception as exc:
         raise DataError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from exc
-
-
-def check_columns(path: Path, frame: pd.DataFrame, expected: list[str]) -> pd.DataFrame:
-    """The frame's columns in the model's order; missing or extra columns are errors."""
-    missing = [c for c in expected if c not in frame.columns]
-    extra = [c for c in frame.columns if c not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing}")
-        if extra:
-            parts.append(f"not in the model {extra}")
-        raise DataError(
-            f"{path}: columns do not match the model's signature {expected}: {'; '.join(parts)}"
-        )
-    if len(frame) == 0:
-        raise DataError(f"{path}: no rows to score")
-    return frame[expected]
 
 
 def input_spec(project: Project, schema: list[tuple[str, str]]) -> InputSpec:
@@ -91,6 +78,11 @@ def predict_file(
     writer = PredictionLogWriter(log_root, project.name, version)
     try:
         request_ids = writer.append(record)
+    except LogUnavailable as exc:
+        raise DataError(
+            f"{path}: the prediction log {log_root} cannot take these rows ({exc.reason}); "
+            "nothing was scored into it: free space or fix the folder's permissions"
+        ) from exc
     finally:
         writer.close()
     output = output or path.with_name(f"{path.stem}.predictions.csv")

@@ -25,6 +25,18 @@ from mm_platform.serving.scoring import log_record, raw_model, score
 
 MONITOR_FILE = "monitor.json"
 
+NOT_DURABLE = (
+    "the prediction log cannot make this request durable right now (is its disk full?); "
+    "nothing was logged, retry later"
+)
+
+
+def _refusal(exc: Any, message: str) -> Any:
+    """`exc` carrying the message a client should see: MLflow's scoring server prefixes an
+    error with a repr of the request's data, which mm's app must not send back."""
+    exc.mm_message = message
+    return exc
+
 
 class MonitoredModel:
     """Scores with the inner model and records every request in the prediction log."""
@@ -48,22 +60,29 @@ class MonitoredModel:
         try:
             features, ids = conform(self._frame(model_input), self.spec)
         except InputError as exc:
-            raise MlflowException.invalid_parameter_value(str(exc)) from None
+            raise _refusal(MlflowException.invalid_parameter_value(str(exc)), str(exc)) from None
         scores = score(self.inner, self.raw, features)
         if not self._shutdown_hooked:
             self._hook_shutdown()
         record = log_record(features, ids, scores)
         try:
             request_ids = self.writer.append(record)
-        except LogUnavailable as exc:
-            raise MlflowException(str(exc), error_code=TEMPORARILY_UNAVAILABLE) from None
+        except LogUnavailable:
+            # the reason (with server paths) is in the server's log, written by the writer
+            # when it starts refusing; the client learns that nothing was logged
+            raise _refusal(
+                MlflowException(NOT_DURABLE, error_code=TEMPORARILY_UNAVAILABLE), NOT_DURABLE
+            ) from None
         return {**scores.response(), "request_id": request_ids}
 
     def _frame(self, model_input: Any) -> pd.DataFrame:
-        """Rows without column names (`instances` as lists) take the signature's order."""
+        """The request as a frame: named columns as sent (so that conform checks them),
+        rows without names (`instances` as lists) in the signature's order."""
         if isinstance(model_input, pd.DataFrame):
             return model_input
         try:
+            if isinstance(model_input, dict):  # columnar `inputs`: {"age": [...], ...}
+                return pd.DataFrame(model_input)
             return pd.DataFrame(model_input, columns=self.spec.columns)
         except (ValueError, TypeError) as exc:
             raise InputError(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-PROBA_PREFIX = "proba_"
+from mm_platform.evaluation import PROBA_PREFIX, class_probabilities, model_classes, proba_column
 
 
 @dataclass(frozen=True)
@@ -50,19 +50,6 @@ def raw_model(pyfunc_model: Any) -> Any:
         return None
 
 
-def classes_of(model: Any) -> list[Any] | None:
-    """The class labels of a classifier with probabilities, in `classes_` order."""
-    if model is None or not hasattr(model, "predict_proba"):
-        return None
-    classes = getattr(model, "classes_", None)
-    return None if classes is None else list(classes)
-
-
-def proba_column(label: Any) -> str:
-    """The log's column for the probability of class `label`."""
-    return f"{PROBA_PREFIX}{label}"
-
-
 def score(pyfunc_model: Any, raw: Any, features: pd.DataFrame) -> Scores:
     """Predictions of `features` (already conformed), with class probabilities when the
     model is a classifier that has them."""
@@ -70,12 +57,11 @@ def score(pyfunc_model: Any, raw: Any, features: pd.DataFrame) -> Scores:
     prediction = np.asarray(model.predict(features))
     if prediction.ndim > 1:
         prediction = prediction.reshape(len(prediction), -1)[:, 0]
-    classes = classes_of(raw)
-    if classes is None:
+    classes = model_classes(raw) if raw is not None else None
+    proba = class_probabilities(raw, features) if classes is not None else None
+    if proba is None:
         return Scores(prediction, None)
-    proba = np.asarray(raw.predict_proba(features), dtype="float64")
-    frame = pd.DataFrame(proba, columns=[proba_column(c) for c in classes])
-    return Scores(prediction, frame)
+    return Scores(prediction, pd.DataFrame(proba, columns=[proba_column(c) for c in classes]))
 
 
 def log_record(features: pd.DataFrame, ids: dict[str, np.ndarray], scores: Scores) -> pd.DataFrame:
