@@ -4,6 +4,7 @@ journal safety, compaction and window reads; against real files (and a real tmpf
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from mm_platform.serving import journal, maintenance
+from mm_platform.serving import journal, logstore, maintenance
 from mm_platform.serving.predlog import (
     LogUnavailable,
     PredictionLogWriter,
@@ -414,8 +416,6 @@ def test_mm_log_status_and_compact(tmp_path: Path) -> None:
 
 
 def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-
     from mm_platform.serving.logstore import read_file
 
     stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
@@ -438,3 +438,21 @@ def test_the_pyarrow_requirement_excludes_the_vulnerable_14_0_0() -> None:
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     (pin,) = [Requirement(r) for r in project["project"]["dependencies"] if r.startswith("pyarrow")]
     assert "14.0.0" not in pin.specifier and "14.0.1" in pin.specifier
+
+
+def truncated_parquet_error(tmp_path: Path) -> Exception:
+    path = tmp_path / "cut.parquet"
+    pq.write_table(pa.table({"x": [1.0]}), path)
+    path.write_bytes(path.read_bytes()[:-20])
+    try:
+        pq.read_table(path)
+    except Exception as exc:
+        return exc
+    raise AssertionError("a truncated file was read")
+
+
+def test_only_content_errors_count_as_damage_not_transient_io_errors(tmp_path: Path) -> None:
+    assert logstore.is_damage(truncated_parquet_error(tmp_path))
+    assert logstore.is_damage(OSError("Couldn't deserialize thrift: invalid TType"))
+    for code in (errno.EMFILE, errno.EIO, errno.ESTALE, errno.ETIMEDOUT):
+        assert not logstore.is_damage(OSError(code, os.strerror(code), "part-1.parquet"))

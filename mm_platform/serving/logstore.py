@@ -12,8 +12,9 @@ removed when the write fails) and then renamed into place: a visible file is who
 
 Compaction (see `maintenance`) merges a day's files into `part-<ns>-compacted-<hex>.parquet`,
 whose Parquet metadata names its sources; until the sources are deleted, readers skip
-those named by a compacted file they see. A file that cannot be read is moved under
-`_corrupt/` with one warning, and every other file is still read.
+those named by a compacted file they see. A file whose content cannot be read is moved
+under `_corrupt/` with one warning, and every other file is still read; an I/O error of
+the system (one with an errno) is raised instead, and moves nothing.
 """
 
 from __future__ import annotations
@@ -256,9 +257,9 @@ def read_file(
                 return parquet.read()
             table = parquet.read_row_groups(_row_groups_in(parquet, schema, start, end))
         return table.filter(time_filter)
-    except (FileNotFoundError, PermissionError):
-        raise
     except (pa.ArrowException, OSError) as exc:
+        if not is_damage(exc):
+            raise
         set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
         return None
 
@@ -308,6 +309,14 @@ def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether reading a file failed because of its content (set it aside), not because of
+    the system (EMFILE, EIO, ESTALE, a timeout: those carry an errno; the file is fine)."""
+    if isinstance(exc, OSError):
+        return exc.errno is None  # Arrow's own I/O errors, e.g. thrift deserialisation
+    return isinstance(exc, pa.ArrowException)
 
 
 def set_aside(fs: pafs.FileSystem, base: str, path: str, reason: str) -> None:

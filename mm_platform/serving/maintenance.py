@@ -109,9 +109,9 @@ def _schemas(fs, base: str, folder: str, names: list[str]) -> dict[str, pa.Schem
         try:
             with fs.open_input_file(path) as source:
                 schemas[name] = pq.read_schema(source).remove_metadata()
-        except FileNotFoundError:
-            raise
         except (pa.ArrowException, OSError) as exc:
+            if not logstore.is_damage(exc):
+                raise
             logstore.set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
     return schemas
 
