@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import threading
 import time
@@ -456,3 +457,66 @@ def test_only_content_errors_count_as_damage_not_transient_io_errors(tmp_path: P
     assert logstore.is_damage(OSError("Couldn't deserialize thrift: invalid TType"))
     for code in (errno.EMFILE, errno.EIO, errno.ESTALE, errno.ETIMEDOUT):
         assert not logstore.is_damage(OSError(code, os.strerror(code), "part-1.parquet"))
+
+
+def flushed_then_killed(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Path]:
+    """The ids of a writer that flushed one file and died before deleting its segment; the file."""
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+    ids = writer.append(good(1.0, rows=3))
+    monkeypatch.setattr(journal.Segment, "remove", journal.Segment.close)
+    writer.flush()
+    writer._closed = True
+    writer._segment.close()
+    monkeypatch.undo()
+    (flushed,) = parquet_files(root)
+    return ids, flushed
+
+
+@pytest.mark.parametrize("recovered_by", ["a reader", "a new writer"])
+def test_a_damaged_file_of_a_dead_writers_flush_is_set_aside_and_its_rows_recovered(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    recovered_by: str,
+) -> None:
+    root = tmp_path / "log"
+    ids, flushed = flushed_then_killed(root, monkeypatch)
+    flushed.write_bytes(flushed.read_bytes()[:-20])
+    caplog.set_level(logging.WARNING)
+    if recovered_by == "a new writer":
+        PredictionLogWriter(str(root), "m", "1").close()
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(ids)  # from the journal, once each
+    assert (root / "_corrupt" / flushed.relative_to(root)).exists()
+    assert sum(flushed.name in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_damaged_compacted_file_is_set_aside_and_its_remaining_sources_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    ids = many_small_files(root, files=4)
+    kept = tmp_path / "sources"
+    shutil.copytree(root / "predictions", kept)
+    compact(str(root), "m")
+    (compacted,) = parquet_files(root)
+    compacted.write_bytes(compacted.read_bytes()[:-20])
+    shutil.copytree(kept, root / "predictions", dirs_exist_ok=True)  # as if a run stopped early
+    caplog.set_level(logging.WARNING)
+    assert maintenance.inventory(str(root), "m").files["predictions"] == 4  # mm log status
+    assert (root / "_corrupt" / compacted.relative_to(root)).exists()
+    assert sum(compacted.name in r.getMessage() for r in caplog.records) == 1
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert compact(str(root), "m").files_after == 1
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+
+
+def test_a_damaged_compacted_file_blocks_neither_reads_nor_compaction(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    many_small_files(root, files=3)
+    compact(str(root), "m")
+    (compacted,) = parquet_files(root)
+    compacted.write_bytes(compacted.read_bytes()[:-20])
+    assert compact(str(root), "m").files_after == 0
+    assert read_dataset(str(root), "predictions", "m").empty
+    assert maintenance.inventory(str(root), "m").corrupt_files == 1

@@ -34,9 +34,10 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import LocalFileSystem
 
 from mm_platform.serving.deadletter import write_dead_letter
-from mm_platform.serving.logstore import days_of, model_folder, write_table
+from mm_platform.serving.logstore import days_of, is_damage, model_folder, set_aside, write_table
 from mm_platform.serving.records import schema_groups, with_model_columns
 
 log = logging.getLogger(__name__)
@@ -292,12 +293,19 @@ def _ids_flushed_since(root: str, model: str, writer: str, seq: int) -> set[str]
     """Request ids in files that `writer` flushed with segment `seq` or a later one.
 
     Compaction leaves these files alone while any segment up to theirs is in the journal,
-    so they are found by name.
+    so they are found by name. A damaged one is set aside and its ids are not counted: the
+    segment still holds them, so they are written again, once.
     """
-    folder = Path(model_folder(root, "predictions", model))
+    base = str(Path(root))
+    folder = Path(model_folder(base, "predictions", model))
     ids: set[str] = set()
     for path in folder.glob(f"date=*/part-*-{writer}-*.parquet"):
         tag = flush_tag(path.name)
         if tag is not None and tag[0] == writer and tag[1] >= seq:
-            ids.update(pq.read_table(path, columns=["request_id"]).column(0).to_pylist())
+            try:
+                ids.update(pq.read_table(path, columns=["request_id"]).column(0).to_pylist())
+            except (pa.ArrowException, OSError) as exc:
+                if not is_damage(exc):
+                    raise
+                set_aside(LocalFileSystem(), base, str(path), f"{type(exc).__name__}: {exc}")
     return ids

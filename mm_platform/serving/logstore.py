@@ -188,18 +188,37 @@ def sources_of(fs: pafs.FileSystem, path: str) -> set[str]:
         metadata = pq.read_schema(source).metadata or {}
     if SOURCES_KEY not in metadata:
         return set()
-    return set(json.loads(zlib.decompress(base64.b64decode(metadata[SOURCES_KEY]))))
+    try:
+        return set(json.loads(zlib.decompress(base64.b64decode(metadata[SOURCES_KEY]))))
+    except (ValueError, zlib.error) as exc:
+        raise pa.ArrowInvalid(f"{path}: its list of compacted sources is unreadable") from exc
 
 
-def visible_files(fs: pafs.FileSystem, folder: str) -> tuple[list[str], set[str]]:
-    """The partition's files to read (sources covered by a compacted file left out), and
-    the compacted files seen."""
+def compacted_sources(
+    fs: pafs.FileSystem, base: str, folder: str, names: Iterable[str]
+) -> dict[str, set[str]]:
+    """The sources of each readable compacted file among `names`. A damaged one is set
+    aside, so the sources it listed that still exist are read again as they are."""
+    found = {}
+    for name in filter(is_compacted, names):
+        path = f"{folder}/{name}"
+        try:
+            found[name] = sources_of(fs, path)
+        except (pa.ArrowException, OSError) as exc:
+            if not is_damage(exc):
+                raise
+            set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
+    return found
+
+
+def visible_files(fs: pafs.FileSystem, base: str, folder: str) -> tuple[list[str], set[str]]:
+    """The partition's files to read (sources covered by a compacted file left out, and
+    damaged compacted files set aside), and the compacted files read."""
     names = data_files(fs, folder)
-    compacted = {n for n in names if is_compacted(n)}
-    covered: set[str] = set()
-    for name in compacted:
-        covered |= sources_of(fs, f"{folder}/{name}")
-    return [n for n in names if n not in covered], compacted
+    sources = compacted_sources(fs, base, folder, names)
+    covered = set().union(*sources.values())
+    readable = [n for n in names if n in sources or not is_compacted(n)]
+    return [n for n in readable if n not in covered], set(sources)
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -230,7 +249,7 @@ def read_partition(
     """The rows of one day, each exactly once even while it is being compacted."""
     for _ in range(_RETRIES):
         try:
-            names, compacted = visible_files(fs, folder)
+            names, compacted = visible_files(fs, base, folder)
             tables = [read_file(fs, base, f"{folder}/{n}", start, end) for n in names]
         except FileNotFoundError:
             continue  # compacted (or set aside) while read: read the day again
