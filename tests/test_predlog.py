@@ -520,3 +520,54 @@ def test_a_damaged_compacted_file_blocks_neither_reads_nor_compaction(tmp_path: 
     assert compact(str(root), "m").files_after == 0
     assert read_dataset(str(root), "predictions", "m").empty
     assert maintenance.inventory(str(root), "m").corrupt_files == 1
+
+
+NOT_A_REQUEST = {
+    "no timestamp": pa.table({"request_id": ["bad-0"], "x": [1.0]}),
+    "no request_id": pa.table({"timestamp": pa.array([0], pa.timestamp("ns", tz="UTC"))}),
+    "request_id of ints": pa.table(
+        {"request_id": [7], "timestamp": pa.array([0], pa.timestamp("ns", tz="UTC"))}
+    ),
+    "timestamp of strings": pa.table({"request_id": ["bad-0"], "timestamp": ["today"]}),
+    "the two swapped": pa.table(
+        {"timestamp": pa.array([0], pa.timestamp("ns", tz="UTC")), "request_id": ["bad-0"]}
+    ),
+}
+
+
+@pytest.mark.parametrize("wrong", list(NOT_A_REQUEST))
+def test_a_journal_record_without_the_logs_own_columns_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, wrong: str
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    bad = bytes(journal.encode_record(NOT_A_REQUEST[wrong]))
+    segment = folder / "wdeadx00000000-00000001.j2.v1.journal"
+    segment.write_bytes(bytes(journal.encode_record(request(1))) + bad)
+    write_segment(folder, "wdeadx00000000-00000002.j2.v1.journal", [request(2)])
+    caplog.set_level(logging.WARNING)
+    PredictionLogWriter(str(root), "m", "1").close()  # writers recover on start
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == ["r1-0", "r2-0"]
+    assert (folder / (segment.name + ".corrupt")).read_bytes() == bad
+    assert list(folder.glob("*.journal")) == []
+    assert sum(segment.name in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_journal_segment_whose_recovery_fails_is_set_aside_and_the_others_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    first = request(1)
+    twice = first.append_column("timestamp", first.column("timestamp"))  # which one is it?
+    segment = folder / "wdeadx00000000-00000001.j2.v1.journal"
+    data = write_segment(folder, segment.name, [twice])
+    write_segment(folder, "wdeadx00000000-00000002.j2.v1.journal", [request(2)])
+    caplog.set_level(logging.WARNING)
+    assert list(read_dataset(str(root), "predictions", "m")["request_id"]) == ["r2-0"]
+    assert (folder / (segment.name + ".corrupt")).read_bytes() == data
+    assert list(folder.glob("*.journal")) == []
+    lines = [r.getMessage() for r in caplog.records if segment.name in r.getMessage()]
+    assert len(lines) == 1 and "cannot be recovered" in lines[0]

@@ -17,7 +17,10 @@ flock is free) is recovered by the next writer or reader of that model's log: it
 requests not already in a file of that writer tagged with its number or a later one are
 written, then it is deleted. A segment of another format (such as the pickled `j1`) is
 never decoded: it is renamed `.corrupt` with one warning; damaged records of a `j2`
-segment are kept, byte for byte, in `<segment>.corrupt`. Local log roots only.
+segment, and records that are not a request (whose first fields are not `request_id:
+string` and `timestamp: timestamp[ns, tz=UTC]`), are kept, byte for byte, in
+`<segment>.corrupt`. A segment whose recovery fails for any other reason than an I/O error
+is renamed `.corrupt` too, and the others are still recovered. Local log roots only.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pyarrow.fs import LocalFileSystem
 
 from mm_platform.serving.deadletter import write_dead_letter
 from mm_platform.serving.logstore import days_of, is_damage, model_folder, set_aside, write_table
-from mm_platform.serving.records import schema_groups, with_model_columns
+from mm_platform.serving.records import TIMESTAMP, schema_groups, with_model_columns
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ _SEGMENT_NAME = re.compile(
     r"^(?P<writer>[\w]+)-(?P<seq>\d+)\.(?P<fmt>\w+)\.v(?P<version>.+)\.journal$"
 )
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions()  # given, so writing one reads no environment
+_OWN_NAMES = ["request_id", "timestamp"]  # the first fields of every request record
+_OWN_TYPES = [pa.string(), TIMESTAMP]
 _TAGGED_FILE = re.compile(r"^part-\d+-(?P<writer>\w+)-(?P<seq>\d+)\.parquet$")
 
 
@@ -110,6 +115,8 @@ def _record_at(data: bytes, offset: int) -> tuple[pa.Table | None, int]:
         return None, end
     if any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
         return None, end  # plain data only: an extension type could name code to run
+    if table.schema.types[:2] != _OWN_TYPES or table.schema.names[:2] != _OWN_NAMES:
+        return None, end  # not a request record: recovery relies on these two first
     return table, end
 
 
@@ -242,11 +249,28 @@ def _recover_segment(root: str, model: str, path: Path) -> int:
                 aside.name,
             )
             return 0
-        rows = _replay(root, model, path, match)
+        try:
+            rows = _replay(root, model, path, match)
+        except OSError:
+            raise  # the system's, not the segment's: a later recovery retries it
+        except Exception as exc:  # anything else about this segment must not block the rest
+            _set_aside_segment(path, f"{type(exc).__name__}: {exc}")
+            return 0
         path.unlink()
         return rows
     finally:
         os.close(fd)
+
+
+def _set_aside_segment(path: Path, reason: str) -> None:
+    aside = path.with_name(path.name + ".corrupt")
+    path.rename(aside)
+    log.warning(
+        "prediction log: journal segment %s cannot be recovered (%s); renamed %s",
+        path,
+        reason,
+        aside.name,
+    )
 
 
 def _replay(root: str, model: str, path: Path, match: re.Match[str]) -> int:
