@@ -571,3 +571,31 @@ def test_a_journal_segment_whose_recovery_fails_is_set_aside_and_the_others_reco
     assert list(folder.glob("*.journal")) == []
     lines = [r.getMessage() for r in caplog.records if segment.name in r.getMessage()]
     assert len(lines) == 1 and "cannot be recovered" in lines[0]
+
+
+def test_a_record_parquet_refuses_sends_only_itself_to_the_dead_letters(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+    frames = [good(float(i)) for i in range(5)]
+    frames.insert(3, good(9.0).assign(y=[{}]))  # Arrow takes an empty struct, Parquet does not
+    ids = [writer.append(frame) for frame in frames]  # one schema once merged
+    writer.flush()
+    assert writer.status()["dead_letters"] == 1
+    writer.close()
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(i for k, r in enumerate(ids) if k != 3 for i in r)
+    assert [letter["request_ids"] for letter in dead_letters(root)] == [ids[3]]
+
+
+def test_recovery_sends_only_the_record_parquet_refuses_to_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    tables = [request(i) for i in range(5)]
+    tables.insert(3, request(9).append_column("y", pa.array([{}], pa.struct([]))))
+    write_segment(folder, "wdeadx00000000-00000001.j2.v1.journal", tables)
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == [f"r{i}-0" for i in range(5)]
+    assert [letter["request_ids"] for letter in dead_letters(root)] == [["r9-0"]]

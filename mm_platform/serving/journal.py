@@ -40,8 +40,8 @@ import pyarrow.parquet as pq
 from pyarrow.fs import LocalFileSystem
 
 from mm_platform.serving.deadletter import write_dead_letter
-from mm_platform.serving.logstore import days_of, is_damage, model_folder, set_aside, write_table
-from mm_platform.serving.records import TIMESTAMP, schema_groups, with_model_columns
+from mm_platform.serving.logstore import is_damage, model_folder, set_aside, write_requests
+from mm_platform.serving.records import TIMESTAMP
 
 log = logging.getLogger(__name__)
 
@@ -282,23 +282,20 @@ def _replay(root: str, model: str, path: Path, match: re.Match[str]) -> int:
         tables = [t for t in tables if t.column("request_id")[0].as_py() not in done]
     rows = 0
     name = f"{writer}-{seq:08d}"
-    for _indices, group in schema_groups(tables):
-        table = with_model_columns(group, model, match["version"])
-        for day, part in days_of(table):
-            try:
-                write_table(root, "predictions", model, part, day=day, tag=name)
-            except (pa.ArrowException, ValueError) as exc:  # cannot be Parquet: dead letter
-                ids = part.column("request_id").to_pylist()
-                write_dead_letter(root, model, f"recovered-{name}", str(exc), part, ids)
-                log.warning(
-                    "prediction log: %d recovered rows of %s cannot be written (%s); "
-                    "kept as dead letters",
-                    len(ids),
-                    path.name,
-                    exc,
-                )
-                continue
+    for part, exc in write_requests(root, model, match["version"], tables, tag=name):
+        if isinstance(exc, OSError):
+            raise exc  # the segment stays; a later recovery skips what is written already
+        if exc is None:
             rows += part.num_rows
+            continue
+        ids = part.column("request_id").to_pylist()  # one request Parquet refuses
+        write_dead_letter(root, model, f"recovered-{name}", str(exc), part, ids)
+        log.warning(
+            "prediction log: a recovered request of %s cannot be written (%s); "
+            "kept as a dead letter",
+            path.name,
+            exc,
+        )
     if damaged:
         aside = path.with_name(path.name + ".corrupt")
         aside.write_bytes(damaged)

@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mm_platform.serving.records import TIMESTAMP
+from mm_platform.serving.records import TIMESTAMP, schema_groups, with_model_columns
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,60 @@ def write_partition(root: str, kind: str, model: str, frame: Any, *, tag: str = 
     return [write_table(root, kind, model, part, day=day, tag=tag) for day, part in days_of(table)][
         -1
     ]
+
+
+WriteFile = Callable[..., str]  # write_table's signature: (root, kind, model, table, *, day, tag)
+
+
+def write_requests(
+    root: str,
+    model: str,
+    version: str,
+    requests: list[pa.Table],
+    *,
+    tag: str,
+    write: WriteFile = write_table,
+) -> Iterator[tuple[pa.Table, Exception | None]]:
+    """Write request records as predictions with `write`, one file per schema and day;
+    yield each part with None once written, else with its error. An OSError comes with the
+    part as it was (retry it later); when Parquet refuses a part of several requests, they
+    are written one by one, so a refusal comes with one request alone and spoils no other."""
+    for indices, group in schema_groups(requests):
+        for day, part in days_of(with_model_columns(group, model, version)):
+            try:
+                write(root, "predictions", model, part, day=day, tag=tag)
+            except OSError as exc:
+                yield part, exc
+            except (pa.ArrowException, ValueError) as exc:
+                if len(indices) == 1:
+                    yield part, exc
+                else:
+                    alone = [requests[i] for i in indices]
+                    yield from _write_one_by_one(root, model, version, alone, day, tag, write)
+            else:
+                yield part, None
+
+
+def _write_one_by_one(
+    root: str,
+    model: str,
+    version: str,
+    requests: list[pa.Table],
+    day: str,
+    tag: str,
+    write: WriteFile,
+) -> Iterator[tuple[pa.Table, Exception | None]]:
+    """`write_requests` of each request's rows of `day` in a file of its own."""
+    for request in requests:
+        for request_day, part in days_of(with_model_columns(request, model, version)):
+            if request_day != day:
+                continue  # written (or not) with the other parts of its group
+            try:
+                write(root, "predictions", model, part, day=day, tag=tag)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                yield part, exc
+            else:
+                yield part, None
 
 
 def days_of(table: pa.Table) -> list[tuple[str, pa.Table]]:
