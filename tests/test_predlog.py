@@ -288,7 +288,8 @@ def test_a_window_reads_only_the_days_it_overlaps(tmp_path: Path) -> None:
                         "timestamp": [pd.Timestamp("2020-01-01 12:00", tz="UTC")]})  # fmt: skip
     path = write_partition(str(root), "predictions", "m", old)  # goes to its timestamp's day
     assert Path(path).parent.name == "date=2020-01-01"
-    trap = root / "predictions" / "model=m" / "date=2020-01-02" / "part-1-trap.parquet"
+    # two days after the day window below (a window also reads the day after it)
+    trap = root / "predictions" / "model=m" / "date=2020-01-03" / "part-1-trap.parquet"
     trap.parent.mkdir()
     trap.write_bytes(b"not parquet: opening it would move it aside")
     now = pd.Timestamp.now(tz="UTC")
@@ -599,3 +600,17 @@ def test_recovery_sends_only_the_record_parquet_refuses_to_the_dead_letters(
     logged = read_dataset(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == [f"r{i}-0" for i in range(5)]
     assert [letter["request_ids"] for letter in dead_letters(root)] == [["r9-0"]]
+
+
+def test_a_window_finds_rows_an_old_writer_stored_under_the_next_day(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    late = pd.DataFrame({"request_id": ["late-0"], "x": [1.0],
+                         "timestamp": [pd.Timestamp("2026-03-01 23:59:59", tz="UTC")]})  # fmt: skip
+    folder = root / "predictions" / "model=m" / "date=2026-03-02"  # the day it was written
+    folder.mkdir(parents=True)
+    late.to_parquet(folder / "part-1-old.parquet", index=False)
+    day = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-01"),
+                       end=pd.Timestamp("2026-03-02"))  # fmt: skip
+    assert list(day["request_id"]) == ["late-0"]
+    after = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-02"))
+    assert after.empty  # the time filter keeps it out of the next day's window

@@ -7,8 +7,9 @@ readable with plain pyarrow or pandas as a hive-partitioned dataset:
     labels/model=<name>/date=<YYYY-MM-DD>/part-<ns>-<tag>.parquet
 
 A prediction's `date` is the UTC day of its timestamp, so a window reads only the days it
-overlaps. Every file is written under a hidden name (".tmp-...", skipped by readers and
-removed when the write fails) and then renamed into place: a visible file is whole.
+overlaps (and the day after: older writers filed rows under the day they wrote them).
+Every file is written under a hidden name (".tmp-...", skipped by readers and removed
+when the write fails) and then renamed into place: a visible file is whole.
 
 Compaction (see `maintenance`) merges a day's files into `part-<ns>-compacted-<hex>.parquet`,
 whose Parquet metadata names its sources; until the sources are deleted, readers skip
@@ -288,7 +289,11 @@ def read_log(
     """
     fs, base = filesystem(root)
     tables: list[pa.Table] = []
-    for _day, folder in partitions(fs, model_folder(base, kind, model), start, end):
+    # the day after the window too: writers before the partition-by-timestamp change put a
+    # file under the day it was written (recovery under the day of recovery), so rows
+    # stamped late on the last day may be there; the scan's time filter drops the others
+    listed_end = None if end is None else utc(end) + pd.Timedelta(days=1)
+    for _day, folder in partitions(fs, model_folder(base, kind, model), start, listed_end):
         tables += read_partition(fs, base, folder, start, end)
     if not tables:
         return pd.DataFrame()
