@@ -614,3 +614,25 @@ def test_a_window_finds_rows_an_old_writer_stored_under_the_next_day(tmp_path: P
     assert list(day["request_id"]) == ["late-0"]
     after = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-02"))
     assert after.empty  # the time filter keeps it out of the next day's window
+
+
+def test_a_read_of_some_columns_returns_only_them_with_nulls_where_a_file_lacks_one(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "log"
+    now = pd.Timestamp.now(tz="UTC")
+    with_label = {"request_id": ["a"], "timestamp": [now], "x": [1.0], "label": ["yes"]}
+    write_partition(str(root), "predictions", "m", pd.DataFrame(with_label))
+    without = {"request_id": ["b"], "timestamp": [now], "x": [2.0]}
+    write_partition(str(root), "predictions", "m", pd.DataFrame(without))
+    window = {"start": now - pd.Timedelta(hours=1), "end": now + pd.Timedelta(hours=1)}
+    for bounds in ({}, window):  # a window reads the timestamp for its filter, yet drops it
+        frame = read_dataset(str(root), "predictions", "m", columns=["label", "request_id"],
+                             **bounds)  # fmt: skip
+        assert list(frame.columns) == ["label", "request_id"]
+        labels = dict(zip(frame["request_id"], frame["label"], strict=True))
+        assert labels["a"] == "yes" and pd.isna(labels["b"])
+    everything = read_dataset(str(root), "predictions", "m")
+    assert sorted(everything.columns) == ["label", "request_id", "timestamp", "x"]
+    empty = read_dataset(str(root), "labels", "m", columns=["request_id", "label"])
+    assert empty.empty and list(empty.columns) == ["request_id", "label"]

@@ -280,9 +280,15 @@ def visible_files(fs: pafs.FileSystem, base: str, folder: str) -> tuple[list[str
 
 
 def read_log(
-    root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
+    root: str,
+    kind: str,
+    model: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows of dataset `kind` for `model` with timestamps in [start, end) when given.
+    """Rows of dataset `kind` for `model` with timestamps in [start, end) when given; only
+    `columns` when given (in that order; null where a file lacks one).
 
     Only the days overlapping the window are listed, and the time filter is applied in
     the Parquet scan. This writes nothing, except moving a damaged file under `_corrupt/`.
@@ -294,22 +300,29 @@ def read_log(
     # stamped late on the last day may be there; the scan's time filter drops the others
     listed_end = None if end is None else utc(end) + pd.Timedelta(days=1)
     for _day, folder in partitions(fs, model_folder(base, kind, model), start, listed_end):
-        tables += read_partition(fs, base, folder, start, end)
+        tables += read_partition(fs, base, folder, start, end, columns)
     if not tables:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=columns)
     frame = _to_pandas(tables)
+    if columns is not None:
+        return frame.reindex(columns=columns).reset_index(drop=True)
     frame = frame.drop(columns=[c for c in ("date",) if c in frame.columns])
     return frame.reset_index(drop=True)
 
 
 def read_partition(
-    fs: pafs.FileSystem, base: str, folder: str, start: datetime | None, end: datetime | None
+    fs: pafs.FileSystem,
+    base: str,
+    folder: str,
+    start: datetime | None,
+    end: datetime | None,
+    columns: list[str] | None = None,
 ) -> list[pa.Table]:
     """The rows of one day, each exactly once even while it is being compacted."""
     for _ in range(_RETRIES):
         try:
             names, compacted = visible_files(fs, base, folder)
-            tables = [read_file(fs, base, f"{folder}/{n}", start, end) for n in names]
+            tables = [read_file(fs, base, f"{folder}/{n}", start, end, columns) for n in names]
         except FileNotFoundError:
             continue  # compacted (or set aside) while read: read the day again
         if compacted >= {n for n in data_files(fs, folder) if is_compacted(n)}:
@@ -320,9 +333,15 @@ def read_partition(
 
 
 def read_file(
-    fs: pafs.FileSystem, base: str, path: str, start: datetime | None, end: datetime | None
+    fs: pafs.FileSystem,
+    base: str,
+    path: str,
+    start: datetime | None,
+    end: datetime | None,
+    columns: list[str] | None = None,
 ) -> pa.Table | None:
-    """One file's rows in [start, end); None when it is damaged (it is moved aside).
+    """One file's rows in [start, end), of those of `columns` it has (all when None); None
+    when it is damaged (it is moved aside).
 
     Row groups whose timestamp statistics lie outside the window are not read.
     """
@@ -331,10 +350,15 @@ def read_file(
             parquet = pq.ParquetFile(source)
             schema = parquet.schema_arrow
             time_filter = _time_filter(schema, start, end)
+            wanted = None if columns is None else [n for n in schema.names if n in columns]
             if time_filter is None:
-                return parquet.read()
-            table = parquet.read_row_groups(_row_groups_in(parquet, schema, start, end))
-        return table.filter(time_filter)
+                return parquet.read(columns=wanted)
+            if wanted is not None and "timestamp" not in wanted:
+                wanted.append("timestamp")  # the filter's, dropped after it
+            groups = _row_groups_in(parquet, schema, start, end)
+            table = parquet.read_row_groups(groups, columns=wanted)
+        table = table.filter(time_filter)
+        return table if columns is None else table.select([n for n in wanted if n in columns])
     except (pa.ArrowException, OSError) as exc:
         if not is_damage(exc):
             raise

@@ -68,9 +68,16 @@ class LogUnavailable(Exception):
 
 
 def read_dataset(
-    root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
+    root: str,
+    kind: str,
+    model: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
-    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given).
+    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given),
+    with only `columns` when given: a frame of exactly those, in that order, null where a
+    file lacks one; only they are read from the files.
 
     For predictions, the journals of killed writers are recovered into the log first (that
     writes: their acknowledged requests are part of the log); the read itself writes
@@ -78,7 +85,7 @@ def read_dataset(
     """
     if kind == "predictions":
         recover(root, model)
-    return read_log(root, kind, model, start, end)
+    return read_log(root, kind, model, start, end, columns)
 
 
 class PredictionLogWriter:
