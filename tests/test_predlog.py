@@ -636,3 +636,31 @@ def test_a_read_of_some_columns_returns_only_them_with_nulls_where_a_file_lacks_
     assert sorted(everything.columns) == ["label", "request_id", "timestamp", "x"]
     empty = read_dataset(str(root), "labels", "m", columns=["request_id", "label"])
     assert empty.empty and list(empty.columns) == ["request_id", "label"]
+
+
+def test_a_writer_that_flushes_and_dies_as_compaction_starts_is_left_for_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "log"
+    ids = many_small_files(root, files=3)
+    list_day = maintenance.logstore.data_files
+    started = []
+
+    def a_writer_flushes_and_dies_first(fs, folder):  # an injected pause, filled by a writer
+        if not started:  # compaction has started and is about to list the day
+            started.append(True)
+            writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+            ids.extend(writer.append(good(5.0, rows=2)))
+            with monkeypatch.context() as patch:
+                patch.setattr(journal.Segment, "remove", journal.Segment.close)
+                writer.flush()  # written, then the process dies before deleting its segment
+            writer._closed = True
+            writer._segment.close()
+        return list_day(fs, folder)
+
+    monkeypatch.setattr(maintenance.logstore, "data_files", a_writer_flushes_and_dies_first)
+    result = compact(str(root), "m")
+    monkeypatch.undo()
+    assert (result.files_before, result.files_after, result.left_for_later) == (4, 2, 1)
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(ids)  # none twice

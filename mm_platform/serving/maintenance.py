@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -53,17 +53,25 @@ def compact(
     end = None if before is None else datetime.fromisoformat(str(before))
     result = CompactResult()
     with _compaction_lock(root, model):
-        pending = open_segments(root, model) if kind == "predictions" else {}
         folder = logstore.model_folder(base, kind, model)
         for _day, path in logstore.partitions(fs, folder, None, end):
-            _compact_day(fs, base, path, pending, result)
+            _compact_day(fs, base, path, lambda: _open_segments(root, model, kind), result)
     return result
 
 
+def _open_segments(root: str, model: str, kind: str) -> dict[str, int]:
+    return open_segments(root, model) if kind == "predictions" else {}
+
+
 def _compact_day(
-    fs, base: str, folder: str, pending: dict[str, int], result: CompactResult
+    fs, base: str, folder: str, pending_now: Callable[[], dict[str, int]], result: CompactResult
 ) -> None:
     listed = logstore.data_files(fs, folder)
+    # the journal is read after the day's files are: a listed file whose flush has not yet
+    # deleted its segment is then seen pending. Read before, a writer starting in between
+    # could write a file, die, and have it merged; recovery, finding no file of that tag,
+    # would write its rows again
+    pending = pending_now()
     sources = logstore.compacted_sources(fs, base, folder, listed)  # damaged ones set aside
     listed = [n for n in listed if n in sources or not logstore.is_compacted(n)]
     covered = set().union(*sources.values())
