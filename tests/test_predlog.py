@@ -664,3 +664,35 @@ def test_a_writer_that_flushes_and_dies_as_compaction_starts_is_left_for_recover
     assert (result.files_before, result.files_after, result.left_for_later) == (4, 2, 1)
     logged = read_dataset(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(ids)  # none twice
+
+
+def test_a_journal_short_of_room_for_the_refused_record_stays_unhealthy_until_it_has_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        root = disk / "log"
+        writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=0.02)
+        try:
+            free = os.statvfs(disk)
+            filler = disk / "filler"
+            filler.write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 60_000))
+            big = good(1.0, rows=4_000)  # about 270 kB in the journal
+            caplog.set_level(logging.WARNING)
+            with pytest.raises(LogUnavailable, match="No space left"):
+                writer.append(big)
+            deadline = time.monotonic() + 1  # some 50 flush-thread rounds
+            while time.monotonic() < deadline:
+                assert not writer.healthy, "healthy while a record of that size cannot fit"
+                time.sleep(0.01)
+            filler.unlink()
+            deadline = time.monotonic() + 5
+            while not writer.healthy:
+                assert time.monotonic() < deadline, writer.status()
+                time.sleep(0.02)
+            ids = writer.append(big)
+        finally:
+            writer.close()
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("refusing requests (503)" in line for line in lines) == 1
+        assert sum("the journal works again" in line for line in lines) == 1
+        assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)

@@ -26,6 +26,7 @@ is renamed `.corrupt` too, and the others are still recovered. Local log roots o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -157,6 +158,20 @@ class Segment:
         self.size += total
         if record is not PROBE:
             self.records += 1
+
+    def reserve(self, nbytes: int) -> None:
+        """Check that `nbytes` more fit: allocate them after the end, then give them back.
+        Raises OSError when they do not. Where the filesystem cannot allocate ahead, a
+        probe record is appended instead (a weaker check: it needs one block at most)."""
+        try:
+            os.posix_fallocate(self.fd, self.size, max(nbytes, 1))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
+                raise
+            self.append(PROBE)
+            return
+        finally:
+            self._cut_back()
 
     def _cut_back(self) -> None:
         """Remove a partial record (recovery would set its bytes aside if this fails)."""

@@ -23,7 +23,6 @@ import pyarrow as pa
 
 from mm_platform.serving.deadletter import write_dead_letter
 from mm_platform.serving.journal import (
-    PROBE,
     Record,
     Segment,
     encode_record,
@@ -57,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_HEAL_MARGIN = 64 * 2**10  # bytes free beyond twice the refused record, to call it healed
 
 
 class LogUnavailable(Exception):
@@ -130,6 +131,7 @@ class PredictionLogWriter:
         self._segment: Segment | None = None
         self._unwritten: list[Segment] = []  # older segments whose records are buffered
         self._journal_error: str | None = None
+        self._journal_needs = 0  # bytes of the largest record the failing journal refused
         self._write_error: str | None = None
         self._dead_letters = 0
         self._dead_logged = 0.0
@@ -162,8 +164,7 @@ class PredictionLogWriter:
         except OSError as exc:
             self._segment = None
             self._journal_failed(f"cannot open a journal segment in {self._folder}: {exc}")
-            return
-        self._journal_ok()
+        # an empty file is no proof that records fit again: _heal_journal decides that
 
     # --- the request path -------------------------------------------------------------------
 
@@ -214,20 +215,24 @@ class PredictionLogWriter:
         try:
             self._segment.append(record)
         except OSError as exc:
-            self._journal_failed(f"journal write to {self._segment.path} failed: {exc}")
+            reason = f"journal write to {self._segment.path} failed: {exc}"
+            self._journal_failed(reason, record.nbytes)
             raise LogUnavailable(self._journal_error or str(exc)) from exc
         if self._journal_error is not None:
             self._journal_ok()
 
-    def _journal_failed(self, reason: str) -> None:
+    def _journal_failed(self, reason: str, needed: int = 0) -> None:
+        """Refuse records until the journal has room for `needed` bytes again (lock held)."""
         if self._journal_error is None:
             log.warning("prediction log: %s; refusing requests (503) until it works again", reason)
         self._journal_error = reason
+        self._journal_needs = max(self._journal_needs, needed)
 
     def _journal_ok(self) -> None:
         if self._journal_error is not None:
             log.warning("prediction log: the journal works again; accepting requests")
         self._journal_error = None
+        self._journal_needs = 0
 
     def _dead_letter(self, reason: str, data: Any, ids: list[str]) -> None:
         try:
@@ -350,18 +355,29 @@ class PredictionLogWriter:
                 self._write_error = None
 
     def _heal_journal(self) -> None:
-        """Reopen or probe a failed journal, so the writer recovers without traffic."""
+        """Reopen a failed journal and check it has room again for the record it refused,
+        so the writer recovers without traffic (and says healthy only when it has)."""
         with self._lock:
             if self._folder is None or self._closed or self._journal_error is None:
                 return
             if self._segment is None:
                 self._open_segment()
-                return
-            try:
-                self._segment.append(PROBE)  # a record of no request, skipped by recovery
-            except OSError:
-                return
-            self._journal_ok()
+            if self._segment is not None and self._has_room(self._journal_needs):
+                self._journal_ok()
+
+    def _has_room(self, nbytes: int) -> bool:
+        """Whether a record of `nbytes` fits in the journal now, with a margin: a file's
+        last block takes a small probe on a full disk, so free space is asked for, and
+        then allocated for real (and given back)."""
+        assert self._folder is not None and self._segment is not None
+        try:
+            disk = os.statvfs(self._folder)
+            if disk.f_bavail * disk.f_frsize < 2 * nbytes + _HEAL_MARGIN:
+                return False
+            self._segment.reserve(nbytes)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent). What cannot be written now
