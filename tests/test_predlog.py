@@ -4,10 +4,12 @@ journal safety, compaction and window reads; against real files (and a real tmpf
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import threading
 import time
@@ -15,9 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from mm_platform.serving import journal, maintenance
+from mm_platform.serving import journal, logstore, maintenance
 from mm_platform.serving.predlog import (
     LogUnavailable,
     PredictionLogWriter,
@@ -285,7 +288,8 @@ def test_a_window_reads_only_the_days_it_overlaps(tmp_path: Path) -> None:
                         "timestamp": [pd.Timestamp("2020-01-01 12:00", tz="UTC")]})  # fmt: skip
     path = write_partition(str(root), "predictions", "m", old)  # goes to its timestamp's day
     assert Path(path).parent.name == "date=2020-01-01"
-    trap = root / "predictions" / "model=m" / "date=2020-01-02" / "part-1-trap.parquet"
+    # two days after the day window below (a window also reads the day after it)
+    trap = root / "predictions" / "model=m" / "date=2020-01-03" / "part-1-trap.parquet"
     trap.parent.mkdir()
     trap.write_bytes(b"not parquet: opening it would move it aside")
     now = pd.Timestamp.now(tz="UTC")
@@ -414,8 +418,6 @@ def test_mm_log_status_and_compact(tmp_path: Path) -> None:
 
 
 def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-
     from mm_platform.serving.logstore import read_file
 
     stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
@@ -438,3 +440,259 @@ def test_the_pyarrow_requirement_excludes_the_vulnerable_14_0_0() -> None:
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     (pin,) = [Requirement(r) for r in project["project"]["dependencies"] if r.startswith("pyarrow")]
     assert "14.0.0" not in pin.specifier and "14.0.1" in pin.specifier
+
+
+def truncated_parquet_error(tmp_path: Path) -> Exception:
+    path = tmp_path / "cut.parquet"
+    pq.write_table(pa.table({"x": [1.0]}), path)
+    path.write_bytes(path.read_bytes()[:-20])
+    try:
+        pq.read_table(path)
+    except Exception as exc:
+        return exc
+    raise AssertionError("a truncated file was read")
+
+
+def test_only_content_errors_count_as_damage_not_transient_io_errors(tmp_path: Path) -> None:
+    assert logstore.is_damage(truncated_parquet_error(tmp_path))
+    assert logstore.is_damage(OSError("Couldn't deserialize thrift: invalid TType"))
+    for code in (errno.EMFILE, errno.EIO, errno.ESTALE, errno.ETIMEDOUT):
+        assert not logstore.is_damage(OSError(code, os.strerror(code), "part-1.parquet"))
+
+
+def flushed_then_killed(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Path]:
+    """The ids of a writer that flushed one file and died before deleting its segment; the file."""
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+    ids = writer.append(good(1.0, rows=3))
+    monkeypatch.setattr(journal.Segment, "remove", journal.Segment.close)
+    writer.flush()
+    writer._closed = True
+    writer._segment.close()
+    monkeypatch.undo()
+    (flushed,) = parquet_files(root)
+    return ids, flushed
+
+
+@pytest.mark.parametrize("recovered_by", ["a reader", "a new writer"])
+def test_a_damaged_file_of_a_dead_writers_flush_is_set_aside_and_its_rows_recovered(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    recovered_by: str,
+) -> None:
+    root = tmp_path / "log"
+    ids, flushed = flushed_then_killed(root, monkeypatch)
+    flushed.write_bytes(flushed.read_bytes()[:-20])
+    caplog.set_level(logging.WARNING)
+    if recovered_by == "a new writer":
+        PredictionLogWriter(str(root), "m", "1").close()
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(ids)  # from the journal, once each
+    assert (root / "_corrupt" / flushed.relative_to(root)).exists()
+    assert sum(flushed.name in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_damaged_compacted_file_is_set_aside_and_its_remaining_sources_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    ids = many_small_files(root, files=4)
+    kept = tmp_path / "sources"
+    shutil.copytree(root / "predictions", kept)
+    compact(str(root), "m")
+    (compacted,) = parquet_files(root)
+    compacted.write_bytes(compacted.read_bytes()[:-20])
+    shutil.copytree(kept, root / "predictions", dirs_exist_ok=True)  # as if a run stopped early
+    caplog.set_level(logging.WARNING)
+    assert maintenance.inventory(str(root), "m").files["predictions"] == 4  # mm log status
+    assert (root / "_corrupt" / compacted.relative_to(root)).exists()
+    assert sum(compacted.name in r.getMessage() for r in caplog.records) == 1
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert compact(str(root), "m").files_after == 1
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+
+
+def test_a_damaged_compacted_file_blocks_neither_reads_nor_compaction(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    many_small_files(root, files=3)
+    compact(str(root), "m")
+    (compacted,) = parquet_files(root)
+    compacted.write_bytes(compacted.read_bytes()[:-20])
+    assert compact(str(root), "m").files_after == 0
+    assert read_dataset(str(root), "predictions", "m").empty
+    assert maintenance.inventory(str(root), "m").corrupt_files == 1
+
+
+NOT_A_REQUEST = {
+    "no timestamp": pa.table({"request_id": ["bad-0"], "x": [1.0]}),
+    "no request_id": pa.table({"timestamp": pa.array([0], pa.timestamp("ns", tz="UTC"))}),
+    "request_id of ints": pa.table(
+        {"request_id": [7], "timestamp": pa.array([0], pa.timestamp("ns", tz="UTC"))}
+    ),
+    "timestamp of strings": pa.table({"request_id": ["bad-0"], "timestamp": ["today"]}),
+    "the two swapped": pa.table(
+        {"timestamp": pa.array([0], pa.timestamp("ns", tz="UTC")), "request_id": ["bad-0"]}
+    ),
+}
+
+
+@pytest.mark.parametrize("wrong", list(NOT_A_REQUEST))
+def test_a_journal_record_without_the_logs_own_columns_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, wrong: str
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    bad = bytes(journal.encode_record(NOT_A_REQUEST[wrong]))
+    segment = folder / "wdeadx00000000-00000001.j2.v1.journal"
+    segment.write_bytes(bytes(journal.encode_record(request(1))) + bad)
+    write_segment(folder, "wdeadx00000000-00000002.j2.v1.journal", [request(2)])
+    caplog.set_level(logging.WARNING)
+    PredictionLogWriter(str(root), "m", "1").close()  # writers recover on start
+    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == ["r1-0", "r2-0"]
+    assert (folder / (segment.name + ".corrupt")).read_bytes() == bad
+    assert list(folder.glob("*.journal")) == []
+    assert sum(segment.name in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_journal_segment_whose_recovery_fails_is_set_aside_and_the_others_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    first = request(1)
+    twice = first.append_column("timestamp", first.column("timestamp"))  # which one is it?
+    segment = folder / "wdeadx00000000-00000001.j2.v1.journal"
+    data = write_segment(folder, segment.name, [twice])
+    write_segment(folder, "wdeadx00000000-00000002.j2.v1.journal", [request(2)])
+    caplog.set_level(logging.WARNING)
+    assert list(read_dataset(str(root), "predictions", "m")["request_id"]) == ["r2-0"]
+    assert (folder / (segment.name + ".corrupt")).read_bytes() == data
+    assert list(folder.glob("*.journal")) == []
+    lines = [r.getMessage() for r in caplog.records if segment.name in r.getMessage()]
+    assert len(lines) == 1 and "cannot be recovered" in lines[0]
+
+
+def test_a_record_parquet_refuses_sends_only_itself_to_the_dead_letters(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+    frames = [good(float(i)) for i in range(5)]
+    frames.insert(3, good(9.0).assign(y=[{}]))  # Arrow takes an empty struct, Parquet does not
+    ids = [writer.append(frame) for frame in frames]  # one schema once merged
+    writer.flush()
+    assert writer.status()["dead_letters"] == 1
+    writer.close()
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(i for k, r in enumerate(ids) if k != 3 for i in r)
+    assert [letter["request_ids"] for letter in dead_letters(root)] == [ids[3]]
+
+
+def test_recovery_sends_only_the_record_parquet_refuses_to_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    tables = [request(i) for i in range(5)]
+    tables.insert(3, request(9).append_column("y", pa.array([{}], pa.struct([]))))
+    write_segment(folder, "wdeadx00000000-00000001.j2.v1.journal", tables)
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == [f"r{i}-0" for i in range(5)]
+    assert [letter["request_ids"] for letter in dead_letters(root)] == [["r9-0"]]
+
+
+def test_a_window_finds_rows_an_old_writer_stored_under_the_next_day(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    late = pd.DataFrame({"request_id": ["late-0"], "x": [1.0],
+                         "timestamp": [pd.Timestamp("2026-03-01 23:59:59", tz="UTC")]})  # fmt: skip
+    folder = root / "predictions" / "model=m" / "date=2026-03-02"  # the day it was written
+    folder.mkdir(parents=True)
+    late.to_parquet(folder / "part-1-old.parquet", index=False)
+    day = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-01"),
+                       end=pd.Timestamp("2026-03-02"))  # fmt: skip
+    assert list(day["request_id"]) == ["late-0"]
+    after = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-02"))
+    assert after.empty  # the time filter keeps it out of the next day's window
+
+
+def test_a_read_of_some_columns_returns_only_them_with_nulls_where_a_file_lacks_one(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "log"
+    now = pd.Timestamp.now(tz="UTC")
+    with_label = {"request_id": ["a"], "timestamp": [now], "x": [1.0], "label": ["yes"]}
+    write_partition(str(root), "predictions", "m", pd.DataFrame(with_label))
+    without = {"request_id": ["b"], "timestamp": [now], "x": [2.0]}
+    write_partition(str(root), "predictions", "m", pd.DataFrame(without))
+    window = {"start": now - pd.Timedelta(hours=1), "end": now + pd.Timedelta(hours=1)}
+    for bounds in ({}, window):  # a window reads the timestamp for its filter, yet drops it
+        frame = read_dataset(str(root), "predictions", "m", columns=["label", "request_id"],
+                             **bounds)  # fmt: skip
+        assert list(frame.columns) == ["label", "request_id"]
+        labels = dict(zip(frame["request_id"], frame["label"], strict=True))
+        assert labels["a"] == "yes" and pd.isna(labels["b"])
+    everything = read_dataset(str(root), "predictions", "m")
+    assert sorted(everything.columns) == ["label", "request_id", "timestamp", "x"]
+    empty = read_dataset(str(root), "labels", "m", columns=["request_id", "label"])
+    assert empty.empty and list(empty.columns) == ["request_id", "label"]
+
+
+def test_a_writer_that_flushes_and_dies_as_compaction_starts_is_left_for_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "log"
+    ids = many_small_files(root, files=3)
+    list_day = maintenance.logstore.data_files
+    started = []
+
+    def a_writer_flushes_and_dies_first(fs, folder):  # an injected pause, filled by a writer
+        if not started:  # compaction has started and is about to list the day
+            started.append(True)
+            writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=3600)
+            ids.extend(writer.append(good(5.0, rows=2)))
+            with monkeypatch.context() as patch:
+                patch.setattr(journal.Segment, "remove", journal.Segment.close)
+                writer.flush()  # written, then the process dies before deleting its segment
+            writer._closed = True
+            writer._segment.close()
+        return list_day(fs, folder)
+
+    monkeypatch.setattr(maintenance.logstore, "data_files", a_writer_flushes_and_dies_first)
+    result = compact(str(root), "m")
+    monkeypatch.undo()
+    assert (result.files_before, result.files_after, result.left_for_later) == (4, 2, 1)
+    logged = read_dataset(str(root), "predictions", "m")
+    assert sorted(logged["request_id"]) == sorted(ids)  # none twice
+
+
+def test_a_journal_short_of_room_for_the_refused_record_stays_unhealthy_until_it_has_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        root = disk / "log"
+        writer = PredictionLogWriter(str(root), "m", "1", flush_seconds=0.02)
+        try:
+            free = os.statvfs(disk)
+            filler = disk / "filler"
+            filler.write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 60_000))
+            big = good(1.0, rows=4_000)  # about 270 kB in the journal
+            caplog.set_level(logging.WARNING)
+            with pytest.raises(LogUnavailable, match="No space left"):
+                writer.append(big)
+            deadline = time.monotonic() + 1  # some 50 flush-thread rounds
+            while time.monotonic() < deadline:
+                assert not writer.healthy, "healthy while a record of that size cannot fit"
+                time.sleep(0.01)
+            filler.unlink()
+            deadline = time.monotonic() + 5
+            while not writer.healthy:
+                assert time.monotonic() < deadline, writer.status()
+                time.sleep(0.02)
+            ids = writer.append(big)
+        finally:
+            writer.close()
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("refusing requests (503)" in line for line in lines) == 1
+        assert sum("the journal works again" in line for line in lines) == 1
+        assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)

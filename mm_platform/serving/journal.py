@@ -17,12 +17,16 @@ flock is free) is recovered by the next writer or reader of that model's log: it
 requests not already in a file of that writer tagged with its number or a later one are
 written, then it is deleted. A segment of another format (such as the pickled `j1`) is
 never decoded: it is renamed `.corrupt` with one warning; damaged records of a `j2`
-segment are kept, byte for byte, in `<segment>.corrupt`. Local log roots only.
+segment, and records that are not a request (whose first fields are not `request_id:
+string` and `timestamp: timestamp[ns, tz=UTC]`), are kept, byte for byte, in
+`<segment>.corrupt`. A segment whose recovery fails for any other reason than an I/O error
+is renamed `.corrupt` too, and the others are still recovered. Local log roots only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -34,10 +38,11 @@ from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import LocalFileSystem
 
 from mm_platform.serving.deadletter import write_dead_letter
-from mm_platform.serving.logstore import days_of, model_folder, write_table
-from mm_platform.serving.records import schema_groups, with_model_columns
+from mm_platform.serving.logstore import is_damage, model_folder, set_aside, write_requests
+from mm_platform.serving.records import TIMESTAMP
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ _SEGMENT_NAME = re.compile(
     r"^(?P<writer>[\w]+)-(?P<seq>\d+)\.(?P<fmt>\w+)\.v(?P<version>.+)\.journal$"
 )
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions()  # given, so writing one reads no environment
+_OWN_NAMES = ["request_id", "timestamp"]  # the first fields of every request record
+_OWN_TYPES = [pa.string(), TIMESTAMP]
 _TAGGED_FILE = re.compile(r"^part-\d+-(?P<writer>\w+)-(?P<seq>\d+)\.parquet$")
 
 
@@ -109,6 +116,8 @@ def _record_at(data: bytes, offset: int) -> tuple[pa.Table | None, int]:
         return None, end
     if any(isinstance(f.type, pa.ExtensionType) for f in table.schema):
         return None, end  # plain data only: an extension type could name code to run
+    if table.schema.types[:2] != _OWN_TYPES or table.schema.names[:2] != _OWN_NAMES:
+        return None, end  # not a request record: recovery relies on these two first
     return table, end
 
 
@@ -149,6 +158,20 @@ class Segment:
         self.size += total
         if record is not PROBE:
             self.records += 1
+
+    def reserve(self, nbytes: int) -> None:
+        """Check that `nbytes` more fit: allocate them after the end, then give them back.
+        Raises OSError when they do not. Where the filesystem cannot allocate ahead, a
+        probe record is appended instead (a weaker check: it needs one block at most)."""
+        try:
+            os.posix_fallocate(self.fd, self.size, max(nbytes, 1))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
+                raise
+            self.append(PROBE)
+            return
+        finally:
+            self._cut_back()
 
     def _cut_back(self) -> None:
         """Remove a partial record (recovery would set its bytes aside if this fails)."""
@@ -241,11 +264,28 @@ def _recover_segment(root: str, model: str, path: Path) -> int:
                 aside.name,
             )
             return 0
-        rows = _replay(root, model, path, match)
+        try:
+            rows = _replay(root, model, path, match)
+        except OSError:
+            raise  # the system's, not the segment's: a later recovery retries it
+        except Exception as exc:  # anything else about this segment must not block the rest
+            _set_aside_segment(path, f"{type(exc).__name__}: {exc}")
+            return 0
         path.unlink()
         return rows
     finally:
         os.close(fd)
+
+
+def _set_aside_segment(path: Path, reason: str) -> None:
+    aside = path.with_name(path.name + ".corrupt")
+    path.rename(aside)
+    log.warning(
+        "prediction log: journal segment %s cannot be recovered (%s); renamed %s",
+        path,
+        reason,
+        aside.name,
+    )
 
 
 def _replay(root: str, model: str, path: Path, match: re.Match[str]) -> int:
@@ -257,23 +297,20 @@ def _replay(root: str, model: str, path: Path, match: re.Match[str]) -> int:
         tables = [t for t in tables if t.column("request_id")[0].as_py() not in done]
     rows = 0
     name = f"{writer}-{seq:08d}"
-    for _indices, group in schema_groups(tables):
-        table = with_model_columns(group, model, match["version"])
-        for day, part in days_of(table):
-            try:
-                write_table(root, "predictions", model, part, day=day, tag=name)
-            except (pa.ArrowException, ValueError) as exc:  # cannot be Parquet: dead letter
-                ids = part.column("request_id").to_pylist()
-                write_dead_letter(root, model, f"recovered-{name}", str(exc), part, ids)
-                log.warning(
-                    "prediction log: %d recovered rows of %s cannot be written (%s); "
-                    "kept as dead letters",
-                    len(ids),
-                    path.name,
-                    exc,
-                )
-                continue
+    for part, exc in write_requests(root, model, match["version"], tables, tag=name):
+        if isinstance(exc, OSError):
+            raise exc  # the segment stays; a later recovery skips what is written already
+        if exc is None:
             rows += part.num_rows
+            continue
+        ids = part.column("request_id").to_pylist()  # one request Parquet refuses
+        write_dead_letter(root, model, f"recovered-{name}", str(exc), part, ids)
+        log.warning(
+            "prediction log: a recovered request of %s cannot be written (%s); "
+            "kept as a dead letter",
+            path.name,
+            exc,
+        )
     if damaged:
         aside = path.with_name(path.name + ".corrupt")
         aside.write_bytes(damaged)
@@ -292,12 +329,19 @@ def _ids_flushed_since(root: str, model: str, writer: str, seq: int) -> set[str]
     """Request ids in files that `writer` flushed with segment `seq` or a later one.
 
     Compaction leaves these files alone while any segment up to theirs is in the journal,
-    so they are found by name.
+    so they are found by name. A damaged one is set aside and its ids are not counted: the
+    segment still holds them, so they are written again, once.
     """
-    folder = Path(model_folder(root, "predictions", model))
+    base = str(Path(root))
+    folder = Path(model_folder(base, "predictions", model))
     ids: set[str] = set()
     for path in folder.glob(f"date=*/part-*-{writer}-*.parquet"):
         tag = flush_tag(path.name)
         if tag is not None and tag[0] == writer and tag[1] >= seq:
-            ids.update(pq.read_table(path, columns=["request_id"]).column(0).to_pylist())
+            try:
+                ids.update(pq.read_table(path, columns=["request_id"]).column(0).to_pylist())
+            except (pa.ArrowException, OSError) as exc:
+                if not is_damage(exc):
+                    raise
+                set_aside(LocalFileSystem(), base, str(path), f"{type(exc).__name__}: {exc}")
     return ids

@@ -7,13 +7,15 @@ readable with plain pyarrow or pandas as a hive-partitioned dataset:
     labels/model=<name>/date=<YYYY-MM-DD>/part-<ns>-<tag>.parquet
 
 A prediction's `date` is the UTC day of its timestamp, so a window reads only the days it
-overlaps. Every file is written under a hidden name (".tmp-...", skipped by readers and
-removed when the write fails) and then renamed into place: a visible file is whole.
+overlaps (and the day after: older writers filed rows under the day they wrote them).
+Every file is written under a hidden name (".tmp-...", skipped by readers and removed
+when the write fails) and then renamed into place: a visible file is whole.
 
 Compaction (see `maintenance`) merges a day's files into `part-<ns>-compacted-<hex>.parquet`,
 whose Parquet metadata names its sources; until the sources are deleted, readers skip
-those named by a compacted file they see. A file that cannot be read is moved under
-`_corrupt/` with one warning, and every other file is still read.
+those named by a compacted file they see. A file whose content cannot be read is moved
+under `_corrupt/` with one warning, and every other file is still read; an I/O error of
+the system (one with an errno) is raised instead, and moves nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mm_platform.serving.records import TIMESTAMP
+from mm_platform.serving.records import TIMESTAMP, schema_groups, with_model_columns
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,60 @@ def write_partition(root: str, kind: str, model: str, frame: Any, *, tag: str = 
     ]
 
 
+WriteFile = Callable[..., str]  # write_table's signature: (root, kind, model, table, *, day, tag)
+
+
+def write_requests(
+    root: str,
+    model: str,
+    version: str,
+    requests: list[pa.Table],
+    *,
+    tag: str,
+    write: WriteFile = write_table,
+) -> Iterator[tuple[pa.Table, Exception | None]]:
+    """Write request records as predictions with `write`, one file per schema and day;
+    yield each part with None once written, else with its error. An OSError comes with the
+    part as it was (retry it later); when Parquet refuses a part of several requests, they
+    are written one by one, so a refusal comes with one request alone and spoils no other."""
+    for indices, group in schema_groups(requests):
+        for day, part in days_of(with_model_columns(group, model, version)):
+            try:
+                write(root, "predictions", model, part, day=day, tag=tag)
+            except OSError as exc:
+                yield part, exc
+            except (pa.ArrowException, ValueError) as exc:
+                if len(indices) == 1:
+                    yield part, exc
+                else:
+                    alone = [requests[i] for i in indices]
+                    yield from _write_one_by_one(root, model, version, alone, day, tag, write)
+            else:
+                yield part, None
+
+
+def _write_one_by_one(
+    root: str,
+    model: str,
+    version: str,
+    requests: list[pa.Table],
+    day: str,
+    tag: str,
+    write: WriteFile,
+) -> Iterator[tuple[pa.Table, Exception | None]]:
+    """`write_requests` of each request's rows of `day` in a file of its own."""
+    for request in requests:
+        for request_day, part in days_of(with_model_columns(request, model, version)):
+            if request_day != day:
+                continue  # written (or not) with the other parts of its group
+            try:
+                write(root, "predictions", model, part, day=day, tag=tag)
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                yield part, exc
+            else:
+                yield part, None
+
+
 def days_of(table: pa.Table) -> list[tuple[str, pa.Table]]:
     """`table` split by the UTC day of its timestamps (almost always one day)."""
     days = table.column("timestamp").to_numpy().astype("datetime64[D]")
@@ -187,50 +243,86 @@ def sources_of(fs: pafs.FileSystem, path: str) -> set[str]:
         metadata = pq.read_schema(source).metadata or {}
     if SOURCES_KEY not in metadata:
         return set()
-    return set(json.loads(zlib.decompress(base64.b64decode(metadata[SOURCES_KEY]))))
+    try:
+        return set(json.loads(zlib.decompress(base64.b64decode(metadata[SOURCES_KEY]))))
+    except (ValueError, zlib.error) as exc:
+        raise pa.ArrowInvalid(f"{path}: its list of compacted sources is unreadable") from exc
 
 
-def visible_files(fs: pafs.FileSystem, folder: str) -> tuple[list[str], set[str]]:
-    """The partition's files to read (sources covered by a compacted file left out), and
-    the compacted files seen."""
+def compacted_sources(
+    fs: pafs.FileSystem, base: str, folder: str, names: Iterable[str]
+) -> dict[str, set[str]]:
+    """The sources of each readable compacted file among `names`. A damaged one is set
+    aside, so the sources it listed that still exist are read again as they are."""
+    found = {}
+    for name in filter(is_compacted, names):
+        path = f"{folder}/{name}"
+        try:
+            found[name] = sources_of(fs, path)
+        except (pa.ArrowException, OSError) as exc:
+            if not is_damage(exc):
+                raise
+            set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
+    return found
+
+
+def visible_files(fs: pafs.FileSystem, base: str, folder: str) -> tuple[list[str], set[str]]:
+    """The partition's files to read (sources covered by a compacted file left out, and
+    damaged compacted files set aside), and the compacted files read."""
     names = data_files(fs, folder)
-    compacted = {n for n in names if is_compacted(n)}
-    covered: set[str] = set()
-    for name in compacted:
-        covered |= sources_of(fs, f"{folder}/{name}")
-    return [n for n in names if n not in covered], compacted
+    sources = compacted_sources(fs, base, folder, names)
+    covered = set().union(*sources.values())
+    readable = [n for n in names if n in sources or not is_compacted(n)]
+    return [n for n in readable if n not in covered], set(sources)
 
 
 # --- reading ----------------------------------------------------------------------------------
 
 
 def read_log(
-    root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
+    root: str,
+    kind: str,
+    model: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows of dataset `kind` for `model` with timestamps in [start, end) when given.
+    """Rows of dataset `kind` for `model` with timestamps in [start, end) when given; only
+    `columns` when given (in that order; null where a file lacks one).
 
     Only the days overlapping the window are listed, and the time filter is applied in
     the Parquet scan. This writes nothing, except moving a damaged file under `_corrupt/`.
     """
     fs, base = filesystem(root)
     tables: list[pa.Table] = []
-    for _day, folder in partitions(fs, model_folder(base, kind, model), start, end):
-        tables += read_partition(fs, base, folder, start, end)
+    # the day after the window too: writers before the partition-by-timestamp change put a
+    # file under the day it was written (recovery under the day of recovery), so rows
+    # stamped late on the last day may be there; the scan's time filter drops the others
+    listed_end = None if end is None else utc(end) + pd.Timedelta(days=1)
+    for _day, folder in partitions(fs, model_folder(base, kind, model), start, listed_end):
+        tables += read_partition(fs, base, folder, start, end, columns)
     if not tables:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=columns)
     frame = _to_pandas(tables)
+    if columns is not None:
+        return frame.reindex(columns=columns).reset_index(drop=True)
     frame = frame.drop(columns=[c for c in ("date",) if c in frame.columns])
     return frame.reset_index(drop=True)
 
 
 def read_partition(
-    fs: pafs.FileSystem, base: str, folder: str, start: datetime | None, end: datetime | None
+    fs: pafs.FileSystem,
+    base: str,
+    folder: str,
+    start: datetime | None,
+    end: datetime | None,
+    columns: list[str] | None = None,
 ) -> list[pa.Table]:
     """The rows of one day, each exactly once even while it is being compacted."""
     for _ in range(_RETRIES):
         try:
-            names, compacted = visible_files(fs, folder)
-            tables = [read_file(fs, base, f"{folder}/{n}", start, end) for n in names]
+            names, compacted = visible_files(fs, base, folder)
+            tables = [read_file(fs, base, f"{folder}/{n}", start, end, columns) for n in names]
         except FileNotFoundError:
             continue  # compacted (or set aside) while read: read the day again
         if compacted >= {n for n in data_files(fs, folder) if is_compacted(n)}:
@@ -241,9 +333,15 @@ def read_partition(
 
 
 def read_file(
-    fs: pafs.FileSystem, base: str, path: str, start: datetime | None, end: datetime | None
+    fs: pafs.FileSystem,
+    base: str,
+    path: str,
+    start: datetime | None,
+    end: datetime | None,
+    columns: list[str] | None = None,
 ) -> pa.Table | None:
-    """One file's rows in [start, end); None when it is damaged (it is moved aside).
+    """One file's rows in [start, end), of those of `columns` it has (all when None); None
+    when it is damaged (it is moved aside).
 
     Row groups whose timestamp statistics lie outside the window are not read.
     """
@@ -252,13 +350,18 @@ def read_file(
             parquet = pq.ParquetFile(source)
             schema = parquet.schema_arrow
             time_filter = _time_filter(schema, start, end)
+            wanted = None if columns is None else [n for n in schema.names if n in columns]
             if time_filter is None:
-                return parquet.read()
-            table = parquet.read_row_groups(_row_groups_in(parquet, schema, start, end))
-        return table.filter(time_filter)
-    except (FileNotFoundError, PermissionError):
-        raise
+                return parquet.read(columns=wanted)
+            if wanted is not None and "timestamp" not in wanted:
+                wanted.append("timestamp")  # the filter's, dropped after it
+            groups = _row_groups_in(parquet, schema, start, end)
+            table = parquet.read_row_groups(groups, columns=wanted)
+        table = table.filter(time_filter)
+        return table if columns is None else table.select([n for n in wanted if n in columns])
     except (pa.ArrowException, OSError) as exc:
+        if not is_damage(exc):
+            raise
         set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
         return None
 
@@ -308,6 +411,14 @@ def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether reading a file failed because of its content (set it aside), not because of
+    the system (EMFILE, EIO, ESTALE, a timeout: those carry an errno; the file is fine)."""
+    if isinstance(exc, OSError):
+        return exc.errno is None  # Arrow's own I/O errors, e.g. thrift deserialisation
+    return isinstance(exc, pa.ArrowException)
 
 
 def set_aside(fs: pafs.FileSystem, base: str, path: str, reason: str) -> None:

@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -53,20 +53,28 @@ def compact(
     end = None if before is None else datetime.fromisoformat(str(before))
     result = CompactResult()
     with _compaction_lock(root, model):
-        pending = open_segments(root, model) if kind == "predictions" else {}
         folder = logstore.model_folder(base, kind, model)
         for _day, path in logstore.partitions(fs, folder, None, end):
-            _compact_day(fs, base, path, pending, result)
+            _compact_day(fs, base, path, lambda: _open_segments(root, model, kind), result)
     return result
 
 
+def _open_segments(root: str, model: str, kind: str) -> dict[str, int]:
+    return open_segments(root, model) if kind == "predictions" else {}
+
+
 def _compact_day(
-    fs, base: str, folder: str, pending: dict[str, int], result: CompactResult
+    fs, base: str, folder: str, pending_now: Callable[[], dict[str, int]], result: CompactResult
 ) -> None:
     listed = logstore.data_files(fs, folder)
-    covered: set[str] = set()
-    for name in filter(logstore.is_compacted, listed):
-        covered |= logstore.sources_of(fs, f"{folder}/{name}")
+    # the journal is read after the day's files are: a listed file whose flush has not yet
+    # deleted its segment is then seen pending. Read before, a writer starting in between
+    # could write a file, die, and have it merged; recovery, finding no file of that tag,
+    # would write its rows again
+    pending = pending_now()
+    sources = logstore.compacted_sources(fs, base, folder, listed)  # damaged ones set aside
+    listed = [n for n in listed if n in sources or not logstore.is_compacted(n)]
+    covered = set().union(*sources.values())
     names = [n for n in listed if n not in covered]
     for name in covered.intersection(
         listed
@@ -89,11 +97,23 @@ def _compact_day(
         if len(sources) == 1:  # alone in its schema: nothing to merge it with
             result.files_after += 1
             continue
-        result.rows += _merge(fs, folder, sources, merged.schema)
+        result.rows += _merge(fs, base, folder, sources, merged.schema)
         result.files_after += 1
         for name in sources:
             with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(f"{folder}/{name}")
+
+
+def _read_source(fs, base: str, path: str) -> pa.Table | None:
+    """A source's rows, or None when it is damaged (it is set aside)."""
+    try:
+        with fs.open_input_file(path) as source:
+            return pq.read_table(source).replace_schema_metadata(None)
+    except (pa.ArrowException, OSError) as exc:
+        if not logstore.is_damage(exc):
+            raise
+        logstore.set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def _flush_pending(name: str, pending: dict[str, int]) -> bool:
@@ -109,14 +129,14 @@ def _schemas(fs, base: str, folder: str, names: list[str]) -> dict[str, pa.Schem
         try:
             with fs.open_input_file(path) as source:
                 schemas[name] = pq.read_schema(source).remove_metadata()
-        except FileNotFoundError:
-            raise
         except (pa.ArrowException, OSError) as exc:
+            if not logstore.is_damage(exc):
+                raise
             logstore.set_aside(fs, base, path, f"{type(exc).__name__}: {exc}")
     return schemas
 
 
-def _merge(fs, folder: str, sources: list[str], schema: pa.Schema) -> int:
+def _merge(fs, base: str, folder: str, sources: list[str], schema: pa.Schema) -> int:
     """Write `sources` as one compacted file (hidden, then renamed); return its rows."""
     covered = set(sources)
     for name in sources:
@@ -129,7 +149,7 @@ def _merge(fs, folder: str, sources: list[str], schema: pa.Schema) -> int:
     rows = 0
     try:
         with fs.open_output_stream(tmp) as sink, pq.ParquetWriter(sink, schema) as out:
-            for table in _batches(fs, folder, sources, schema):
+            for table in _batches(fs, base, folder, sources, schema):
                 out.write_table(table, row_group_size=ROW_GROUP)
                 rows += table.num_rows
         fs.move(tmp, final)
@@ -140,14 +160,19 @@ def _merge(fs, folder: str, sources: list[str], schema: pa.Schema) -> int:
     return rows
 
 
-def _batches(fs, folder: str, sources: list[str], schema: pa.Schema) -> Iterator[pa.Table]:
-    """The sources' rows in the compacted schema, in tables of about ROW_GROUP rows."""
+def _batches(
+    fs, base: str, folder: str, sources: list[str], schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """The sources' rows in the compacted schema, in tables of about ROW_GROUP rows. A
+    source whose data is damaged is set aside (its name in the compacted file's list of
+    sources is then harmless: no file of that name is left to hide)."""
     waiting: list[pa.Table] = []
     size = 0
     plain = schema.remove_metadata()
     for name in sources:
-        with fs.open_input_file(f"{folder}/{name}") as source:
-            table = pq.read_table(source).replace_schema_metadata(None)
+        table = _read_source(fs, base, f"{folder}/{name}")
+        if table is None:
+            continue
         table = pa.concat_tables(
             [pa.table({f.name: pa.array([], f.type) for f in plain}), table],
             promote_options="permissive",
@@ -204,7 +229,7 @@ def inventory(root: str, model: str) -> LogInventory:
         parts = logstore.partitions(fs, logstore.model_folder(base, kind, model))
         days[kind] = len(parts)
         for _day, folder in parts:
-            names, _ = logstore.visible_files(fs, folder)
+            names, _ = logstore.visible_files(fs, base, folder)
             files[kind] += len(names)
             for name in names:
                 path = f"{folder}/{name}"

@@ -23,23 +23,26 @@ import pyarrow as pa
 
 from mm_platform.serving.deadletter import write_dead_letter
 from mm_platform.serving.journal import (
-    PROBE,
     Record,
     Segment,
     encode_record,
     journal_folder,
     recover,
 )
-from mm_platform.serving.logstore import days_of, log_root, read_log, write_partition, write_table
+from mm_platform.serving.logstore import (
+    log_root,
+    read_log,
+    write_partition,
+    write_requests,
+    write_table,
+)
 from mm_platform.serving.maintenance import compact
 from mm_platform.serving.records import (
     META,
     RecordError,
     record_table,
     request_ids,
-    schema_groups,
 )
-from mm_platform.serving.records import with_model_columns as _with_model
 
 __all__ = [
     "META",
@@ -54,6 +57,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_HEAL_MARGIN = 64 * 2**10  # bytes free beyond twice the refused record, to call it healed
+
 
 class LogUnavailable(Exception):
     """The prediction log cannot make a record durable now; the request was not logged."""
@@ -64,9 +69,16 @@ class LogUnavailable(Exception):
 
 
 def read_dataset(
-    root: str, kind: str, model: str, start: datetime | None = None, end: datetime | None = None
+    root: str,
+    kind: str,
+    model: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
-    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given).
+    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given),
+    with only `columns` when given: a frame of exactly those, in that order, null where a
+    file lacks one; only they are read from the files.
 
     For predictions, the journals of killed writers are recovered into the log first (that
     writes: their acknowledged requests are part of the log); the read itself writes
@@ -74,7 +86,7 @@ def read_dataset(
     """
     if kind == "predictions":
         recover(root, model)
-    return read_log(root, kind, model, start, end)
+    return read_log(root, kind, model, start, end, columns)
 
 
 class PredictionLogWriter:
@@ -119,6 +131,7 @@ class PredictionLogWriter:
         self._segment: Segment | None = None
         self._unwritten: list[Segment] = []  # older segments whose records are buffered
         self._journal_error: str | None = None
+        self._journal_needs = 0  # bytes of the largest record the failing journal refused
         self._write_error: str | None = None
         self._dead_letters = 0
         self._dead_logged = 0.0
@@ -151,8 +164,7 @@ class PredictionLogWriter:
         except OSError as exc:
             self._segment = None
             self._journal_failed(f"cannot open a journal segment in {self._folder}: {exc}")
-            return
-        self._journal_ok()
+        # an empty file is no proof that records fit again: _heal_journal decides that
 
     # --- the request path -------------------------------------------------------------------
 
@@ -203,20 +215,24 @@ class PredictionLogWriter:
         try:
             self._segment.append(record)
         except OSError as exc:
-            self._journal_failed(f"journal write to {self._segment.path} failed: {exc}")
+            reason = f"journal write to {self._segment.path} failed: {exc}"
+            self._journal_failed(reason, record.nbytes)
             raise LogUnavailable(self._journal_error or str(exc)) from exc
         if self._journal_error is not None:
             self._journal_ok()
 
-    def _journal_failed(self, reason: str) -> None:
+    def _journal_failed(self, reason: str, needed: int = 0) -> None:
+        """Refuse records until the journal has room for `needed` bytes again (lock held)."""
         if self._journal_error is None:
             log.warning("prediction log: %s; refusing requests (503) until it works again", reason)
         self._journal_error = reason
+        self._journal_needs = max(self._journal_needs, needed)
 
     def _journal_ok(self) -> None:
         if self._journal_error is not None:
             log.warning("prediction log: the journal works again; accepting requests")
         self._journal_error = None
+        self._journal_needs = 0
 
     def _dead_letter(self, reason: str, data: Any, ids: list[str]) -> None:
         try:
@@ -299,22 +315,23 @@ class PredictionLogWriter:
         """Write the records, one file per schema (and day); dead-letter what Parquet
         refuses. Returns rows written, the records to retry, and the error to retry for."""
         written, kept, error = 0, [], None
-        for _indices, group in schema_groups(records):
-            table = _with_model(group, self.model_name, self.model_version)
-            for day, part in days_of(table):
+        # write_table as this module names it: the crash tests replace it with a failing one
+        parts = write_requests(
+            self.root, self.model_name, self.model_version, records, tag=tag, write=write_table
+        )
+        for part, exc in parts:
+            if exc is None:
+                written += part.num_rows
+                continue
+            if not isinstance(exc, OSError):  # Parquet refuses this one request: dead letter
+                ids = part.column("request_id").to_pylist()
                 try:
-                    write_table(self.root, "predictions", self.model_name, part, day=day, tag=tag)
-                    written += part.num_rows
-                except OSError as exc:
-                    kept.append(part.drop_columns(["model_name", "model_version"]))
-                    error = exc
-                except (pa.ArrowException, ValueError) as exc:
-                    ids = part.column("request_id").to_pylist()
-                    try:
-                        self._dead_letter(f"cannot write Parquet: {exc}", part, ids)
-                    except LogUnavailable as unavailable:
-                        kept.append(part.drop_columns(["model_name", "model_version"]))
-                        error = OSError(str(unavailable))
+                    self._dead_letter(f"cannot write Parquet: {exc}", part, ids)
+                    continue
+                except LogUnavailable as unavailable:
+                    exc = OSError(str(unavailable))
+            kept.append(part.drop_columns(["model_name", "model_version"]))
+            error = exc
         return written, kept, error
 
     def _run(self) -> None:
@@ -338,18 +355,29 @@ class PredictionLogWriter:
                 self._write_error = None
 
     def _heal_journal(self) -> None:
-        """Reopen or probe a failed journal, so the writer recovers without traffic."""
+        """Reopen a failed journal and check it has room again for the record it refused,
+        so the writer recovers without traffic (and says healthy only when it has)."""
         with self._lock:
             if self._folder is None or self._closed or self._journal_error is None:
                 return
             if self._segment is None:
                 self._open_segment()
-                return
-            try:
-                self._segment.append(PROBE)  # a record of no request, skipped by recovery
-            except OSError:
-                return
-            self._journal_ok()
+            if self._segment is not None and self._has_room(self._journal_needs):
+                self._journal_ok()
+
+    def _has_room(self, nbytes: int) -> bool:
+        """Whether a record of `nbytes` fits in the journal now, with a margin: a file's
+        last block takes a small probe on a full disk, so free space is asked for, and
+        then allocated for real (and given back)."""
+        assert self._folder is not None and self._segment is not None
+        try:
+            disk = os.statvfs(self._folder)
+            if disk.f_bavail * disk.f_frsize < 2 * nbytes + _HEAL_MARGIN:
+                return False
+            self._segment.reserve(nbytes)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent). What cannot be written now
