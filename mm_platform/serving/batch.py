@@ -131,7 +131,8 @@ def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult
     frame = frame[frame["label"].notna() & frame[key].notna()]
     duplicates = int(frame[key].duplicated(keep="last").sum())
     frame = frame.drop_duplicates(key, keep="last")
-    logged = read_dataset(log_root, "predictions", project.name)
+    wanted = ["request_id"] if key == "request_id" else ["request_id", "timestamp", key]
+    logged = read_dataset(log_root, "predictions", project.name, columns=wanted)
     if key == "request_id":
         known_keys = set(logged["request_id"]) if len(logged) else set()
         matched = frame[frame[key].isin(known_keys)]
