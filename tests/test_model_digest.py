@@ -62,7 +62,7 @@ def test_registration_records_the_digest_and_verify_returns_the_checked_folder(
 
 
 @pytest.mark.parametrize("filename", ["MLmodel", "model.skops"])
-def test_files_changed_after_registration_are_refused_by_predict_and_serve(
+def test_files_changed_after_registration_are_refused_by_every_command_that_loads_them(
     trained: Path, tmp_path: Path, filename: str
 ) -> None:
     from mm_platform.tracking import verify_model_files
@@ -74,8 +74,13 @@ def test_files_changed_after_registration_are_refused_by_predict_and_serve(
         r"\w+\); re-register it with mm train/compress or restore the files$",
     ):
         verify_model_files("tiny", "1")
+    pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [5.0, 8.0, 11.0]}).to_csv(
+        tmp_path / "labelled.csv", index=False
+    )
     for args in (("predict", str(trained), str(tmp_path / "rows.csv")),
-                 ("serve", str(trained), "--port", "1")):  # fmt: skip
+                 ("serve", str(trained), "--port", "1"),
+                 ("drift", str(trained), "--current", str(tmp_path / "rows.csv")),
+                 ("finetune", str(trained), "--data", str(tmp_path / "labelled.csv"))):  # fmt: skip
         result = mm(*args, cwd=tmp_path, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr
