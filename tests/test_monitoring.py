@@ -322,7 +322,7 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path, 
     config = {
         "name": "clf", "task": task,
         "dataset": {"source": "synthetic", "generator": "classification", "n_samples": 400,
-                    "n_features": 4, "n_classes": classes},
+                    "n_features": 6, "n_classes": classes},
         "candidates": [{"estimator": "logistic", "params": {"C": [1.0]}}],
         "selection": {"metric": "roc_auc"}, "split": {"cv_folds": 3},
         "serving": {"prediction_log": "log"}, "monitoring": {"min_rows": 20},
@@ -333,7 +333,7 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path, 
     from mm_platform.serving.batch import predict_file
 
     rng = np.random.default_rng(2)
-    frame = pd.DataFrame(rng.normal(0, 1.5, (200, 4)), columns=[f"x{i}" for i in range(4)])
+    frame = pd.DataFrame(rng.normal(0, 1.5, (200, 6)), columns=[f"x{i}" for i in range(6)])
     frame.to_csv(tmp_path / "traffic.csv", index=False)
     model = tracking.load_pyfunc(f"models:/clf/{train.version}")
     scored = pd.read_csv(

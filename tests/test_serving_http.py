@@ -149,7 +149,9 @@ def test_a_classifier_answers_and_logs_probabilities_and_carries_ids(served: Ser
     assert list(logged["prediction"]) == result["prediction"]
 
 
-def test_nulls_over_http_score_as_in_a_file_and_as_training_saw_them(served: Served) -> None:
+def test_nulls_over_http_score_as_in_a_file_and_as_training_saw_them(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
 
     rows = churn_table(60, seed=2)
@@ -168,7 +170,8 @@ def test_nulls_over_http_score_as_in_a_file_and_as_training_saw_them(served: Ser
     np.testing.assert_allclose(batch["proba_Yes"], http["probabilities"]["Yes"], rtol=1e-12)
     assert list(batch["customer_id"]) == list(rows["customer_id"])  # the key comes back
 
-    mlflow.set_tracking_uri(served.env["MLFLOW_TRACKING_URI"])
+    # the environment, not mlflow.set_tracking_uri: that would outlive this test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.env["MLFLOW_TRACKING_URI"])
     model = mlflow.sklearn.load_model("models:/churn@champion")
     training_view = pd.read_csv(served.folder / "nulls.csv")[FEATURES]  # NaN, as training
     np.testing.assert_allclose(
