@@ -150,8 +150,9 @@ def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
             )
         except MlflowException as exc:
             if exc.get_http_status_code() >= 500 or "unexpected error" in exc.message:
+                # the model's words and the stack, not MLflow's repr of the request's data
                 trace = getattr(exc, "json_kwargs", {}).get("stack_trace") or ""
-                _log.warning("scoring failed: %s\n%s", exc.message, trace)
+                _log.warning("scoring failed: %s\n%s", clean_message(exc), trace)
             return answer(exc.get_http_status_code(), clean_message(exc), exc.error_code)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             # raised while MLflow turns the payload into a frame (the model's own errors

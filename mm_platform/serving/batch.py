@@ -44,7 +44,9 @@ def input_spec(project: Project, schema: list[tuple[str, str]]) -> InputSpec:
     return InputSpec.build(schema, project.features.drop, (target_name(project),))
 
 
-def conform_file(path: Path, frame: pd.DataFrame, spec: InputSpec) -> tuple[pd.DataFrame, ...]:
+def conform_file(
+    path: Path, frame: pd.DataFrame, spec: InputSpec
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """`conform` with the file named in its errors."""
     try:
         return conform(frame, spec)
