@@ -347,7 +347,10 @@ def test_a_full_disk_is_a_503_until_space_returns_and_loses_no_acknowledged_requ
                 assert answer.status_code == 503, answer.text
                 assert "cannot make this request durable" in answer.json()["message"]
                 assert str(mount) not in answer.text  # no server paths for clients
-                assert session.get(f"{url}/ping", timeout=10).status_code == 503
+                ping = session.get(f"{url}/ping", timeout=10)
+                assert ping.status_code == 503 and str(mount) not in ping.text
+                state = session.get(f"{url}/status", timeout=10).json()
+                assert state["healthy"] is False and state["reason"]
                 break
             assert codes[-1] == 503 and 200 in codes, codes
             filler.unlink()

@@ -9,9 +9,10 @@ formats, the same answers). Three routes are answered here instead:
   Content-Type is a 415 and JSON that does not parse or nests too deep is a 400, neither
   echoing the body; then MLflow's `invocations` parses the scoring protocol and calls the
   model. Its errors come back without the request data they quote.
-- `GET /ping` and `/health` answer 503, with the reason, while the prediction log cannot
-  make records durable (a full disk): a load balancer stops sending until it recovers.
-- `GET /status` gives the log's counters (dead letters, buffered rows).
+- `GET /ping` and `/health` answer 503 while the prediction log cannot make records
+  durable (a full disk): a load balancer stops sending until it recovers.
+- `GET /status` gives the log's state for operators: counters (dead letters, buffered
+  rows) and the reason it is unhealthy, server paths included.
 """
 
 from __future__ import annotations
@@ -163,22 +164,31 @@ def build_app(model: Any, *, max_bytes: int, max_rows: int) -> Any:
         return Response(content=result.response, status_code=result.status,
                         media_type=result.mimetype)  # fmt: skip
 
+    _add_health_routes(app, served)
+    return app
+
+
+def _add_health_routes(app: Any, served: Any) -> None:
+    """/ping and /health: 503 while the log cannot make records durable (the details, server
+    paths included, are in /status and the server's log); /status: the log's counters."""
+    from fastapi.responses import Response
+
+    def state() -> dict[str, Any]:
+        return served.status() if served is not None and hasattr(served, "status") else {}
+
     async def ping() -> Response:
-        state = served.status() if served is not None and hasattr(served, "status") else {}
-        if state.get("healthy", True):
+        if state().get("healthy", True):
             return Response(content="\n", status_code=200, media_type="application/json")
-        body = json.dumps({"status": "unhealthy", "reason": state.get("reason")})
+        body = json.dumps({"status": "unhealthy", "reason": "the prediction log cannot make "
+                           "records durable; see /status"})  # fmt: skip
         return Response(content=body, status_code=503, media_type="application/json")
+
+    async def status() -> Response:
+        return Response(content=json.dumps(state(), default=str), media_type="application/json")
 
     app.get("/ping")(ping)
     app.get("/health")(ping)
-
-    @app.get("/status")
-    async def status() -> Response:
-        state = served.status() if served is not None and hasattr(served, "status") else {}
-        return Response(content=json.dumps(state, default=str), media_type="application/json")
-
-    return app
+    app.get("/status")(status)
 
 
 async def _read(request: Request, max_bytes: int) -> tuple[str, bytes, Any]:
