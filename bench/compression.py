@@ -46,7 +46,7 @@ def _onnx_peer(pipeline, X_hold, y_hold, workdir: Path) -> dict[str, float]:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
-    from mm_platform.evaluation import score_predictions
+    from mm_platform.modeling.metrics import score_predictions
 
     inputs = [(c, FloatTensorType([None, 1])) for c in X_hold.columns]
     fp32 = workdir / "model.onnx"
@@ -100,10 +100,10 @@ def main() -> None:
     from mm_platform.compression import methods
     from mm_platform.compression.compile import compile_pipeline
     from mm_platform.compression.job import compress_project
-    from mm_platform.config import load_project
-    from mm_platform.data import load_dataset
-    from mm_platform.evaluation import relative_loss
-    from mm_platform.training import split_holdout, train_project
+    from mm_platform.data.sources import load_dataset
+    from mm_platform.modeling.metrics import relative_loss
+    from mm_platform.project.config import load_project
+    from mm_platform.training.search import split_holdout, train_project
 
     seed_mlp = load_project(REPO / "projects" / "seed_mlp.yaml")
     friedman = load_project(REPO / "projects" / "friedman.yaml")

@@ -38,7 +38,7 @@ def make_table(rows: int, start_ns: int, span_ns: int, seed: int):
     import numpy as np
     import pyarrow as pa
 
-    from mm_platform.serving.records import TIMESTAMP
+    from mm_platform.serving.predlog.records import TIMESTAMP
 
     rng = np.random.default_rng(seed)
     stamps = np.sort(start_ns + rng.integers(0, span_ns, rows))
@@ -56,7 +56,7 @@ def make_table(rows: int, start_ns: int, span_ns: int, seed: int):
 
 def build_log(root: str, days: int, files_per_day: int, rows: int, last_day_ns: int) -> None:
     """`days` days of log ending with the day starting at `last_day_ns`."""
-    from mm_platform.serving.logstore import write_table
+    from mm_platform.serving.predlog.store import write_table
 
     seed = 0
     for d in range(days):
@@ -73,7 +73,7 @@ def child_read(root: str, start_ns: int) -> None:
     """One window read in this fresh process; prints seconds, rows and memory as JSON."""
     import pandas as pd
 
-    from mm_platform.serving.predlog import read_dataset
+    from mm_platform.serving.predlog.writer import read_dataset
 
     start = pd.Timestamp(start_ns, tz="UTC")
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -149,7 +149,7 @@ def bench_windows(sizes: list[int], files_per_day: int, rows: int, repeats: int)
 
 
 def bench_compaction(files: int, rows: int) -> bool:
-    from mm_platform.serving.predlog import compact, read_dataset
+    from mm_platform.serving.predlog.writer import compact, read_dataset
 
     print(
         f"\ncompaction of a scaled day: {files:,} files of {rows} rows "
@@ -158,7 +158,7 @@ def bench_compaction(files: int, rows: int) -> bool:
     with tempfile.TemporaryDirectory(prefix="mm-bench-compact-") as tmp:
         today = time.time_ns() // DAY_NS * DAY_NS
         day = time.strftime("%Y-%m-%d", time.gmtime(today // 10**9))
-        from mm_platform.serving.logstore import write_table
+        from mm_platform.serving.predlog.store import write_table
 
         began = time.perf_counter()
         for i in range(files):
@@ -189,7 +189,7 @@ def bench_append(number: int) -> bool:
     import numpy as np
     import pandas as pd
 
-    from mm_platform.serving.predlog import PredictionLogWriter
+    from mm_platform.serving.predlog.writer import PredictionLogWriter
 
     rng = np.random.default_rng(0)
     print(f"\nappend (journal on the local disk; median of 5 runs of {number} calls)")

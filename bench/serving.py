@@ -50,9 +50,9 @@ def main() -> None:
     os.chdir(tmp)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
 
-    from mm_platform.config import load_project
+    from mm_platform.project.config import load_project
     from mm_platform.tracking.serving import build_monitored_model
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     project = load_project(REPO / "projects" / "seed_linear.yaml")
     version = train_project(project).version
@@ -73,7 +73,7 @@ def body(rows: list[list[Any]]) -> dict[str, Any]:
 
 
 def logged_ids(root: str, name: str) -> set[str]:
-    from mm_platform.serving.predlog import read_dataset
+    from mm_platform.serving.predlog.writer import read_dataset
 
     frame = read_dataset(root, "predictions", name)
     return set(frame["request_id"]) if len(frame) else set()
@@ -81,7 +81,7 @@ def logged_ids(root: str, name: str) -> set[str]:
 
 @contextlib.contextmanager
 def serving(model: Any, **limits: int):
-    from mm_platform.devtools import free_port
+    from mm_platform.tracking.server import free_port
     from mm_platform.tracking.serving import start_server, stop_process_group
 
     port = free_port()

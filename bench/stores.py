@@ -113,7 +113,7 @@ def measure(uri: str, folder: Path, runs: int) -> dict[str, float]:
 
 
 def start_server(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
-    from mm_platform.devtools import free_port
+    from mm_platform.tracking.server import free_port
 
     port = free_port()
     env = {**os.environ, "MM_BACKEND_STORE_URI": store}
@@ -139,7 +139,7 @@ def main() -> None:
     import signal
 
     sys.path.insert(0, str(REPO))
-    from mm_platform.devtools import postgres_cluster
+    from tests.support.postgres import postgres_cluster
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="mm-bench-stores-") as tmp:

@@ -6,7 +6,6 @@ import them when they run.
 
 from __future__ import annotations
 
-from mm_platform.config import Project, load_project
 from mm_platform.errors import (
     DataError,
     MmError,
@@ -14,6 +13,7 @@ from mm_platform.errors import (
     RegistryError,
     TrackingError,
 )
+from mm_platform.project.config import Project, load_project
 
 __version__ = "0.1.0"
 

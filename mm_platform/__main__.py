@@ -1,5 +1,5 @@
 """`python -m mm_platform` is the `mm` command."""
 
-from mm_platform.cli import main
+from mm_platform.cli.main import main
 
 main()

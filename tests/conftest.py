@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mm_platform import devtools
+from mm_platform.tracking.server import free_port as _free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = REPO / "projects"
@@ -54,7 +54,7 @@ def write_project(folder: Path, data: dict, name: str = "project.yaml") -> Path:
     return path
 
 
-free_port = devtools.free_port  # a TCP port on 127.0.0.1 nobody listens on right now
+free_port = _free_port  # a TCP port on 127.0.0.1 nobody listens on right now
 
 
 def mm(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
@@ -119,7 +119,7 @@ def postgres_uri() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's postgresql package), for the
     whole session; yields a database URI with a password in it. `.ci/run` installs the
     package and sets MM_REQUIRE_POSTGRES=1, which turns a missing server into a failure."""
-    from mm_platform.devtools import postgres_bin, postgres_cluster
+    from tests.support.postgres import postgres_bin, postgres_cluster
 
     if postgres_bin() is None:
         message = "PostgreSQL is not installed (apt-get install postgresql)"

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from conftest import mm, write_project
 
-from mm_platform.config import load_project
-from mm_platform.data import load_dataset
+from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError
+from mm_platform.project.config import load_project
 
 LABELS = {"str": ("No", "Yes"), "bool": (False, True)}
 

@@ -16,7 +16,7 @@ from conftest import PROJECTS, SEED_LINEAR, free_port, mm, write_project
 def test_help_loads_neither_mlflow_nor_evidently() -> None:
     code = (
         "import sys\n"
-        "from mm_platform.cli import main\n"
+        "from mm_platform.cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = ('mlflow', 'evidently', 'sklearn', 'pandas')\n"
         "print('HEAVY', [m for m in heavy if m in sys.modules])\n"

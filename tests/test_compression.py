@@ -27,9 +27,9 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from mm_platform.compression import methods
 from mm_platform.compression.compile import UnsupportedModel, compile_pipeline
 from mm_platform.compression.mm_compressed import CompressedModel
-from mm_platform.config import Features, load_project
 from mm_platform.errors import ProjectConfigError, TrackingError
-from mm_platform.features import build_pipeline
+from mm_platform.modeling.features import build_pipeline
+from mm_platform.project.config import Features, load_project
 
 
 def _frame(X: np.ndarray) -> pd.DataFrame:
@@ -143,7 +143,7 @@ def test_float16_out_of_range_is_a_skip_reason() -> None:
     ],
 )
 def test_relative_loss_is_positive_when_worse(metric, parent, value, expected) -> None:
-    from mm_platform.evaluation import relative_loss
+    from mm_platform.modeling.metrics import relative_loss
 
     assert relative_loss(metric, parent, value) == pytest.approx(expected)
 
@@ -151,7 +151,7 @@ def test_relative_loss_is_positive_when_worse(metric, parent, value, expected) -
 def _workspace(pipeline, X, y, **compression) -> methods.Workspace:
     data = copy.deepcopy(SEED_LINEAR)
     data["compression"] = compression
-    from mm_platform.config import Project
+    from mm_platform.project.config import Project
 
     project = Project.model_validate(data)
     return methods.Workspace(project, pipeline, X, y, X.iloc[:100], pd.Series(y[:100]))
@@ -299,7 +299,7 @@ def test_compress_logs_runs_registers_versions_with_lineage(store: str, tmp_path
     from mlflow import MlflowClient
 
     from mm_platform.compression.job import compress_project
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     project = load_project(write_project(tmp_path, COMPRESSIBLE))
     trained = train_project(project)
@@ -442,7 +442,7 @@ def test_compressed_version_serves_with_mlflow_models_serve(store: str, tmp_path
 def test_changed_training_data_refuses_to_compare(store: str, tmp_path: Path) -> None:
     from mm_platform.compression.job import compress_project
     from mm_platform.errors import DataError
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     path = write_project(tmp_path, {**COMPRESSIBLE, "compression": {"quantize": {"bits": [8]}}})
     train_project(load_project(path))

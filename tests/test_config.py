@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import PROJECTS, SEED_LINEAR, write_project
 
-from mm_platform.config import FileDataset, load_project, project_params
 from mm_platform.errors import ProjectConfigError
+from mm_platform.project.config import FileDataset, load_project, project_params
 
 SHIPPED = sorted(p.stem for p in PROJECTS.glob("*.yaml"))
 

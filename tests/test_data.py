@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import PROJECTS, SEED_LINEAR, write_project
 
-from mm_platform.config import load_project
-from mm_platform.data import load_dataset
+from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError
+from mm_platform.project.config import load_project
 
 
 def test_seed_linear_is_the_seed_example_and_reproducible() -> None:

@@ -14,8 +14,8 @@ from conftest import SEED_LINEAR
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mm_platform.config import load_project
 from mm_platform.errors import ProjectConfigError
+from mm_platform.project.config import load_project
 
 FULL = {
     **copy.deepcopy(SEED_LINEAR),
@@ -132,7 +132,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     previous = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI",)}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     try:
-        from mm_platform.training import train_project
+        from mm_platform.training.search import train_project
 
         project = load_project(write_project(folder, SEED_LINEAR))
         version = train_project(project).version
@@ -210,7 +210,7 @@ def test_every_request_the_fuzzed_server_answered_is_in_the_log_once(served: str
 
     import requests
 
-    from mm_platform.serving.predlog import read_dataset
+    from mm_platform.serving.predlog.writer import read_dataset
 
     answer = requests.post(
         served, json={"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}, timeout=30
@@ -231,7 +231,7 @@ def _journal_record(name: str) -> bytes:
     import pandas as pd
     import pyarrow as pa
 
-    from mm_platform.serving.journal import encode_record
+    from mm_platform.serving.predlog.journal import encode_record
 
     stamp = pa.array([pd.Timestamp.now(tz="UTC").value], pa.timestamp("ns", tz="UTC"))
     return bytes(encode_record(pa.table({"request_id": [name], "timestamp": stamp, "x": [1.0]})))
@@ -246,8 +246,8 @@ def _journal_record(name: str) -> bytes:
 def test_random_bytes_in_the_journal_never_raise_nor_lose_intact_records(
     before: bytes, after: bytes, marker: bytes
 ) -> None:
-    from mm_platform.serving.journal import recover
-    from mm_platform.serving.logstore import read_log
+    from mm_platform.serving.predlog.journal import recover
+    from mm_platform.serving.predlog.store import read_log
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "_journal" / "model=m"

@@ -12,9 +12,9 @@ from conftest import SEED_LINEAR, mm, write_project
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from mm_platform.config import load_project
 from mm_platform.errors import DataError
-from mm_platform.finetuning import _logistic_toward, _ridge_toward, finetune_project
+from mm_platform.lifecycle.finetuning import _logistic_toward, _ridge_toward, finetune_project
+from mm_platform.project.config import load_project
 from mm_platform.serving.batch import is_evaluation_row
 
 
@@ -66,7 +66,7 @@ def _new_rows(path: Path, n: int = 300, with_target: bool = True) -> Path:
 
 @pytest.fixture
 def project(store: str, tmp_path: Path):
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     path = write_project(tmp_path, SEED_LINEAR)
     loaded = load_project(path)
@@ -152,7 +152,7 @@ def test_production_loop_predict_label_finetune(project, tmp_path: Path) -> None
 def test_promote_passes_moves_aliases_records_run_and_rollback_undoes(project, tmp_path):
     from mlflow import MlflowClient
 
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     assert train_project(project).alias == "challenger"  # same data and seed: an equal model
     result = mm("promote", str(project.source_path), cwd=tmp_path)
@@ -218,7 +218,7 @@ def test_finetune_tree_ensemble_adds_trees(store: str, tmp_path: Path) -> None:
     data["candidates"] = [{"estimator": "random_forest", "params": {"n_estimators": 10}}]
     data["finetune"] = {"n_new_trees": 5}
     path = write_project(tmp_path, data)
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     loaded = load_project(path)
     train_project(loaded)
@@ -238,7 +238,7 @@ def test_finetune_mlp_trained_with_early_stopping(store: str, tmp_path: Path) ->
     ]
     data["finetune"] = {"epochs": 3}
     path = write_project(tmp_path, data)
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     loaded = load_project(path)
     train_project(loaded)

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from conftest import SEED_LINEAR, mm, write_project
 
-from mm_platform.config import load_project
 from mm_platform.errors import RegistryError
+from mm_platform.project.config import load_project
 
 
 @pytest.fixture
 def trained(store: str, tmp_path: Path) -> Path:
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     path = write_project(tmp_path, {**SEED_LINEAR, "serving": {"prediction_log": "log"}})
     assert train_project(load_project(path)).version == "1"

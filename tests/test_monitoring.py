@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from conftest import SEED_LINEAR, mm, write_project
 
-from mm_platform.config import load_project
 from mm_platform.errors import DataError
+from mm_platform.project.config import load_project
 
 MONITORED = {
     **SEED_LINEAR,
@@ -35,7 +35,7 @@ def log_traffic(project, frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
     """Score `frame` with the champion through the batch path (rows go to the log)."""
     from mm_platform import tracking
     from mm_platform.serving.batch import predict_file
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.serving.predlog.writer import log_root
 
     path = folder / f"traffic-{len(list(folder.glob('traffic-*')))}.csv"
     frame.to_csv(path, index=False)
@@ -56,7 +56,7 @@ def window_now() -> tuple[datetime, datetime]:
 
 @pytest.fixture
 def project_file(store: str, tmp_path: Path) -> Path:
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     path = write_project(tmp_path, MONITORED)
     train_project(load_project(path))
@@ -71,7 +71,7 @@ def test_drift_job_is_an_mlflow_run_with_flat_metrics_report_and_snapshot(
 
     from mm_platform.monitoring.job import run_drift
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.serving.predlog.writer import log_root
 
     project = load_project(project_file)
     scored = log_traffic(project, traffic(200, shifted=False), tmp_path)
@@ -129,7 +129,7 @@ def test_drift_found_alerts_the_webhook_and_fills_the_workspace(store: str, tmp_
     from evidently.ui.workspace import Workspace
 
     from mm_platform.monitoring.job import run_drift
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -200,8 +200,8 @@ def test_retrain_policy_fine_tunes_and_hands_to_the_gate(store: str, tmp_path: P
     from mm_platform import tracking
     from mm_platform.monitoring.job import run_drift
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.serving.predlog import log_root
-    from mm_platform.training import train_project
+    from mm_platform.serving.predlog.writer import log_root
+    from mm_platform.training.search import train_project
 
     config = {**MONITORED, "monitoring": {**MONITORED["monitoring"], "retrain": {
         "flagged_windows": 2, "of_last": 3, "on": ["drift"], "auto_promote": True}}}  # fmt: skip
@@ -278,7 +278,7 @@ def test_drift_ui_serves_the_workspace_without_telemetry(store: str, tmp_path: P
     from conftest import free_port
 
     from mm_platform.monitoring.job import run_drift
-    from mm_platform.training import train_project
+    from mm_platform.training.search import train_project
 
     config = {**MONITORED, "monitoring": {**MONITORED["monitoring"], "workspace": "ws"}}
     path = write_project(tmp_path, config)
@@ -315,8 +315,8 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path, 
 
     from mm_platform.monitoring.job import run_drift
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.serving.predlog import log_root
-    from mm_platform.training import train_project
+    from mm_platform.serving.predlog.writer import log_root
+    from mm_platform.training.search import train_project
 
     classes = 2 if task == "binary" else 3
     config = {
@@ -367,8 +367,8 @@ def test_a_roc_auc_drop_on_labelled_probabilities_triggers_the_retrain_policy(
     from mm_platform import tracking
     from mm_platform.monitoring.job import run_drift
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.serving.predlog import log_root
-    from mm_platform.training import train_project
+    from mm_platform.serving.predlog.writer import log_root
+    from mm_platform.training.search import train_project
 
     config = {
         "name": "clf", "task": "binary",

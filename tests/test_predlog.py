@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mm_platform.serving import journal, logstore, maintenance
-from mm_platform.serving.predlog import (
+from mm_platform.serving.predlog import journal, maintenance
+from mm_platform.serving.predlog import store as logstore
+from mm_platform.serving.predlog.writer import (
     LogUnavailable,
     PredictionLogWriter,
     compact,
@@ -418,7 +419,7 @@ def test_mm_log_status_and_compact(tmp_path: Path) -> None:
 
 
 def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
-    from mm_platform.serving.logstore import read_file
+    from mm_platform.serving.predlog.store import read_file
 
     stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
     path = tmp_path / "big.parquet"

@@ -15,7 +15,7 @@ import pytest
 import requests
 from conftest import SEED_LINEAR, free_port, mm, write_project
 
-from mm_platform.serving.predlog import PredictionLogWriter, read_dataset
+from mm_platform.serving.predlog.writer import PredictionLogWriter, read_dataset
 
 
 def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> Non
 
 
 def test_files_with_int_and_float_columns_read_together(tmp_path: Path) -> None:
-    from mm_platform.serving.predlog import write_partition
+    from mm_platform.serving.predlog.writer import write_partition
 
     root = str(tmp_path / "log")
     write_partition(root, "labels", "m", pd.DataFrame({"request_id": ["a"], "label": [1]}))
@@ -75,8 +75,8 @@ def test_half_written_files_are_invisible(tmp_path: Path) -> None:
 
 @pytest.fixture
 def trained(store: str, tmp_path: Path) -> Path:
-    from mm_platform.config import load_project
-    from mm_platform.training import train_project
+    from mm_platform.project.config import load_project
+    from mm_platform.training.search import train_project
 
     path = write_project(tmp_path, SEED_LINEAR)
     assert train_project(load_project(path)).version == "1"
@@ -165,7 +165,7 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
 
 
 def test_a_dead_writers_journal_is_recovered_once(tmp_path: Path) -> None:
-    from mm_platform.serving import journal
+    from mm_platform.serving.predlog import journal
 
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "7", flush_seconds=3600)
@@ -261,7 +261,8 @@ def test_sigkill_under_load_loses_only_in_flight_requests(trained: Path, tmp_pat
 def test_a_crash_after_a_retried_flush_writes_nothing_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mm_platform.serving import journal, predlog
+    from mm_platform.serving.predlog import journal
+    from mm_platform.serving.predlog import writer as predlog
 
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)

@@ -22,7 +22,7 @@ import pytest
 import requests
 from conftest import free_port, mm, write_project
 
-from mm_platform.serving.predlog import read_dataset
+from mm_platform.serving.predlog.writer import read_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -63,8 +63,8 @@ def assert_not_blank(shot: Path) -> None:
 def test_mlflow_ui_runs_table_and_compare_view_render(store: str, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from mm_platform.config import load_project
-    from mm_platform.training import train_project
+    from mm_platform.project.config import load_project
+    from mm_platform.training.search import train_project
 
     _chromium()
     train_project(load_project(write_project(tmp_path, SEED_LINEAR)))
@@ -100,9 +100,9 @@ def test_mlflow_ui_runs_table_and_compare_view_render(store: str, tmp_path: Path
 def test_evidently_drift_report_renders(store: str, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from mm_platform.config import load_project
     from mm_platform.monitoring.job import run_drift
-    from mm_platform.training import train_project
+    from mm_platform.project.config import load_project
+    from mm_platform.training.search import train_project
 
     _chromium()
     project = load_project(write_project(tmp_path, {**SEED_LINEAR, "monitoring": {"min_rows": 20}}))

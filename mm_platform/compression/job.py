@@ -10,22 +10,22 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from mm_platform.catalog import METRICS
 from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
-from mm_platform.data import load_dataset
+from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import (
+from mm_platform.modeling.metrics import (
     class_tags,
     holdout_metrics,
     latency_ms_per_1k_rows,
     relative_loss,
 )
-from mm_platform.training import Progress, split_holdout
+from mm_platform.project.catalog import METRICS
+from mm_platform.training.search import Progress, split_holdout
 
 if TYPE_CHECKING:
     from mm_platform.compression.mm_compressed import CompressedModel
-    from mm_platform.config import Project
+    from mm_platform.project.config import Project
 
 MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<alias>[A-Za-z0-9_-]+)$")
 
@@ -281,7 +281,7 @@ def _log_summary(
     import mlflow
 
     from mm_platform import tracking
-    from mm_platform.figures import pareto
+    from mm_platform.modeling.figures import pareto
 
     rows = [_row("parent", f"v{parent_version}", parent_metrics, parent_version, primary)]
     rows += summary_rows(results, primary)

@@ -22,13 +22,13 @@ from mm_platform.compression.compile import (
     family,
     tree_list,
 )
-from mm_platform.evaluation import score_predictions
+from mm_platform.modeling.metrics import score_predictions
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from mm_platform.compression.mm_compressed import CompressedModel
-    from mm_platform.config import Project, Student
+    from mm_platform.project.config import Project, Student
 
 _WEIGHTS = ("coef", "t.value")  # plus every W<i> of an MLP
 
@@ -186,7 +186,7 @@ def prune_ensemble(ws: Workspace, k: int) -> CompressedModel:
     task = ws.project.task
     outputs = np.stack([_tree_output(t, Z, task) for t in trees])  # trees x rows (x classes)
     metric = ws.project.selection.metric
-    from mm_platform.catalog import METRICS
+    from mm_platform.project.catalog import METRICS
 
     larger_is_better = METRICS[metric][1]
     chosen: list[int] = []
@@ -244,7 +244,7 @@ def student_pipeline(ws: Workspace, student: Student) -> Pipeline:
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-    from mm_platform.features import build_pipeline
+    from mm_platform.modeling.features import build_pipeline
 
     regression = ws.project.task == "regression"
     features = ws.project.features

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mm_platform.catalog import METRICS
-from mm_platform.config import monitoring_experiment
 from mm_platform.errors import DataError, MmError
-from mm_platform.evaluation import PROBA_PREFIX, align_labels, score_predictions
+from mm_platform.modeling.metrics import PROBA_PREFIX, align_labels, score_predictions
+from mm_platform.project.catalog import METRICS
+from mm_platform.project.config import monitoring_experiment
 from mm_platform.serving.batch import (
     conform_file,
     input_spec,
@@ -34,12 +34,12 @@ from mm_platform.serving.batch import (
     read_table,
     target_name,
 )
-from mm_platform.serving.predlog import META, read_dataset
+from mm_platform.serving.predlog.writer import META, read_dataset
 from mm_platform.serving.scoring import raw_model, score
 
 if TYPE_CHECKING:
-    from mm_platform.config import Project
     from mm_platform.monitoring.drift import ColumnSpec, DriftResult
+    from mm_platform.project.config import Project
 
 EXIT_NO_DRIFT = 0
 EXIT_DRIFT = 5
@@ -91,7 +91,7 @@ def run_drift(
 ) -> DriftOutcome:
     """Run the drift job for one window (or one file) and record it; see the module doc."""
     from mm_platform import tracking
-    from mm_platform.serving.predlog import log_root as default_log_root
+    from mm_platform.serving.predlog.writer import log_root as default_log_root
 
     log_root = log_root or default_log_root(project.serving.prediction_log)
     start, end = _utc(start), _utc(end)
@@ -594,7 +594,7 @@ def apply_retrain_policy(project: Project, outcome: DriftOutcome, log_root: str)
         )
     why = f"{count} of the last {len(flags)} windows flagged"
     try:
-        from mm_platform.finetuning import finetune_project
+        from mm_platform.lifecycle.finetuning import finetune_project
 
         tuned = finetune_project(project, log_root=log_root)
     except MmError as exc:
@@ -602,7 +602,7 @@ def apply_retrain_policy(project: Project, outcome: DriftOutcome, log_root: str)
     decision = f"retrain: yes ({why}); fine-tuned version {tuned.version} is @challenger"
     if not policy.auto_promote:
         return decision + "; auto_promote is off, promote it with mm promote"
-    from mm_platform.promotion import promote_project
+    from mm_platform.lifecycle.promotion import promote_project
 
     try:
         gate = promote_project(project, log_root=log_root)

@@ -29,7 +29,7 @@ from croniter import CroniterBadDateError, croniter
 from mm_platform.errors import MmError, ProjectConfigError
 
 if TYPE_CHECKING:
-    from mm_platform.config import Project
+    from mm_platform.project.config import Project
 
 DEFAULT_STATE_DIR = "mm_schedule_state"
 ENV_STATE_DIR = "MM_SCHEDULE_STATE"

@@ -12,7 +12,7 @@ import pandas as pd
 
 from mm_platform.errors import DataError
 from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
-from mm_platform.serving.predlog import (
+from mm_platform.serving.predlog.writer import (
     LogUnavailable,
     PredictionLogWriter,
     read_dataset,
@@ -21,7 +21,7 @@ from mm_platform.serving.predlog import (
 from mm_platform.serving.scoring import log_record, raw_model, score
 
 if TYPE_CHECKING:
-    from mm_platform.config import Project
+    from mm_platform.project.config import Project
 
 
 def read_table(path: Path) -> pd.DataFrame:

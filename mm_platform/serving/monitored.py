@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from mm_platform.serving.inputs import InputError, InputSpec, conform
-from mm_platform.serving.predlog import LogUnavailable, PredictionLogWriter
+from mm_platform.serving.predlog.writer import LogUnavailable, PredictionLogWriter
 from mm_platform.serving.scoring import log_record, raw_model, score
 
 MONITOR_FILE = "monitor.json"

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mm_platform.evaluation import PROBA_PREFIX, class_probabilities, model_classes, proba_column
+from mm_platform.modeling.metrics import (
+    PROBA_PREFIX,
+    class_probabilities,
+    model_classes,
+    proba_column,
+)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,13 @@ def _experiment(project: str | None) -> tuple[str, str] | None:
     return (experiments[0].experiment_id, experiments[0].name) if experiments else None
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def check_port_free(host: str, port: int) -> None:
     """Raise TrackingError when something already listens on host:port."""
     with socket.socket() as sock:

@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mm_platform.catalog import METRICS
-from mm_platform.data import load_dataset
+from mm_platform.data.sources import load_dataset
 from mm_platform.errors import RegistryError
-from mm_platform.evaluation import (
+from mm_platform.modeling.metrics import (
     align_labels,
     class_scores,
     latency_ms_per_1k_rows,
@@ -20,11 +19,12 @@ from mm_platform.evaluation import (
     relative_loss,
     score_predictions,
 )
+from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import labelled_production, target_name
-from mm_platform.training import split_holdout
+from mm_platform.training.search import split_holdout
 
 if TYPE_CHECKING:
-    from mm_platform.config import Project
+    from mm_platform.project.config import Project
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 

@@ -39,7 +39,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mm_platform.serving.records import TIMESTAMP, schema_groups, with_model_columns
+from mm_platform.serving.predlog.records import TIMESTAMP, schema_groups, with_model_columns
 
 log = logging.getLogger(__name__)
 

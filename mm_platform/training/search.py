@@ -25,17 +25,10 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
-from mm_platform.catalog import METRICS, estimator_path, metrics_for
-from mm_platform.config import (
-    Distribution,
-    Project,
-    monitoring_experiment,
-    parse_duration,
-    project_params,
-)
-from mm_platform.data import LoadedData, load_dataset
+from mm_platform.data.sources import LoadedData, load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import (
+from mm_platform.modeling.features import build_pipeline, n_engineered_features
+from mm_platform.modeling.metrics import (
     class_probabilities,
     class_scores,
     class_tags,
@@ -46,7 +39,14 @@ from mm_platform.evaluation import (
     model_classes,
     proba_column,
 )
-from mm_platform.features import build_pipeline, n_engineered_features
+from mm_platform.project.catalog import METRICS, estimator_path, metrics_for
+from mm_platform.project.config import (
+    Distribution,
+    Project,
+    monitoring_experiment,
+    parse_duration,
+    project_params,
+)
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 REFERENCE_MAX_ROWS = 10_000
@@ -807,7 +807,7 @@ def _figure(project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series) -> t
 
     import matplotlib.pyplot as plt
 
-    from mm_platform import figures
+    from mm_platform.modeling import figures
 
     title = f"{project.name}: holdout"
     y_pred = pipeline.predict(X)

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from mm_platform.serving.records import frame_for_humans
+from mm_platform.serving.predlog.records import frame_for_humans
 
 DEAD_LETTER = "_dead_letter"
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mm_platform.serving import logstore
-from mm_platform.serving.deadletter import count_dead_letters
-from mm_platform.serving.journal import flush_tag, open_segments
-from mm_platform.serving.records import schema_groups
+from mm_platform.serving.predlog import store as logstore
+from mm_platform.serving.predlog.deadletter import count_dead_letters
+from mm_platform.serving.predlog.journal import flush_tag, open_segments
+from mm_platform.serving.predlog.records import schema_groups
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pandas as pd
 from mm_platform.errors import DataError
 
 if TYPE_CHECKING:
-    from mm_platform.config import FileDataset, Project, SklearnDataset, SyntheticDataset
+    from mm_platform.project.config import FileDataset, Project, SklearnDataset, SyntheticDataset
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def _from_file(spec: FileDataset) -> LoadedData:
 
 
 def _checked(data: LoadedData, project: Project) -> LoadedData:
-    from mm_platform.evaluation import PROBA_PREFIX
+    from mm_platform.modeling.metrics import PROBA_PREFIX
 
     where = data.source if project.dataset.source == "file" else data.name
     X, y = data.X, data.y

@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mm_platform.catalog import METRICS
-from mm_platform.data import load_dataset
+from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
-from mm_platform.evaluation import (
+from mm_platform.modeling.metrics import (
     PROBA_PREFIX,
     align_labels,
     class_scores,
@@ -36,6 +35,7 @@ from mm_platform.evaluation import (
     model_classes,
     score_predictions,
 )
+from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import (
     conform_file,
     input_spec,
@@ -43,11 +43,11 @@ from mm_platform.serving.batch import (
     read_table,
     target_name,
 )
-from mm_platform.serving.predlog import META
-from mm_platform.training import split_holdout
+from mm_platform.serving.predlog.writer import META
+from mm_platform.training.search import split_holdout
 
 if TYPE_CHECKING:
-    from mm_platform.config import Project
+    from mm_platform.project.config import Project
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def finetune_project(
 ) -> FinetuneResult:
     """Fine-tune the champion on new data, log the run, register the result as challenger."""
     from mm_platform import tracking
-    from mm_platform.training import REFERENCE_ARTIFACT, reference_sample
+    from mm_platform.training.search import REFERENCE_ARTIFACT, reference_sample
 
     lam = project.finetune.lam if lam is None else lam
     if not (math.isfinite(lam) and lam >= 0):

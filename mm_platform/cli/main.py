@@ -18,7 +18,7 @@ from mm_platform import __version__
 from mm_platform.errors import MmError
 
 if TYPE_CHECKING:
-    from mm_platform.training import TrainResult
+    from mm_platform.training.search import TrainResult
 
 
 class _Group(click.Group):
@@ -83,7 +83,7 @@ def _retry_option(function: Callable[..., Any]) -> Callable[..., Any]:
 def _retry_seconds(value: str | None) -> float:
     import os
 
-    from mm_platform.config import parse_duration
+    from mm_platform.project.config import parse_duration
 
     text = (value or os.environ.get("MM_TRACKING_RETRY") or "2m").strip()
     if text.isdigit():
@@ -112,8 +112,8 @@ def train(project: str, retry_for: str | None) -> None:
     (--retry-for); if it stays away, the trained model is kept in ./mm_pending
     (MM_PENDING_DIR) for `mm relog`.
     """
-    from mm_platform.config import load_project
-    from mm_platform.training import train_project
+    from mm_platform.project.config import load_project
+    from mm_platform.training.search import train_project
 
     budget = _retry_seconds(retry_for)
     loaded = load_project(project)
@@ -131,7 +131,7 @@ def relog(folder: str, retry_for: str | None) -> None:
     Runs and versions it wrote before the server went away are completed, not repeated;
     FOLDER is removed once everything is logged.
     """
-    from mm_platform.training import relog as relog_record
+    from mm_platform.training.search import relog as relog_record
 
     result = relog_record(folder, retry_for=_retry_seconds(retry_for))
     _print_train_result(result)
@@ -170,7 +170,7 @@ def _print_train_result(result: TrainResult) -> None:
 def compress(project: str, model_ref: str | None, version: str | None) -> None:
     """Prune, quantize and distill PROJECT's champion; log and register every variant."""
     from mm_platform.compression.job import compress_project, parse_model_ref
-    from mm_platform.config import load_project
+    from mm_platform.project.config import load_project
 
     loaded = load_project(project)
     if model_ref and version:
@@ -231,9 +231,9 @@ def serve(
     from pathlib import Path as _Path
 
     from mm_platform import tracking
-    from mm_platform.config import load_project
+    from mm_platform.project.config import load_project
     from mm_platform.serving.batch import target_name
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.serving.predlog.writer import log_root
     from mm_platform.tracking.serving import build_monitored_model, run_server
 
     loaded = load_project(project)
@@ -265,9 +265,9 @@ def predict(project: str, input_file: Path, alias: str, output: Path | None) -> 
     are carried into the output and the log, and the target, which is ignored.
     """
     from mm_platform import tracking
-    from mm_platform.config import load_project
+    from mm_platform.project.config import load_project
     from mm_platform.serving.batch import predict_file
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.serving.predlog.writer import log_root
 
     loaded = load_project(project)
     tracking.connect()
@@ -290,9 +290,9 @@ def predict(project: str, input_file: Path, alias: str, output: Path | None) -> 
 @click.argument("labels_file", metavar="FILE", type=click.Path(path_type=Path))
 def labels(project: str, labels_file: Path) -> None:
     """Ingest ground truth (columns request_id, label) for logged predictions."""
-    from mm_platform.config import load_project
+    from mm_platform.project.config import load_project
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.serving.predlog.writer import log_root
 
     loaded = load_project(project)
     result = ingest_labels(loaded, labels_file, log_root=log_root(loaded.serving.prediction_log))
@@ -339,9 +339,9 @@ def finetune(
     lam: float | None,
 ) -> None:  # fmt: skip
     """Fine-tune PROJECT's champion on new data, near its own parameters; register a challenger."""
-    from mm_platform.config import load_project
-    from mm_platform.finetuning import finetune_project
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.lifecycle.finetuning import finetune_project
+    from mm_platform.project.config import load_project
+    from mm_platform.serving.predlog.writer import log_root
 
     if (data_file is None) == (not from_production):
         raise click.UsageError("give exactly one of --data FILE and --from-production")
@@ -367,9 +367,9 @@ def finetune(
 @click.argument("project")
 def promote(project: str) -> None:
     """Promote PROJECT's challenger if it passes the gate (exit 0), else refuse (exit 4)."""
-    from mm_platform.config import load_project
-    from mm_platform.promotion import promote_project
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.lifecycle.promotion import promote_project
+    from mm_platform.project.config import load_project
+    from mm_platform.serving.predlog.writer import log_root
 
     loaded = load_project(project)
     result = promote_project(loaded, log_root=log_root(loaded.serving.prediction_log))
@@ -391,8 +391,8 @@ def promote(project: str) -> None:
 @click.argument("project")
 def rollback(project: str) -> None:
     """Move PROJECT's champion back to the previous champion."""
-    from mm_platform.config import load_project
-    from mm_platform.promotion import rollback_project
+    from mm_platform.lifecycle.promotion import rollback_project
+    from mm_platform.project.config import load_project
 
     current, previous = rollback_project(load_project(project))
     click.echo(f"@champion -> v{previous}" + (f", @previous -> v{current}" if current else ""))
@@ -403,7 +403,7 @@ def rollback(project: str) -> None:
 def lineage(project: str) -> None:
     """Print the tree of PROJECT's registered versions: trained -> compressed -> ..."""
     from mm_platform import tracking
-    from mm_platform.config import load_project
+    from mm_platform.project.config import load_project
 
     loaded = load_project(project)
     tracking.connect()
@@ -415,7 +415,7 @@ def _print_lineage(name: str, metric: str) -> None:
     from rich.tree import Tree
 
     from mm_platform import tracking
-    from mm_platform.lineage import build_tree
+    from mm_platform.lifecycle.lineage import build_tree
 
     roots = build_tree(tracking.list_versions(name))
     key = f"holdout_{metric}"
@@ -469,7 +469,7 @@ def drift(
     """
     from datetime import datetime, timedelta, timezone
 
-    from mm_platform.config import load_project, parse_duration
+    from mm_platform.project.config import load_project, parse_duration
 
     if window is not None and start is not None:
         raise click.UsageError("give --window or --start/--end, not both")
@@ -525,8 +525,8 @@ def drift_ui(project: str, host: str, port: int) -> None:
     import os
     import subprocess
 
-    from mm_platform.config import load_project
     from mm_platform.errors import DataError, ProjectConfigError
+    from mm_platform.project.config import load_project
 
     loaded = load_project(project)
     folder = loaded.monitoring.workspace
@@ -579,8 +579,8 @@ def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> N
     """
     from datetime import datetime, timezone
 
-    from mm_platform.config import load_project
     from mm_platform.monitoring import schedule as scheduler
+    from mm_platform.project.config import load_project
 
     loaded = [load_project(p) for p in projects]
     if once:  # Evidently is imported only if a window is due
@@ -614,7 +614,7 @@ def demo(folder: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mm_platform.demo import run_demo
+    from mm_platform.cli.demo import run_demo
 
     with _progress_bar() as report:
         outcome = run_demo(folder, progress=report)
@@ -732,8 +732,8 @@ def log_compact(project: str, before: str | None) -> None:
     """Merge each day's small prediction-log files of PROJECT into one file per day."""
     from datetime import date
 
-    from mm_platform.config import load_project
-    from mm_platform.serving.predlog import compact, log_root
+    from mm_platform.project.config import load_project
+    from mm_platform.serving.predlog.writer import compact, log_root
 
     if before is not None:
         try:
@@ -759,9 +759,9 @@ def log_compact(project: str, before: str | None) -> None:
 @click.argument("project")
 def log_status(project: str) -> None:
     """Files, rows, dead letters and set-aside files of PROJECT's prediction log."""
-    from mm_platform.config import load_project
-    from mm_platform.serving.maintenance import inventory
-    from mm_platform.serving.predlog import log_root
+    from mm_platform.project.config import load_project
+    from mm_platform.serving.predlog.maintenance import inventory
+    from mm_platform.serving.predlog.writer import log_root
 
     loaded = load_project(project)
     root = log_root(loaded.serving.prediction_log)

@@ -40,9 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow.fs import LocalFileSystem
 
-from mm_platform.serving.deadletter import write_dead_letter
-from mm_platform.serving.logstore import is_damage, model_folder, set_aside, write_requests
-from mm_platform.serving.records import TIMESTAMP
+from mm_platform.serving.predlog.deadletter import write_dead_letter
+from mm_platform.serving.predlog.records import TIMESTAMP
+from mm_platform.serving.predlog.store import is_damage, model_folder, set_aside, write_requests
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from mm_platform.catalog import ESTIMATORS, METRICS, Task, task_family
 from mm_platform.errors import ProjectConfigError
+from mm_platform.project.catalog import ESTIMATORS, METRICS, Task, task_family
 
 Scalar = bool | int | float | str | None
 

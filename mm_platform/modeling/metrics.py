@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from mm_platform.catalog import METRICS
+from mm_platform.project.catalog import METRICS
 
 # CV scorer per metric and task; scorers named neg_* are negated back when reported.
 _SCORERS = {

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mm_platform.config import Project, load_project
-from mm_platform.devtools import free_port
 from mm_platform.errors import ProjectConfigError
+from mm_platform.project.config import Project, load_project
+from mm_platform.tracking.server import free_port
 
 if TYPE_CHECKING:
     from mm_platform.compression.job import CompressResult
-    from mm_platform.finetuning import FinetuneResult
+    from mm_platform.lifecycle.finetuning import FinetuneResult
+    from mm_platform.lifecycle.promotion import PromotionResult
     from mm_platform.monitoring.job import DriftOutcome
-    from mm_platform.promotion import PromotionResult
     from mm_platform.serving.batch import LabelResult
-    from mm_platform.training import Progress, TrainResult
+    from mm_platform.training.search import Progress, TrainResult
 
 
 def project_files(folder: Path) -> list[Path]:
@@ -51,8 +51,8 @@ def run_demo(folder: Path, progress: Progress | None = None) -> DemoResult:
     trains), compress the champion of each project that has a compression section, then
     run the production loop on seed_linear when the folder has it."""
     from mm_platform.compression.job import compress_project
-    from mm_platform.serving.predlog import log_root
-    from mm_platform.training import train_project
+    from mm_platform.serving.predlog.writer import log_root
+    from mm_platform.training.search import train_project
 
     projects = [load_project(path) for path in project_files(folder)]
     trained = [train_project(project, progress=progress) for project in projects]
@@ -116,8 +116,8 @@ def production_loop(
     import requests
 
     from mm_platform import tracking
-    from mm_platform.finetuning import finetune_project
-    from mm_platform.promotion import promote_project
+    from mm_platform.lifecycle.finetuning import finetune_project
+    from mm_platform.lifecycle.promotion import promote_project
     from mm_platform.serving.batch import ingest_labels
     from mm_platform.tracking.serving import (
         build_monitored_model,

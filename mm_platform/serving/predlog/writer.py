@@ -21,27 +21,27 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from mm_platform.serving.deadletter import write_dead_letter
-from mm_platform.serving.journal import (
+from mm_platform.serving.predlog.deadletter import write_dead_letter
+from mm_platform.serving.predlog.journal import (
     Record,
     Segment,
     encode_record,
     journal_folder,
     recover,
 )
-from mm_platform.serving.logstore import (
+from mm_platform.serving.predlog.maintenance import compact
+from mm_platform.serving.predlog.records import (
+    META,
+    RecordError,
+    record_table,
+    request_ids,
+)
+from mm_platform.serving.predlog.store import (
     log_root,
     read_log,
     write_partition,
     write_requests,
     write_table,
-)
-from mm_platform.serving.maintenance import compact
-from mm_platform.serving.records import (
-    META,
-    RecordError,
-    record_table,
-    request_ids,
 )
 
 __all__ = [

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from mm_platform.tracking.server import free_port
 
 
 def postgres_bin() -> Path | None:
@@ -59,10 +60,3 @@ def postgres_cluster(database: str = "mlflow") -> Iterator[str]:
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
                         "-w", "stop"], capture_output=True)  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

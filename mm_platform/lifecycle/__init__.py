@@ -1,0 +1,1 @@
+"""After training: fine-tuning on production data, promotion gates, lineage."""

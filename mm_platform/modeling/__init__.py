@@ -1,0 +1,1 @@
+"""Modeling: feature pipelines, metrics and class scores, figures."""

@@ -1,0 +1,1 @@
+"""Project files: their pydantic models, loading, the catalog of estimators and metrics."""

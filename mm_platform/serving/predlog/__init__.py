@@ -1,0 +1,1 @@
+"""The prediction log: records, the journal, the Parquet store, the writer, maintenance."""

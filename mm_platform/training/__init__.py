@@ -1,0 +1,1 @@
+"""Training: the hyper-parameter search, its record, and logging it to MLflow."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: project files, the `mm` runner, ports, servers."""
