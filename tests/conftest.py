@@ -11,12 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mm_platform.tracking.server import free_port as _free_port
-
-REPO = Path(__file__).resolve().parents[1]
-PROJECTS = REPO / "projects"
+from tests.support import free_port
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -34,40 +30,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
     while mlflow.active_run() is not None:  # a failed test must not leak its run
         mlflow.end_run("FAILED")
-
-
-SEED_LINEAR = {
-    "name": "tiny",
-    "task": "regression",
-    "dataset": {"source": "synthetic", "generator": "linear", "n_samples": 200},
-    "features": {"polynomial_degree": 2},
-    "candidates": [{"estimator": "ridge", "params": {"alpha": [0.1, 1.0]}}],
-    "selection": {"metric": "rmse"},
-    "split": {"cv_folds": 3},
-}
-
-
-def write_project(folder: Path, data: dict, name: str = "project.yaml") -> Path:
-    """Write a project file and return its path."""
-    path = folder / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-free_port = _free_port  # a TCP port on 127.0.0.1 nobody listens on right now
-
-
-def mm(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
-    """Run the real `mm` command in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "mm_platform", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import SEED_LINEAR, free_port, mm, write_project
+
+from tests.support import SEED_LINEAR, free_port, mm, write_project
 
 
 @dataclass

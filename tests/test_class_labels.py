@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mm, write_project
 
 from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError
 from mm_platform.project.config import load_project
+from tests.support import mm, write_project
 
 LABELS = {"str": ("No", "Yes"), "bool": (False, True)}
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PROJECTS, SEED_LINEAR, free_port, mm, write_project
+
+from tests.support import PROJECTS, SEED_LINEAR, free_port, mm, write_project
 
 
 def test_help_loads_neither_mlflow_nor_evidently() -> None:

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import SEED_LINEAR, free_port, mm, write_project
 from sklearn import datasets
 from sklearn.ensemble import (
     GradientBoostingClassifier,
@@ -30,6 +29,7 @@ from mm_platform.compression.mm_compressed import CompressedModel
 from mm_platform.errors import ProjectConfigError, TrackingError
 from mm_platform.modeling.features import build_pipeline
 from mm_platform.project.config import Features, load_project
+from tests.support import SEED_LINEAR, free_port, mm, write_project
 
 
 def _frame(X: np.ndarray) -> pd.DataFrame:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SEED_LINEAR, write_project
+
+from tests.support import SEED_LINEAR, write_project
 
 PROJECTS = 4
 

@@ -6,10 +6,10 @@ import copy
 from pathlib import Path
 
 import pytest
-from conftest import PROJECTS, SEED_LINEAR, write_project
 
 from mm_platform.errors import ProjectConfigError
 from mm_platform.project.config import FileDataset, load_project, project_params
+from tests.support import PROJECTS, SEED_LINEAR, write_project
 
 SHIPPED = sorted(p.stem for p in PROJECTS.glob("*.yaml"))
 

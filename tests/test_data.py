@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECTS, SEED_LINEAR, write_project
 
 from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError
 from mm_platform.project.config import load_project
+from tests.support import PROJECTS, SEED_LINEAR, write_project
 
 
 def test_seed_linear_is_the_seed_example_and_reproducible() -> None:

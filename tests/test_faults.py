@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SEED_LINEAR, free_port, mm, write_project
+
+from tests.support import SEED_LINEAR, free_port, mm, write_project
 
 # six configurations: enough writes after the parent run that the kill lands mid-logging
 PROJECT = copy.deepcopy(SEED_LINEAR)

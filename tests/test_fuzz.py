@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SEED_LINEAR
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mm_platform.errors import ProjectConfigError
 from mm_platform.project.config import load_project
+from tests.support import SEED_LINEAR
 
 FULL = {
     **copy.deepcopy(SEED_LINEAR),
@@ -122,10 +122,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     """seed_linear's champion behind `mlflow models serve`, monitored, for the whole module."""
     import os
 
-    from conftest import free_port, write_project
-
     from mm_platform.tracking.server import stop_process_group
     from mm_platform.tracking.serving import build_monitored_model, start_server
+    from tests.support import free_port, write_project
 
     folder = tmp_path_factory.mktemp("served")
     served_folder[:] = [str(folder)]

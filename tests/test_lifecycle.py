@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SEED_LINEAR, mm, write_project
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -16,6 +15,7 @@ from mm_platform.errors import DataError
 from mm_platform.lifecycle.finetuning import _logistic_toward, _ridge_toward, finetune_project
 from mm_platform.project.config import load_project
 from mm_platform.serving.batch import is_evaluation_row
+from tests.support import SEED_LINEAR, mm, write_project
 
 
 def test_linear_closed_form_minimises_the_seed_objective() -> None:

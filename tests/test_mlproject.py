@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SEED_LINEAR, write_project
+
+from tests.support import REPO, SEED_LINEAR, write_project
 
 pytestmark = pytest.mark.slow
 

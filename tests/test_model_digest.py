@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SEED_LINEAR, mm, write_project
 
 from mm_platform.errors import RegistryError
 from mm_platform.project.config import load_project
+from tests.support import SEED_LINEAR, mm, write_project
 
 
 @pytest.fixture

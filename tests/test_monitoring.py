@@ -13,10 +13,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SEED_LINEAR, mm, write_project
 
 from mm_platform.errors import DataError
 from mm_platform.project.config import load_project
+from tests.support import SEED_LINEAR, mm, write_project
 
 MONITORED = {
     **SEED_LINEAR,
@@ -275,10 +275,10 @@ def test_drift_ui_serves_the_workspace_without_telemetry(store: str, tmp_path: P
     import time
 
     import requests
-    from conftest import free_port
 
     from mm_platform.monitoring.job import run_drift
     from mm_platform.training.search import train_project
+    from tests.support import free_port
 
     config = {**MONITORED, "monitoring": {**MONITORED["monitoring"], "workspace": "ws"}}
     path = write_project(tmp_path, config)

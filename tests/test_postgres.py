@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import SEED_LINEAR, mm, write_project
+
+from tests.support import SEED_LINEAR, mm, write_project
 
 LIFECYCLE = {
     **SEED_LINEAR,

@@ -396,7 +396,7 @@ def test_recover_is_quiet_and_idempotent_without_dead_writers(tmp_path: Path) ->
 
 
 def test_mm_log_status_and_compact(tmp_path: Path) -> None:
-    from conftest import SEED_LINEAR, mm, write_project
+    from tests.support import SEED_LINEAR, mm, write_project
 
     project = write_project(tmp_path, SEED_LINEAR)
     root = tmp_path / "prediction_log"

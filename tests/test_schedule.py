@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import SEED_LINEAR, write_project
 
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
 from mm_platform.monitoring import schedule
@@ -26,6 +25,7 @@ from mm_platform.monitoring.schedule import (
     write_last_end,
 )
 from mm_platform.project.config import Project, load_project
+from tests.support import SEED_LINEAR, write_project
 
 HOUR = timedelta(hours=1)
 JOB_EXIT = {"no_drift": 0, "drift": 5, "not_enough_data": 6}  # as the drift job's outcomes

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from conftest import SEED_LINEAR, free_port, mm, write_project
 
 from mm_platform.serving.predlog.writer import PredictionLogWriter, read_dataset
+from tests.support import SEED_LINEAR, free_port, mm, write_project
 
 
 def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> None:

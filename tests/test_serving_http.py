@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import free_port, mm, write_project
 
 from mm_platform.serving.predlog.writer import read_dataset
+from tests.support import free_port, mm, write_project
 
 pytestmark = pytest.mark.slow
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import free_port
 
 from mm_platform import tracking
 from mm_platform.errors import TrackingError
+from tests.support import free_port
 
 
 def test_run_ends_failed_on_exception_and_keeps_standard_tags(store: str) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECTS, SEED_LINEAR, mm, write_project
 
 from mm_platform.errors import ProjectConfigError
 from mm_platform.project.config import load_project
 from mm_platform.training.search import REFERENCE_ARTIFACT, expand_trials, train_project
+from tests.support import PROJECTS, SEED_LINEAR, mm, write_project
 
 
 def _children(client, parent_run_id: str, experiment_id: str):
