@@ -30,6 +30,7 @@ from mm_platform.serving.predlog.writer import (
     recover,
     write_partition,
 )
+from tests.support import REPO
 
 
 def good(x: float, rows: int = 1) -> pd.DataFrame:
@@ -438,7 +439,7 @@ def test_the_pyarrow_requirement_excludes_the_vulnerable_14_0_0() -> None:
     from packaging.requirements import Requirement
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
     (pin,) = [Requirement(r) for r in project["project"]["dependencies"] if r.startswith("pyarrow")]
     assert "14.0.0" not in pin.specifier and "14.0.1" in pin.specifier
 
