@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mm_platform.errors import DataError, MmError
+from mm_platform.clock import as_utc, utc_now
+from mm_platform.errors import DataError, ExitCode, MmError
 from mm_platform.modeling.metrics import PROBA_PREFIX, align_labels, score_predictions
 from mm_platform.project.catalog import METRICS
 from mm_platform.project.config import monitoring_experiment
@@ -41,9 +42,9 @@ if TYPE_CHECKING:
     from mm_platform.monitoring.drift import ColumnSpec, DriftResult
     from mm_platform.project.config import Project
 
-EXIT_NO_DRIFT = 0
-EXIT_DRIFT = 5
-EXIT_NOT_ENOUGH_DATA = 6
+EXIT_NO_DRIFT = ExitCode.OK
+EXIT_DRIFT = ExitCode.DRIFT
+EXIT_NOT_ENOUGH_DATA = ExitCode.NOT_ENOUGH_DATA
 STATUS_EXIT = {
     "no_drift": EXIT_NO_DRIFT,
     "drift": EXIT_DRIFT,
@@ -94,9 +95,9 @@ def run_drift(
     from mm_platform.serving.predlog.writer import log_root as default_log_root
 
     log_root = log_root or default_log_root(project.serving.prediction_log)
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     if current_path is None and (start is None or end is None):
-        end = end or datetime.now(timezone.utc)
+        end = end or utc_now()
         start = start or end - timedelta(seconds=project.monitoring.window_seconds)
     if start is not None and end is not None and start >= end:
         raise DataError(f"the window start {start.isoformat()} is not before its end")
@@ -203,17 +204,6 @@ def _stale_runs(project: Project, number: str, end: datetime | None) -> list[str
 
 
 # --- inputs ---------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """`moment` in UTC; a naive one is taken to be UTC already."""
-    if moment is None:
-        return None
-    return (
-        moment.replace(tzinfo=timezone.utc)
-        if moment.tzinfo is None
-        else moment.astimezone(timezone.utc)
-    )
 
 
 def _reference(project: Project, model: Any, uri: str) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from croniter import CroniterBadDateError, croniter
 
+from mm_platform.clock import minute_stamp, require_utc, utc_now
 from mm_platform.errors import MmError, ProjectConfigError
 
 if TYPE_CHECKING:
@@ -73,14 +74,17 @@ def due_windows(
     Without state (`last_end` None) only the latest fire time <= now is due: history is not
     backfilled. At most `limit` windows are returned, with a warning when more are due.
     """
-    now = _as_utc(now, "now")
+    now = require_utc(now, "now")
     if last_end is None:
         ends = [latest_fire_time(project, now)]
     else:
-        ends = _fire_times(project, after=_as_utc(last_end, "last_end"), until=now, cap=limit + 1)
+        ends = _fire_times(
+            project, after=require_utc(last_end, "last_end"), until=now, cap=limit + 1
+        )
         if len(ends) > limit:
             warnings.warn(
-                f"{project.name}: more than {limit} windows are due since {_stamp(last_end)}; "
+                f"{project.name}: more than {limit} windows are due since "
+                f"{minute_stamp(last_end)}; "
                 f"running the oldest {limit} now and the rest in the next rounds",
                 stacklevel=2,
             )
@@ -91,7 +95,7 @@ def due_windows(
 
 def latest_fire_time(project: Project, now: datetime) -> datetime:
     """The project's last fire time at or before `now`."""
-    now = _as_utc(now, "now")
+    now = require_utc(now, "now")
     before = next(_cron_times(project, now, backwards=True))  # strictly before now
     at_or_after = next(_cron_times(project, before))
     return at_or_after if at_or_after <= now else before
@@ -99,7 +103,7 @@ def latest_fire_time(project: Project, now: datetime) -> datetime:
 
 def next_fire_time(project: Project, after: datetime) -> datetime:
     """The project's first fire time strictly after `after`."""
-    return next(_cron_times(project, _as_utc(after, "after")))
+    return next(_cron_times(project, require_utc(after, "after")))
 
 
 def _fire_times(project: Project, *, after: datetime, until: datetime, cap: int) -> list[datetime]:
@@ -162,13 +166,13 @@ def read_last_end(name: str, folder: Path) -> datetime | None:
             f"{path}: the schedule state is not valid JSON with a 'last_end' timestamp; "
             "delete the file to restart from the latest window"
         ) from exc
-    return _as_utc(end, "last_end") if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    return require_utc(end, "last_end") if end.tzinfo else end.replace(tzinfo=timezone.utc)
 
 
 def write_last_end(name: str, end: datetime, folder: Path) -> None:
     """Record `end` as project `name`'s last completed window end, atomically."""
     path = folder / f"{name}.json"
-    payload = json.dumps({"project": name, "last_end": _as_utc(end, "end").isoformat()})
+    payload = json.dumps({"project": name, "last_end": require_utc(end, "end").isoformat()})
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -193,10 +197,6 @@ def _try_lock(handle: IO[str]) -> bool:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def run_due(
     projects: Sequence[Project],
     *,
@@ -211,7 +211,7 @@ def run_due(
     before it (the next round retries it) and its later windows wait. Other projects go on.
     A project locked by another scheduler is skipped this round.
     """
-    now = _as_utc(now or _utc_now(), "now")
+    now = require_utc(now or utc_now(), "now")
     for project in projects:
         _schedule(project)  # every project is checked before any job runs
     folder = _state_folder(state_dir)
@@ -224,7 +224,7 @@ def run_due(
 def serve(
     projects: Sequence[Project],
     *,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], Any] = time.sleep,
     job: DriftJob | None = None,
     state_dir: str | Path | None = None,
@@ -240,15 +240,15 @@ def serve(
         raise ValueError("The 'projects' parameter of serve must name at least one project.")
     rounds = 0
     while max_iterations is None or rounds < max_iterations:
-        now = _as_utc(clock(), "clock()")
+        now = require_utc(clock(), "clock()")
         run_due(projects, now=now, job=job, state_dir=state_dir, echo=echo)
         rounds += 1
         if max_iterations is not None and rounds >= max_iterations:
             break
         wake = min(next_fire_time(project, now) for project in projects)
-        echo(f"next fire time {_stamp(wake)}")
+        echo(f"next fire time {minute_stamp(wake)}")
         # measured after the jobs ran: the time they took is not slept again
-        sleep(max((wake - _as_utc(clock(), "clock()")).total_seconds(), 0.0))
+        sleep(max((wake - require_utc(clock(), "clock()")).total_seconds(), 0.0))
 
 
 def exit_code(results: Sequence[WindowResult]) -> int:
@@ -315,7 +315,7 @@ def _default_job(project: Project, *, start: datetime, end: datetime) -> Any:
 
 def _describe(result: WindowResult) -> str:
     """One line for a window: what ran, and how it ended."""
-    head = f"{result.project}: window {_stamp(result.start)} to {_stamp(result.end)}"
+    head = f"{result.project}: window {minute_stamp(result.start)} to {minute_stamp(result.end)}"
     if result.status == "error":
         reason = " ".join((result.error or "").split())
         return f"{head} failed: {reason}; it is retried next round"
@@ -332,14 +332,3 @@ def _state_folder(configured: str | Path | None) -> Path:
             f"set {ENV_STATE_DIR} to a writable folder"
         ) from exc
     return folder
-
-
-def _as_utc(moment: datetime, name: str) -> datetime:
-    """`moment` in UTC; a naive datetime is a bug, since its zone is unknown."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"The '{name}' datetime must be timezone-aware. Got {moment} instead.")
-    return moment.astimezone(timezone.utc)
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
