@@ -8,10 +8,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mm_platform.data.columns import PROBA_PREFIX, RESERVED_COLUMNS
+from mm_platform.data.tables import read_table, require_path
 from mm_platform.errors import DataError
 
 if TYPE_CHECKING:
-    from mm_platform.project.config import FileDataset, Project, SklearnDataset, SyntheticDataset
+    from mm_platform.project.config import (
+        Features,
+        FileDataset,
+        Project,
+        SklearnDataset,
+        SyntheticDataset,
+    )
 
 
 @dataclass(frozen=True)
@@ -27,10 +35,6 @@ class LoadedData:
     def frame(self) -> pd.DataFrame:
         """Features and target in one frame (the target last)."""
         return self.X.assign(**{str(self.y.name): self.y.to_numpy()})
-
-
-# column names the prediction log and the reference sample use for themselves
-RESERVED_COLUMNS = ("prediction", "request_id", "timestamp", "model_name", "model_version")
 
 
 def load_dataset(project: Project) -> LoadedData:
@@ -108,21 +112,10 @@ def _bundled(spec: SklearnDataset) -> LoadedData:
 
 
 def _from_file(spec: FileDataset) -> LoadedData:
-    path = spec.path
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file; fix dataset.path in the project file")
-    try:
-        reader = pd.read_parquet if spec.file_format == "parquet" else pd.read_csv
-        frame = reader(path)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(
-            f"{path}: the file is empty; it needs a header and at least one row"
-        ) from exc
-    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        raise DataError(
-            f"{path}: cannot read it as {spec.file_format} ({type(exc).__name__}: {exc}); "
-            "set dataset.format if the suffix is misleading"
-        ) from exc
+    path = require_path(spec.path, "no such data file; fix dataset.path in the project file")
+    frame = read_table(
+        path, spec.file_format, hint="set dataset.format if the suffix is misleading"
+    )
     frame.columns = [str(c) for c in frame.columns]
     if spec.target not in frame.columns:
         shown = ", ".join(list(frame.columns)[:20])
@@ -136,13 +129,25 @@ def _from_file(spec: FileDataset) -> LoadedData:
 
 
 def _checked(data: LoadedData, project: Project) -> LoadedData:
-    from mm_platform.modeling.metrics import PROBA_PREFIX
-
     where = data.source if project.dataset.source == "file" else data.name
-    X, y = data.X, data.y
-    if len(X) == 0:
+    if len(data.X) == 0:
         raise DataError(f"{where}: the dataset has no rows; a project needs data to train on")
-    feats = project.features
+    X = _numeric(_features(data.X, project.features, where), project.features, where)
+    y = data.y
+    _check_target(y, project.task, where)
+    min_rows = 2 * project.split.cv_folds + 2
+    if len(X) < min_rows:
+        raise DataError(
+            f"{where}: {len(X)} rows are too few for a holdout split and "
+            f"{project.split.cv_folds}-fold CV; give at least {min_rows} rows"
+        )
+    return LoadedData(
+        X=X.reset_index(drop=True), y=y.reset_index(drop=True), name=data.name, source=data.source
+    )
+
+
+def _features(X: pd.DataFrame, feats: Features, where: str) -> pd.DataFrame:
+    """The feature columns: the named ones must exist, dropped ones go, reserved names fail."""
     for key in ("categorical", "drop"):
         for col in getattr(feats, key):
             if col not in X.columns:
@@ -160,6 +165,12 @@ def _checked(data: LoadedData, project: Project) -> LoadedData:
             )
     if X.shape[1] == 0:
         raise DataError(f"{where}: no feature columns are left; features.drop removes them all")
+    return X
+
+
+def _numeric(X: pd.DataFrame, feats: Features, where: str) -> pd.DataFrame:
+    """Non-categorical columns as numbers (integers as float64); text that is not a number
+    fails, naming the column."""
     for col in X.columns:
         if col in feats.categorical or pd.api.types.is_bool_dtype(X[col]):
             continue
@@ -175,35 +186,31 @@ def _checked(data: LoadedData, project: Project) -> LoadedData:
         if pd.api.types.is_integer_dtype(X[col]):
             # float in the logged signature, so served requests may carry missing values
             X = X.assign(**{col: X[col].astype("float64")})
+    return X
+
+
+def _check_target(y: pd.Series, task: str, where: str) -> None:
+    """The target has no missing values and fits the task (numeric; 2 or 3+ classes)."""
     if y.isna().any():
         raise DataError(
             f"{where}: target column '{y.name}' has {int(y.isna().sum())} missing values; "
             "drop those rows or fill them in before training"
         )
-    if project.task == "regression":
+    if task == "regression":
         if not pd.api.types.is_numeric_dtype(y):
             raise DataError(
                 f"{where}: target column '{y.name}' is not numeric (e.g. {y.iloc[0]!r}) but "
                 "task is regression; use task: binary or multiclass"
             )
-    else:
-        n_classes = y.nunique()
-        if project.task == "binary" and n_classes != 2:
-            raise DataError(
-                f"{where}: task is binary but target '{y.name}' has {n_classes} classes; "
-                "use task: multiclass" + (" (or regression)" if n_classes > 20 else "")
-            )
-        if project.task == "multiclass" and n_classes < 3:
-            raise DataError(
-                f"{where}: task is multiclass but target '{y.name}' has {n_classes} classes; "
-                "use task: binary"
-            )
-    min_rows = 2 * project.split.cv_folds + 2
-    if len(X) < min_rows:
+        return
+    n_classes = y.nunique()
+    if task == "binary" and n_classes != 2:
         raise DataError(
-            f"{where}: {len(X)} rows are too few for a holdout split and "
-            f"{project.split.cv_folds}-fold CV; give at least {min_rows} rows"
+            f"{where}: task is binary but target '{y.name}' has {n_classes} classes; "
+            "use task: multiclass" + (" (or regression)" if n_classes > 20 else "")
         )
-    return LoadedData(
-        X=X.reset_index(drop=True), y=y.reset_index(drop=True), name=data.name, source=data.source
-    )
+    if task == "multiclass" and n_classes < 3:
+        raise DataError(
+            f"{where}: task is multiclass but target '{y.name}' has {n_classes} classes; "
+            "use task: binary"
+        )

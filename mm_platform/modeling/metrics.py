@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from mm_platform.data.columns import PROBA_PREFIX, proba_column  # noqa: F401  (their home)
 from mm_platform.project.catalog import METRICS
 
 # CV scorer per metric and task; scorers named neg_* are negated back when reported.
@@ -34,14 +35,6 @@ _SCORERS = {
         "roc_auc": "roc_auc_ovr",
     },
 }
-
-
-PROBA_PREFIX = "proba_"  # reference-sample column of one class's probability: proba_<class>
-
-
-def proba_column(label: Any) -> str:
-    """The column (reference sample, prediction log) of the probability of class `label`."""
-    return f"{PROBA_PREFIX}{label}"
 
 
 def positive_label(labels: Any) -> Any:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mm_platform.data.columns import target_name
+from mm_platform.data.tables import read_table
 from mm_platform.errors import DataError
 from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
 from mm_platform.serving.predlog.writer import (
@@ -22,20 +24,6 @@ from mm_platform.serving.scoring import log_record, raw_model, score
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file (by suffix) as a frame, with file-named errors."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file is empty") from exc
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from exc
 
 
 def input_spec(project: Project, schema: list[tuple[str, str]]) -> InputSpec:
@@ -171,14 +159,6 @@ def join_labels(logged: pd.DataFrame, labels: pd.DataFrame, target: str) -> pd.D
     )
     labels = labels[["request_id", "label"]].rename(columns={"label": target})
     return logged.merge(labels, on="request_id", how="left")
-
-
-def target_name(project: Project) -> str:
-    """The target column's name in this project's data (`y`, `target` or the file's)."""
-    dataset = project.dataset
-    if dataset.source == "file":
-        return dataset.target
-    return "y" if dataset.source == "synthetic" else "target"
 
 
 EVALUATION_SHARE = 5  # one labelled production row in 5 is kept out of fine-tuning

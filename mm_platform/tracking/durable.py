@@ -13,9 +13,9 @@ and `replay` retries the whole attempt instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +45,8 @@ from mm_platform.tracking.registry import (
     ensure_registered_model,
 )
 from mm_platform.tracking.runs import _PARAM_LIMIT, end_stale_run
+
+logger = logging.getLogger(__name__)
 
 ATTEMPT_TAG = "mm.attempt"
 PART_TAG = "mm.attempt_part"
@@ -173,7 +175,7 @@ def replay(
     run it again, for at most `budget_s` seconds from the first failure on. `step()` names
     what the attempt was trying to do, for the messages. Raises ServerGone when the budget
     runs out; other errors pass through."""
-    say = notify or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = notify or logger.warning
     uri = mlflow.get_tracking_uri()
     lost_since = deadline = 0.0  # the budget runs from the first failure on
     busy = passes = 0

@@ -1,0 +1,175 @@
+"""Monitoring commands: `mm drift`, `mm drift-ui`, `mm schedule`."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+
+from mm_platform.cli.options import moment
+from mm_platform.cli.render import print_drift
+from mm_platform.errors import ExitCode, MmError
+
+
+@click.command()
+@click.argument("project")
+@click.option(
+    "--window",
+    default=None,
+    help="Window ending now, e.g. 6h, 1d (default: the project's monitoring.window).",
+)
+@click.option("--start", default=None, help="Window start (ISO time, UTC unless it says).")
+@click.option("--end", default=None, help="Window end (ISO time, exclusive); default now.")
+@click.option(
+    "--current",
+    "current_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV/Parquet file of current data instead of the prediction log.",
+)
+@click.option("--alias", default="champion", show_default=True, help="Version to monitor.")
+@click.option("--version", default=None, help="A version number instead of --alias.")
+def drift(
+    project: str, window: str | None, start: str | None, end: str | None,
+    current_file: Path | None, alias: str, version: str | None,
+) -> None:  # fmt: skip
+    """Drift of PROJECT's production data against its model's reference sample (Evidently).
+
+    Exit status: 0 no drift, 5 drift (or a data-quality failure) found, 6 not enough data,
+    2 bad input, 3 tracking store unusable. The run goes to experiment <project>-monitoring.
+    """
+    from mm_platform.project.config import load_project
+
+    if window is not None and start is not None:
+        raise click.UsageError("give --window or --start/--end, not both")
+    if current_file is not None and (window or start or end):
+        raise click.UsageError("--current replaces the window; drop --window/--start/--end")
+    loaded = load_project(project)
+    start_at, end_at = _window(loaded.monitoring.window_seconds, window, start, end)
+    if current_file is not None:
+        start_at = end_at = None
+    click.echo("computing drift (loading Evidently)...", err=True)
+    from mm_platform.monitoring.job import run_drift
+
+    outcome = run_drift(
+        loaded, start=start_at, end=end_at, current_path=current_file, alias=alias,
+        version=version,
+    )  # fmt: skip
+    print_drift(outcome)
+    sys.exit(outcome.exit_code)
+
+
+def _window(
+    default_seconds: float, window: str | None, start: str | None, end: str | None
+) -> tuple[datetime, datetime]:
+    """(start, end) in UTC from --start/--end, or --window (else the project's) ending at
+    --end or now."""
+    from mm_platform.clock import utc_now
+    from mm_platform.project.config import parse_duration
+
+    end_at = moment(end) or utc_now()
+    start_at = moment(start)
+    if start_at is None:
+        try:
+            seconds = parse_duration(window) if window else default_seconds
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--window") from exc
+        start_at = end_at - timedelta(seconds=seconds)
+    return start_at, end_at
+
+
+@click.command("drift-ui")
+@click.argument("project")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def drift_ui(project: str, host: str, port: int) -> None:
+    """Serve PROJECT's Evidently workspace (monitoring.workspace): drift over time.
+
+    Runs `evidently ui` with DO_NOT_TRACK=1, so the UI sends no usage telemetry.
+    """
+    import os
+
+    from mm_platform.errors import DataError, ProjectConfigError
+    from mm_platform.project.config import load_project
+
+    loaded = load_project(project)
+    folder = loaded.monitoring.workspace
+    if not folder:
+        raise ProjectConfigError(
+            f"{loaded.label}: monitoring.workspace is not set; add e.g. "
+            "monitoring: {workspace: evidently_workspace} and run mm drift again"
+        )
+    if not Path(folder).is_dir():
+        raise DataError(f"{folder}: no Evidently workspace yet; run mm drift {project} first")
+    _require_free_port(host, port)
+    command = [str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", folder,
+               "--host", host, "--port", str(port)]  # fmt: skip
+    click.echo(f"Evidently UI for {loaded.name}: http://{host}:{port} (Ctrl-C stops it)")
+    sys.exit(_run_child(command, {**os.environ, "DO_NOT_TRACK": "1"}))
+
+
+def _require_free_port(host: str, port: int) -> None:
+    from mm_platform.errors import TrackingError
+    from mm_platform.tracking.server import check_port_free
+
+    try:
+        check_port_free(host, port)
+    except TrackingError as exc:  # the Evidently UI is no tracking server: bad input, exit 2
+        raise MmError(f"port {port} on {host} is already in use; pick another with --port") from exc
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    """Run `command` in its own process group until it exits, Ctrl-C or SIGTERM (`kill`
+    stops the child too, not just this process); its exit code, 0 when stopped."""
+    import signal
+    import subprocess
+
+    from mm_platform.tracking.server import raise_keyboard_interrupt, stop_process_group
+
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        stop_process_group(child)
+        return 0
+
+
+@click.command()
+@click.argument("projects", nargs=-1, required=True)
+@click.option("--once", is_flag=True, help="Run every due window, then exit (for cron/systemd).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the last completed window per project is kept "
+              "(default: MM_SCHEDULE_STATE or ./mm_schedule_state).")  # fmt: skip
+def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> None:
+    """Run each project's drift job on the cron schedule in its project file.
+
+    A restart catches up on windows missed while it was down; a completed window never runs
+    twice. With --once the exit status is the first failed window's, else 5 if a window
+    drifted, else 6 if a window had too few rows, else 0.
+    """
+    from mm_platform.clock import minute_stamp, utc_now
+    from mm_platform.monitoring import schedule as scheduler
+    from mm_platform.project.config import load_project
+
+    loaded = [load_project(p) for p in projects]
+    if once:  # Evidently is imported only if a window is due
+        now = utc_now()
+        results = scheduler.run_due(loaded, now=now, state_dir=state_dir, echo=click.echo)
+        if not results:
+            upcoming = min(scheduler.next_fire_time(p, now) for p in loaded)
+            click.echo(f"nothing due; next window ends {minute_stamp(upcoming)}")
+        sys.exit(scheduler.exit_code(results))
+    click.echo("loading Evidently (once for the whole schedule)...", err=True)
+    import mm_platform.monitoring.drift  # noqa: F401  (import Evidently once, up front)
+
+    try:
+        scheduler.serve(loaded, state_dir=state_dir, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+        sys.exit(ExitCode.STOPPED)
+
+
+COMMANDS = (drift, drift_ui, schedule)
