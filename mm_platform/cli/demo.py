@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mm_platform.data.tables import require_path
 from mm_platform.errors import ProjectConfigError
 from mm_platform.project.config import Project, load_project
 from mm_platform.tracking.server import free_port
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from mm_platform.compression.job import CompressResult
     from mm_platform.lifecycle.finetuning import FinetuneResult
     from mm_platform.lifecycle.promotion import PromotionResult
@@ -26,11 +29,13 @@ if TYPE_CHECKING:
 
 def project_files(folder: Path) -> list[Path]:
     """The project files in `folder`, sorted by name."""
-    if not folder.is_dir():
-        raise ProjectConfigError(
-            f"{folder}: no such folder of project files; run mm demo from the repository root "
-            "or pass --projects DIR"
-        )
+    require_path(
+        folder,
+        "no such folder of project files; run mm demo from the repository root or pass "
+        "--projects DIR",
+        folder=True,
+        error=ProjectConfigError,
+    )
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     if not files:
         raise ProjectConfigError(f"{folder}: holds no *.yaml project files")
@@ -111,46 +116,20 @@ def production_loop(
     """Serve the champion, send shifted traffic, ingest labels, drift reports of both
     halves, fine-tune, promote."""
     import tempfile
-    from datetime import datetime, timezone
-
-    import requests
 
     from mm_platform import tracking
     from mm_platform.lifecycle.finetuning import finetune_project
     from mm_platform.lifecycle.promotion import promote_project
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.tracking.serving import (
-        build_monitored_model,
-        start_server,
-        stop_process_group,
-    )
 
     report = progress or (lambda _d, _i, _n: None)
     tracking.connect()
     champion = str(tracking.resolve_version(project.name, source=project.label).version)
     traffic = simulated_traffic(project.seed, n_requests)
-    ids: list[str] = []
-    truth: list[float] = []
-    moments: list[datetime] = []  # traffic start, the shift, traffic end (UTC)
     with tempfile.TemporaryDirectory(prefix="mm-demo-") as tmp:
-        model_dir = build_monitored_model(project.name, champion, log_root, Path(tmp) / "model")
-        port = free_port()
-        report(f"{project.name}: starting server", 0, n_requests)
-        server = start_server(model_dir, host="127.0.0.1", port=port, output=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}/invocations"
-            for i, (frame, y) in enumerate(traffic):
-                if i in (0, n_requests // 2):
-                    moments.append(datetime.now(timezone.utc))
-                body = {"dataframe_split": frame.to_dict(orient="split", index=False)}
-                answer = requests.post(url, json=body, timeout=30)
-                answer.raise_for_status()
-                ids += answer.json()["predictions"]["request_id"]
-                truth += list(y)
-                report(f"{project.name}: traffic", i + 1, n_requests)
-            moments.append(datetime.now(timezone.utc))
-        finally:
-            stop_process_group(server)  # graceful: the log is flushed before it exits
+        ids, truth, moments = _serve_traffic(
+            project, champion, traffic, log_root=log_root, folder=Path(tmp), report=report
+        )
         labels_file = Path(tmp) / "labels.csv"
         pd.DataFrame({"request_id": ids, "label": truth}).to_csv(labels_file, index=False)
         labels = ingest_labels(project, labels_file, log_root=log_root)
@@ -177,3 +156,48 @@ def production_loop(
         decision,
         *drift,
     )
+
+
+def _serve_traffic(
+    project: Project,
+    version: str,
+    traffic: list[tuple[pd.DataFrame, np.ndarray]],
+    *,
+    log_root: str,
+    folder: Path,
+    report: Progress,
+) -> tuple[list[str], list[float], list[datetime]]:
+    """Serve `version` with mlflow models serve and send `traffic`: the request ids, the
+    true values, and the moments (UTC) traffic started, shifted and ended."""
+    import requests
+
+    from mm_platform.clock import utc_now
+    from mm_platform.tracking.serving import (
+        build_monitored_model,
+        start_server,
+        stop_process_group,
+    )
+
+    n_requests = len(traffic)
+    ids: list[str] = []
+    truth: list[float] = []
+    moments: list[datetime] = []  # traffic start, the shift, traffic end (UTC)
+    model_dir = build_monitored_model(project.name, version, log_root, folder / "model")
+    port = free_port()
+    report(f"{project.name}: starting server", 0, n_requests)
+    server = start_server(model_dir, host="127.0.0.1", port=port, output=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/invocations"
+        for i, (frame, y) in enumerate(traffic):
+            if i in (0, n_requests // 2):
+                moments.append(utc_now())
+            body = {"dataframe_split": frame.to_dict(orient="split", index=False)}
+            answer = requests.post(url, json=body, timeout=30)
+            answer.raise_for_status()
+            ids += answer.json()["predictions"]["request_id"]
+            truth += list(y)
+            report(f"{project.name}: traffic", i + 1, n_requests)
+        moments.append(utc_now())
+    finally:
+        stop_process_group(server)  # graceful: the log is flushed before it exits
+    return ids, truth, moments
