@@ -46,8 +46,6 @@ from mm_platform.tracking.registry import (
 )
 from mm_platform.tracking.runs import _PARAM_LIMIT, end_stale_run
 
-logger = logging.getLogger(__name__)
-
 ATTEMPT_TAG = "mm.attempt"
 PART_TAG = "mm.attempt_part"
 
@@ -175,7 +173,7 @@ def replay(
     run it again, for at most `budget_s` seconds from the first failure on. `step()` names
     what the attempt was trying to do, for the messages. Raises ServerGone when the budget
     runs out; other errors pass through."""
-    say = notify or logger.warning
+    say = notify or logging.getLogger(__name__).warning
     uri = mlflow.get_tracking_uri()
     lost_since = deadline = 0.0  # the budget runs from the first failure on
     busy = passes = 0
