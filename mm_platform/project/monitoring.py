@@ -1,0 +1,104 @@
+"""The monitoring section of a project file: window, schedule, drift tests, retraining."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mm_platform.project.base import StrictModel, parse_duration
+
+DRIFT_METHODS = (
+    "anderson", "chisquare", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
+    "hellinger", "jensenshannon", "kl_div", "ks", "mannw",
+    "psi", "t_test", "TVD", "wasserstein", "z", "empirical_mmd",
+)  # fmt: skip
+
+
+class ColumnDrift(StrictModel):
+    """How one column's drift is tested; unset keys keep Evidently's own choice."""
+
+    method: Literal[DRIFT_METHODS] | None = None  # type: ignore[valid-type]
+    threshold: float | None = Field(None, ge=0)
+
+
+class Retrain(StrictModel):
+    """Fine-tune and hand to the gate when N of the last M windows are flagged."""
+
+    flagged_windows: int = Field(2, ge=1)  # N
+    of_last: int = Field(3, ge=1)  # M
+    on: list[Literal["drift", "performance"]] = Field(
+        default_factory=lambda: ["drift", "performance"], min_length=1
+    )
+    max_performance_drop: float = Field(0.1, ge=0)  # relative, on the selection metric
+    auto_promote: bool = False
+
+    @model_validator(mode="after")
+    def _check_window_count(self) -> Retrain:
+        if self.flagged_windows > self.of_last:
+            raise ValueError(
+                f"flagged_windows ({self.flagged_windows}) cannot exceed of_last "
+                f"({self.of_last}); it is N of the last M windows"
+            )
+        return self
+
+
+class Monitoring(StrictModel):
+    """Drift jobs: windows, schedule, methods, sampling, alerts and the retrain policy."""
+
+    window: str = "1d"
+    schedule: str | None = None  # cron, five fields, UTC: one window per fire time
+    min_rows: int = Field(30, ge=2)
+    sample_rows: int | None = Field(None, ge=100)
+    drift_share: float = Field(0.5, gt=0, le=1)
+    columns: dict[str, ColumnDrift] = Field(default_factory=dict)
+    workspace: str | None = None  # Evidently workspace folder, relative to the project file
+    webhook: str | None = None  # POSTed a JSON summary when drift is found
+    retrain: Retrain | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f"'{value}' is not a five-field cron expression "
+                "(minute hour day-of-month month day-of-week), e.g. '0 * * * *'"
+            )
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value
+
+    @field_validator("workspace")
+    @classmethod
+    def _resolve_workspace(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None:
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else Path(base) / path)
+
+    @property
+    def window_seconds(self) -> int:
+        return parse_duration(self.window)
