@@ -91,7 +91,8 @@ def drift_ui(project: str, host: str, port: int) -> None:
     """
     import os
 
-    from mm_platform.errors import DataError, ProjectConfigError
+    from mm_platform.data.tables import require_path
+    from mm_platform.errors import ProjectConfigError
     from mm_platform.project.config import load_project
 
     loaded = load_project(project)
@@ -101,8 +102,7 @@ def drift_ui(project: str, host: str, port: int) -> None:
             f"{loaded.label}: monitoring.workspace is not set; add e.g. "
             "monitoring: {workspace: evidently_workspace} and run mm drift again"
         )
-    if not Path(folder).is_dir():
-        raise DataError(f"{folder}: no Evidently workspace yet; run mm drift {project} first")
+    require_path(folder, f"no Evidently workspace yet; run mm drift {project} first", folder=True)
     _require_free_port(host, port)
     command = [str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", folder,
                "--host", host, "--port", str(port)]  # fmt: skip
