@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mm_platform.errors import (
     DataError,
+    ExitCode,
     MmError,
     ProjectConfigError,
     RegistryError,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "ExitCode",
     "MmError",
     "Project",
     "ProjectConfigError",
