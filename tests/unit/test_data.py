@@ -130,3 +130,51 @@ def test_binary_task_with_three_classes(tmp_path: Path) -> None:
     project = load_project(path).model_copy(update={"task": "binary"})
     with pytest.raises(DataError, match=r"task is binary but target 'price' has 3 classes"):
         load_dataset(project)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq"])
+def test_one_reader_takes_csv_and_parquet_by_suffix(tmp_path: Path, suffix: str) -> None:
+    from mm_platform.data.tables import read_table
+
+    frame = pd.DataFrame({"x": [1.0, 2.0], "city": ["a", "b"]})
+    path = tmp_path / f"table{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    pd.testing.assert_frame_equal(read_table(path), frame)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"table\.parquet: no such file"),
+        (b"", r"table\.parquet: cannot read it as parquet \(.*\); fix it"),
+        (b"not parquet at all", r"table\.parquet: cannot read it as parquet \(.*\); fix it"),
+    ],
+)
+def test_the_reader_names_the_file_and_the_fix(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    from mm_platform.data.tables import read_table
+
+    path = tmp_path / "table.parquet"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_table(path, hint="fix it")
+
+
+def test_the_path_check_names_the_path_the_problem_and_raises_the_given_error(
+    tmp_path: Path,
+) -> None:
+    from mm_platform.data.tables import require_path
+    from mm_platform.errors import ProjectConfigError
+
+    (tmp_path / "file.txt").write_text("x")
+    assert require_path(tmp_path / "file.txt", "no such file") == tmp_path / "file.txt"
+    assert require_path(str(tmp_path), "no such folder", folder=True) == tmp_path
+    with pytest.raises(DataError, match=r"file\.txt: no such folder; make it"):
+        require_path(tmp_path / "file.txt", "no such folder; make it", folder=True)
+    with pytest.raises(ProjectConfigError, match=r"nope: no such file"):
+        require_path(tmp_path / "nope", "no such file", error=ProjectConfigError)
