@@ -47,9 +47,10 @@ def drift(
     if current_file is not None and (window or start or end):
         raise click.UsageError("--current replaces the window; drop --window/--start/--end")
     loaded = load_project(project)
-    start_at, end_at = _window(loaded.monitoring.window_seconds, window, start, end)
-    if current_file is not None:
-        start_at = end_at = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    if current_file is None:
+        start_at, end_at = _window(loaded.monitoring.window_seconds, window, start, end)
     click.echo("computing drift (loading Evidently)...", err=True)
     from mm_platform.monitoring.job import run_drift
 
