@@ -18,7 +18,7 @@ from mm_platform import __version__
 from mm_platform.errors import MmError
 
 if TYPE_CHECKING:
-    from mm_platform.training.search import TrainResult
+    from mm_platform.training.record import TrainResult
 
 
 class _Group(click.Group):
@@ -131,7 +131,7 @@ def relog(folder: str, retry_for: str | None) -> None:
     Runs and versions it wrote before the server went away are completed, not repeated;
     FOLDER is removed once everything is logged.
     """
-    from mm_platform.training.search import relog as relog_record
+    from mm_platform.training.log import relog as relog_record
 
     result = relog_record(folder, retry_for=_retry_seconds(retry_for))
     _print_train_result(result)

@@ -50,6 +50,13 @@ def tracking_error(exc: BaseException, action: str = "do this") -> TrackingError
     return TrackingError(f"MLflow store {store_label()}: {message}")
 
 
+def translate(exc: BaseException, action: str = "do this") -> BaseException:
+    """`tracking_error(exc, action)` for an MLflow error; any other exception unchanged."""
+    from mlflow.exceptions import MlflowException
+
+    return tracking_error(exc, action) if isinstance(exc, MlflowException) else exc
+
+
 @contextlib.contextmanager
 def translated(action: str, *, refusals_only: bool = False) -> Iterator[None]:
     """MLflow errors raised inside become `tracking_error(exc, action)`. With
@@ -62,4 +69,4 @@ def translated(action: str, *, refusals_only: bool = False) -> Iterator[None]:
     except MlflowException as exc:
         if refusals_only and auth_message(exc, action) is None:
             raise
-        raise tracking_error(exc, action) from exc
+        raise translate(exc, action) from exc

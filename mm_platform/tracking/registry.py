@@ -257,6 +257,12 @@ def move_alias(name: str, alias: str, version: str) -> None:
         MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
+def delete_version(name: str, version: str) -> None:
+    """Delete version `version` of model `name` (one a failed registration left behind)."""
+    with translated(f"delete version {version} of model '{name}'", refusals_only=True):
+        MlflowClient().delete_model_version(name, str(version))
+
+
 def delete_alias(name: str, alias: str) -> None:
     """Remove `alias` from model `name` (nothing happens when it is not set)."""
     client = MlflowClient()

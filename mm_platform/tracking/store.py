@@ -1,4 +1,5 @@
-"""Which MLflow store to use, keeping MLflow quiet, and checking the store can be reached."""
+"""Which MLflow store to use (and which outer run), keeping MLflow quiet, and checking the
+store can be reached."""
 
 from __future__ import annotations
 
@@ -58,6 +59,26 @@ def connect() -> str:
         return uri
     _check_store(uri)
     return uri
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force, unchecked (a server gone for a moment is not an error)."""
+    configure()
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def outer_run() -> tuple[str, str] | None:
+    """(run id, experiment id) of the run this process works inside: the one `mlflow run`
+    opened (MLFLOW_RUN_ID) or an active fluent run; None when there is none."""
+    import mlflow
+
+    active = mlflow.active_run()
+    run_id = os.environ.get("MLFLOW_RUN_ID") or (active.info.run_id if active else None)
+    if not run_id:
+        return None
+    return run_id, mlflow.MlflowClient().get_run(run_id).info.experiment_id
 
 
 @contextlib.contextmanager
