@@ -9,7 +9,61 @@ keeps MLflow quiet (the `mm` entry point calls it itself, before anything else).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, for type checkers
+    from mm_platform.tracking.errors import (
+        tracking_error,
+        translate,
+        translated,
+    )
+    from mm_platform.tracking.models import (
+        artifact_size,
+        input_columns,
+        input_schema,
+        load_pyfunc,
+        load_sklearn_model,
+        log_compressed_model,
+        log_sklearn_model,
+        model_flavors,
+        model_input_schema,
+        pip_requirements,
+        save_sklearn_model,
+    )
+    from mm_platform.tracking.registry import (
+        delete_alias,
+        delete_version,
+        get_alias_version,
+        list_versions,
+        move_alias,
+        register_with_alias,
+        resolve_version,
+        verify_model_files,
+    )
+    from mm_platform.tracking.runs import (
+        dataset_digest,
+        dataset_entity,
+        end_stale_run,
+        experiment_id_for,
+        load_frame,
+        log_figure,
+        log_frame,
+        log_metrics,
+        log_params,
+        log_text,
+        recent_runs,
+        set_run_tags,
+        set_tags,
+        tracked_run,
+    )
+    from mm_platform.tracking.store import (
+        configure,
+        connect,
+        outer_run,
+        redact_uri,
+        tracking_uri,
+        ui_runs_url,
+    )
 
 # public name -> the module of this package that defines it
 _HOMES = {
@@ -57,7 +111,50 @@ _HOMES = {
     "tracked_run": "runs",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [  # every name of _HOMES
+    "artifact_size",
+    "configure",
+    "connect",
+    "dataset_digest",
+    "dataset_entity",
+    "delete_alias",
+    "delete_version",
+    "end_stale_run",
+    "experiment_id_for",
+    "get_alias_version",
+    "input_columns",
+    "input_schema",
+    "list_versions",
+    "load_frame",
+    "load_pyfunc",
+    "load_sklearn_model",
+    "log_compressed_model",
+    "log_figure",
+    "log_frame",
+    "log_metrics",
+    "log_params",
+    "log_sklearn_model",
+    "log_text",
+    "model_flavors",
+    "model_input_schema",
+    "move_alias",
+    "outer_run",
+    "pip_requirements",
+    "recent_runs",
+    "redact_uri",
+    "register_with_alias",
+    "resolve_version",
+    "save_sklearn_model",
+    "set_run_tags",
+    "set_tags",
+    "tracked_run",
+    "tracking_error",
+    "tracking_uri",
+    "translate",
+    "translated",
+    "ui_runs_url",
+    "verify_model_files",
+]
 
 
 def __getattr__(name: str) -> Any:
