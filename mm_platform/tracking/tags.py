@@ -17,7 +17,6 @@ ERROR = "mm.error"
 STATUS = "mm.status"
 MESSAGE = "mm.message"
 REASON = "mm.reason"
-ENGINE = "mm.engine"
 
 # the data a run saw
 DATASET_DIGEST = "mm.dataset_digest"
