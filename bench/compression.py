@@ -101,9 +101,10 @@ def main() -> None:
     from mm_platform.compression.compile import compile_pipeline
     from mm_platform.compression.job import compress_project
     from mm_platform.data.sources import load_dataset
+    from mm_platform.data.splits import split_holdout
     from mm_platform.modeling.metrics import relative_loss
     from mm_platform.project.config import load_project
-    from mm_platform.training.search import split_holdout, train_project
+    from mm_platform.training.search import train_project
 
     seed_mlp = load_project(REPO / "projects" / "seed_mlp.yaml")
     friedman = load_project(REPO / "projects" / "friedman.yaml")

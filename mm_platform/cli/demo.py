@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from mm_platform.lifecycle.finetuning import FinetuneResult
     from mm_platform.lifecycle.promotion import PromotionResult
     from mm_platform.monitoring.job import DriftOutcome
+    from mm_platform.progress import Progress
     from mm_platform.serving.batch import LabelResult
-    from mm_platform.training.search import Progress, TrainResult
+    from mm_platform.training.record import TrainResult
 
 
 def project_files(folder: Path) -> list[Path]:

@@ -40,6 +40,9 @@ def main() -> None:
     The tracking store is MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db in
     the working directory.
     """
+    from mm_platform.tracking.store import configure
+
+    configure()  # MLflow kept quiet before any command imports it
 
 
 for _area in (train, serve, lifecycle, monitor):

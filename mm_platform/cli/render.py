@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mm_platform.cli.demo import DemoResult, LoopResult
     from mm_platform.compression.job import CompressResult
     from mm_platform.monitoring.job import DriftOutcome
-    from mm_platform.training.search import TrainResult
+    from mm_platform.training.record import TrainResult
 
 
 @contextmanager

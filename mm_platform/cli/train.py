@@ -45,7 +45,7 @@ def relog(folder: str, retry_for: str | None) -> None:
     Runs and versions it wrote before the server went away are completed, not repeated;
     FOLDER is removed once everything is logged.
     """
-    from mm_platform.training.search import relog as relog_record
+    from mm_platform.training.log import relog as relog_record
 
     result = relog_record(folder, retry_for=retry_seconds(retry_for))
     print_train_result(result)

@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 from mm_platform.compression.compile import UnsupportedModel
 from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data.sources import load_dataset
+from mm_platform.data.splits import split_holdout
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
 from mm_platform.modeling.metrics import (
     class_tags,
@@ -20,8 +21,8 @@ from mm_platform.modeling.metrics import (
     latency_ms_per_1k_rows,
     relative_loss,
 )
+from mm_platform.progress import Progress
 from mm_platform.project.catalog import METRICS
-from mm_platform.training.search import Progress, split_holdout
 
 if TYPE_CHECKING:
     from mm_platform.compression.mm_compressed import CompressedModel

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mm_platform.data.sources import load_dataset
+from mm_platform.data.splits import split_holdout
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
 from mm_platform.modeling.metrics import (
     PROBA_PREFIX,
@@ -44,7 +45,6 @@ from mm_platform.serving.batch import (
     target_name,
 )
 from mm_platform.serving.predlog.writer import META
-from mm_platform.training.search import split_holdout
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
@@ -218,7 +218,7 @@ def finetune_project(
 ) -> FinetuneResult:
     """Fine-tune the champion on new data, log the run, register the result as challenger."""
     from mm_platform import tracking
-    from mm_platform.training.search import REFERENCE_ARTIFACT, reference_sample
+    from mm_platform.modeling.reference import REFERENCE_ARTIFACT, reference_sample
 
     lam = project.finetune.lam if lam is None else lam
     if not (math.isfinite(lam) and lam >= 0):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mm_platform.data.sources import load_dataset
+from mm_platform.data.splits import split_holdout
 from mm_platform.errors import RegistryError
 from mm_platform.modeling.metrics import (
     align_labels,
@@ -21,7 +22,6 @@ from mm_platform.modeling.metrics import (
 )
 from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import labelled_production, target_name
-from mm_platform.training.search import split_holdout
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project

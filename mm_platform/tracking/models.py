@@ -70,21 +70,24 @@ def _sklearn_options(model: Any, X_sample: pd.DataFrame, method: str) -> dict[st
 
 
 def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "model") -> ModelInfo:
-    """Log a CompressedModel as a pyfunc whose loader is the runtime file shipped beside it."""
+    """Log a CompressedModel as a pyfunc whose loader is the runtime file shipped beside it.
+
+    The model's class brings its own loader: the file that defines it is that runtime, so
+    tracking needs no import of compression (which sits above it)."""
+    import inspect
     import tempfile
     from pathlib import Path
 
-    from mm_platform.compression import mm_compressed
-
+    runtime = Path(inspect.getfile(type(model)))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         model.save(data)
         output = model.predict(X_sample)
         return mlflow.pyfunc.log_model(
             name=name,
-            loader_module="mm_compressed",
+            loader_module=runtime.stem,
             data_path=str(data),
-            code_paths=[mm_compressed.__file__],
+            code_paths=[str(runtime)],
             signature=infer_signature(X_sample, output),
             input_example=X_sample.head(5),
             pip_requirements=pip_requirements_for(("mlflow", "numpy", "pandas")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +13,21 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mm_platform.errors import RegistryError, TrackingError
+from mm_platform.tracking.errors import auth_message, store_label, translated
+from mm_platform.tracking.tags import CHALLENGER, CHAMPION, PROJECT
+from mm_platform.tracking.tags import FILES_SHA256 as FILES_DIGEST_TAG
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-FILES_DIGEST_TAG = "mm.files_sha256"  # the model's files as registered, see verify_model_files
 # written by MLflow's client into every models:/<name>/<version> download, not stored
 _CLIENT_SIDE_FILES = ("registered_model_meta",)
 
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _refused(action: str) -> Iterator[None]:
-    """A 401/403 from the server becomes one line naming the user and `action`."""
-    try:
-        yield
-    except MlflowException as exc:
-        from mm_platform.tracking.store import auth_message
-
-        denied = auth_message(exc, action)
-        if denied:
-            raise TrackingError(f"{_uri()}: {denied}") from exc
-        raise
-
-
 def get_alias_version(name: str, alias: str) -> str | None:
     """The version that `alias` points to in registered model `name`, or None."""
     client = MlflowClient()
     try:
-        with _refused(f"read the aliases of model '{name}'"):
+        with translated(f"read the aliases of model '{name}'", refusals_only=True):
             return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
@@ -58,7 +44,7 @@ def ensure_registered_model(client: MlflowClient, name: str, description: str) -
             raise
         try:
             client.create_registered_model(
-                name, tags={"mm.project": name}, description=description or None
+                name, tags={PROJECT: name}, description=description or None
             )
         except MlflowException as race:  # created meanwhile by another process
             if race.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -131,7 +117,7 @@ def verify_model_files(name: str, version: str) -> str:
     client = MlflowClient()
     folder = tempfile.mkdtemp(prefix="mm-model-")
     try:
-        with _refused(f"read model '{name}'"):
+        with translated(f"read model '{name}'", refusals_only=True):
             tags = client.get_model_version(name, str(version)).tags or {}
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{version}", dst_path=folder
@@ -182,7 +168,7 @@ def register_with_alias(
     version fails, the version is deleted, so no half-registered model is left.
     """
     client = MlflowClient()
-    with _refused(f"register a version of model '{name}'"):
+    with translated(f"register a version of model '{name}'", refusals_only=True):
         ensure_registered_model(client, name, description)
         number = create_version(client, name, model_uri, run_id, model_id, tags, description)
     if not assign_alias:
@@ -195,8 +181,6 @@ def register_with_alias(
         with contextlib.suppress(MlflowException):
             client.delete_model_version(name, number)
         if isinstance(exc, MlflowException):
-            from mm_platform.tracking.store import auth_message
-
             why = auth_message(exc, f"set @{alias or CHAMPION} of model '{name}'") or exc.message
             raise TrackingError(
                 f"registering {name} version {number} failed and was undone: {why}"
@@ -215,7 +199,7 @@ def resolve_version(
     client = MlflowClient()
     if version is not None:
         try:
-            with _refused(f"read model '{name}'"):
+            with translated(f"read model '{name}'", refusals_only=True):
                 return client.get_model_version(name, str(version))
         except MlflowException as exc:
             raise RegistryError(
@@ -224,35 +208,27 @@ def resolve_version(
             ) from exc
     alias = alias or CHAMPION
     try:
-        with _refused(f"read model '{name}'"):
+        with translated(f"read model '{name}'", refusals_only=True):
             return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if alias == CHAMPION:
             raise RegistryError(
-                f"{name} has no champion in {_uri()}; train one first: "
+                f"{name} has no champion in {store_label()}; train one first: "
                 f"mm train {source or f'projects/{name}.yaml'}"
             ) from exc
         raise RegistryError(f"{name} has no version with alias @{alias}") from exc
-
-
-def _uri() -> str:
-    import mlflow
-
-    from mm_platform.tracking.store import redact_uri
-
-    return redact_uri(mlflow.get_tracking_uri())
 
 
 def list_versions(name: str) -> list[dict[str, Any]]:
     """Every version of `name` with its tags, description and aliases, oldest first."""
     client = MlflowClient()
     try:
-        with _refused(f"read model '{name}'"):
+        with translated(f"read model '{name}'", refusals_only=True):
             model = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise TrackingError(
-                f"no registered model named '{name}' in {_uri()}; train it first: "
+                f"no registered model named '{name}' in {store_label()}; train it first: "
                 f"mm train projects/{name}.yaml"
             ) from exc
         raise
@@ -277,15 +253,21 @@ def list_versions(name: str) -> list[dict[str, Any]]:
 
 def move_alias(name: str, alias: str, version: str) -> None:
     """Point `alias` of model `name` at `version`."""
-    with _refused(f"move @{alias} of model '{name}'"):
+    with translated(f"move @{alias} of model '{name}'", refusals_only=True):
         MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def delete_version(name: str, version: str) -> None:
+    """Delete version `version` of model `name` (one a failed registration left behind)."""
+    with translated(f"delete version {version} of model '{name}'", refusals_only=True):
+        MlflowClient().delete_model_version(name, str(version))
 
 
 def delete_alias(name: str, alias: str) -> None:
     """Remove `alias` from model `name` (nothing happens when it is not set)."""
     client = MlflowClient()
     try:
-        with _refused(f"remove @{alias} of model '{name}'"):
+        with translated(f"remove @{alias} of model '{name}'", refusals_only=True):
             client.delete_registered_model_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):

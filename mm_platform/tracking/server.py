@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 
 from mm_platform.errors import TrackingError
+from mm_platform.tracking.errors import store_label
 from mm_platform.tracking.store import connect, redact_uri, ui_runs_url
 
 
@@ -38,7 +38,7 @@ def _experiment(project: str | None) -> tuple[str, str] | None:
         experiment = client.get_experiment_by_name(project)
         if experiment is None:
             raise TrackingError(
-                f"no experiment named '{project}' in {redact_uri(mlflow.get_tracking_uri())}; "
+                f"no experiment named '{project}' in {store_label()}; "
                 f"train it first: mm train projects/{project}.yaml"
             )
         return experiment.experiment_id, experiment.name
@@ -167,6 +167,35 @@ def _serve(
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_driver(backend_store_uri: str) -> None:
+    """Raise TrackingError when the store is PostgreSQL and its driver is not installed."""
+    if backend_store_uri.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401  (MLflow's PostgreSQL driver)
+        except ImportError as exc:
+            raise TrackingError(
+                f"{redact_uri(backend_store_uri)}: a PostgreSQL store needs the driver; "
+                "pip install 'mm_platform[postgres]' (psycopg)"
+            ) from exc
+
+
+def _prepare_auth(env: dict[str, str]) -> None:
+    """Check MLflow's basic-auth app can start, and give it its CSRF secret in `env`."""
+    try:
+        import flask_wtf  # noqa: F401
+    except ImportError as exc:
+        raise TrackingError(
+            "--auth needs MLflow's basic-auth app: pip install 'mm_platform[auth]'"
+        ) from exc
+    if not env.get("MLFLOW_AUTH_ADMIN_PASSWORD") and not Path("basic_auth.db").exists():
+        raise TrackingError(
+            "--auth: set MLFLOW_AUTH_ADMIN_PASSWORD; the first start creates the admin "
+            "user ('admin', or MLFLOW_AUTH_ADMIN_USERNAME) with it in ./basic_auth.db"
+        )
+    # the CSRF secret of the auth app: kept for the server's lifetime, never printed
+    env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+
+
 def run_tracking_server(
     *,
     backend_store_uri: str,
@@ -184,29 +213,10 @@ def run_tracking_server(
     server (`mlflow-artifacts:`), so clients need no access to the artifact location.
     Background job execution stays off unless `jobs` (it costs ~2 GB and ~20 s at start).
     """
-    if backend_store_uri.startswith("postgresql"):
-        try:
-            import psycopg  # noqa: F401  (MLflow's PostgreSQL driver)
-        except ImportError as exc:
-            raise TrackingError(
-                f"{redact_uri(backend_store_uri)}: a PostgreSQL store needs the driver; "
-                "pip install 'mm_platform[postgres]' (psycopg)"
-            ) from exc
+    _check_driver(backend_store_uri)
     env = server_env()
     if auth:
-        try:
-            import flask_wtf  # noqa: F401
-        except ImportError as exc:
-            raise TrackingError(
-                "--auth needs MLflow's basic-auth app: pip install 'mm_platform[auth]'"
-            ) from exc
-        if not env.get("MLFLOW_AUTH_ADMIN_PASSWORD") and not Path("basic_auth.db").exists():
-            raise TrackingError(
-                "--auth: set MLFLOW_AUTH_ADMIN_PASSWORD; the first start creates the admin "
-                "user ('admin', or MLFLOW_AUTH_ADMIN_USERNAME) with it in ./basic_auth.db"
-            )
-        # the CSRF secret of the auth app: kept for the server's lifetime, never printed
-        env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+        _prepare_auth(env)
     check_port_free(host, port)
     base = f"http://{host}:{port}"
     # the store URI (it may hold a password) goes by environment, not where `ps` shows it

@@ -1,4 +1,5 @@
-"""Which MLflow store to use, keeping MLflow quiet, and checking the store can be reached."""
+"""Which MLflow store to use (and which outer run), keeping MLflow quiet, and checking the
+store can be reached."""
 
 from __future__ import annotations
 
@@ -10,24 +11,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mm_platform.errors import TrackingError
+from mm_platform.tracking.errors import auth_message
 
 # Set before MLflow is imported: no URL banners, no artifact progress bars, no git probing.
-_QUIET_ENV = {
+QUIET_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "GIT_PYTHON_REFRESH": "quiet",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
     "DO_NOT_TRACK": "1",
 }
-for _key, _value in _QUIET_ENV.items():
-    os.environ.setdefault(_key, _value)
 
-import mlflow  # noqa: E402  (after the environment above)
 
-for _name in ("mlflow", "alembic", "alembic.runtime.migration"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
-warnings.filterwarnings("ignore", message=r".*Hint: Inferred schema contains integer column.*")
+def configure() -> None:
+    """Keep MLflow quiet: environment defaults (a variable already set wins), its loggers
+    at WARNING and its warnings ignored. Called by the `mm` entry point before anything
+    imports MLflow, and by `connect()`; calling it again changes nothing."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
+    warnings.filterwarnings("ignore", message=r".*Hint: Inferred schema contains integer column.*")
 
 
 def connect() -> str:
@@ -36,6 +41,9 @@ def connect() -> str:
     `MLFLOW_TRACKING_URI` wins; otherwise MLflow's own default (`sqlite:///mlflow.db` in
     the working directory) is used.
     """
+    configure()
+    import mlflow
+
     uri = mlflow.get_tracking_uri()
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
@@ -51,6 +59,26 @@ def connect() -> str:
         return uri
     _check_store(uri)
     return uri
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force, unchecked (a server gone for a moment is not an error)."""
+    configure()
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def outer_run() -> tuple[str, str] | None:
+    """(run id, experiment id) of the run this process works inside: the one `mlflow run`
+    opened (MLFLOW_RUN_ID) or an active fluent run; None when there is none."""
+    import mlflow
+
+    active = mlflow.active_run()
+    run_id = os.environ.get("MLFLOW_RUN_ID") or (active.info.run_id if active else None)
+    if not run_id:
+        return None
+    return run_id, mlflow.MlflowClient().get_run(run_id).info.experiment_id
 
 
 @contextlib.contextmanager
@@ -139,26 +167,6 @@ def redact_uri(uri: str) -> str:
                  for k, v in parse_qsl(query, keep_blank_values=True)]  # fmt: skip
         query = urlencode(pairs)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def auth_message(exc: BaseException, action: str) -> str | None:
-    """One line for a 401 or 403 from an auth-protected server, naming the user (never the
-    password) and what was refused; None for any other error."""
-    code = str(getattr(exc, "error_code", ""))
-    text = str(getattr(exc, "message", exc))
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if code == "UNAUTHENTICATED" or ("401" in text[:200] and "nauthorized" in text[:400]):
-        who = f"user '{user}'" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
-        return (
-            f"the server refused {who}: wrong or missing credentials (401). Set "
-            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on it"
-        )
-    if code == "PERMISSION_DENIED" or ("403" in text[:200] and "ermission" in text[:400]):
-        return (
-            f"user '{user or '?'}' lacks the permission to {action} (403). Ask an admin of "
-            "the server to grant it (MLflow's basic-auth permissions: READ, EDIT, MANAGE)"
-        )
-    return None
 
 
 def ui_runs_url(base_url: str, experiment_id: str) -> str:
