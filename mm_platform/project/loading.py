@@ -108,7 +108,7 @@ def _check_yaml_shape(path: Path, text: str) -> None:
                     f"{path}: the project file uses more than {MAX_ALIASES} aliases "
                     "(config.MAX_ALIASES); write the values out"
                 )
-            size = anchors.get(event.anchor, 1)
+            size = anchors.get(event.anchor or "", 1)
             add(size, size)
         elif isinstance(event, yaml.ScalarEvent):
             if event.anchor is not None:
@@ -139,7 +139,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     given = first.get("input")
     if kind == "extra_forbidden":
         raw_loc = first["loc"]
-        tag = raw_loc[1] if len(raw_loc) > 2 and raw_loc[0] == "dataset" else None
+        tag = str(raw_loc[1]) if len(raw_loc) > 2 and raw_loc[0] == "dataset" else None
         allowed = _allowed_keys(loc[:-1], tag)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         text = f"unknown key '{where}'{hint}"

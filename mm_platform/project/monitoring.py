@@ -29,13 +29,16 @@ class ColumnDrift(StrictModel):
     threshold: float | None = Field(None, ge=0)
 
 
+_ON: list[Literal["drift", "performance"]] = ["drift", "performance"]
+
+
 class Retrain(StrictModel):
     """Fine-tune and hand to the gate when N of the last M windows are flagged."""
 
     flagged_windows: int = Field(2, ge=1)  # N
     of_last: int = Field(3, ge=1)  # M
     on: list[Literal["drift", "performance"]] = Field(
-        default_factory=lambda: ["drift", "performance"], min_length=1
+        default_factory=lambda: list(_ON), min_length=1
     )
     max_performance_drop: float = Field(0.1, ge=0)  # relative, on the selection metric
     auto_promote: bool = False

@@ -100,10 +100,13 @@ class Prune(StrictModel):
         return _no_repeats(values)
 
 
+_BITS: list[Literal[8, 16]] = [8, 16]
+
+
 class Quantize(StrictModel):
     """Quantization sweeps: 8 (int8 with scales) or 16 (float16) bits."""
 
-    bits: list[Literal[8, 16]] = Field(default_factory=lambda: [8, 16])
+    bits: list[Literal[8, 16]] = Field(default_factory=lambda: list(_BITS))
     per_channel: list[bool] = Field(default_factory=lambda: [False])
 
     @field_validator("bits", "per_channel")
