@@ -10,11 +10,16 @@ friedman's shipped candidates include an MLP, which wins its CV; the bench train
 copies of it (each registered under its own name): one with only the MLP candidate, one
 with only the tree-ensemble candidates.
 
-Needs the bench extra: pip install -e ".[bench]".  Run: python bench/compression.py
+--quick checks that the bench still works in well under a minute: seed_mlp only for the
+int8 peer, and a 4,000-row friedman with one small tree ensemble and one student for
+distillation; its figures are not the targets' (they print all the same).
+
+Needs the bench extra: pip install -e ".[bench]".  Run: python bench/compression.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -89,7 +94,37 @@ def _payload_bytes(model, workdir: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
+def _quick(friedman_trees, seed_mlp):
+    """Small copies for --quick: fewer rows, one tree ensemble, one student, fewer variants."""
+    trees = friedman_trees.model_copy(
+        update={
+            "dataset": friedman_trees.dataset.model_copy(update={"n_samples": 4000}),
+            "candidates": [
+                c for c in friedman_trees.candidates if c.estimator == "hist_gradient_boosting"
+            ],
+            "compression": friedman_trees.compression.model_copy(
+                update={
+                    "prune": None,
+                    "quantize": None,
+                    "distill": friedman_trees.compression.distill.model_copy(
+                        update={"students": friedman_trees.compression.distill.students[:1]}
+                    ),
+                }
+            ),
+        }
+    )
+    mlp = seed_mlp.model_copy(
+        update={
+            "compression": seed_mlp.compression.model_copy(update={"prune": None, "distill": None})
+        }
+    )
+    return trees, mlp
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
+    args = parser.parse_args()
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-compress-"))
     os.chdir(tmp)
@@ -115,11 +150,15 @@ def main() -> None:
         update={"name": "friedman_trees",
                 "candidates": [c for c in friedman.candidates if c.estimator != "mlp"]}
     )  # fmt: skip
+    int8_projects = [seed_mlp, friedman_mlp]
+    if args.quick:
+        friedman_trees, seed_mlp = _quick(friedman_trees, seed_mlp)
+        int8_projects = [seed_mlp]
     report: dict[str, dict] = {}
     ok = True
 
     print("== int8 MLP (target: ratio >= 3.5, relative loss <= 1 %) and the ONNX Runtime peer")
-    for project in (seed_mlp, friedman_mlp):
+    for project in int8_projects:
         trained = train_project(project)
         result = compress_project(project)
         int8 = next(v for v in result.variants if v.variant == "int8")
@@ -200,6 +239,9 @@ def main() -> None:
     print(f"   distillation target: {'PASS (' + best + ')' if best else 'FAIL'}")
 
     out = REPO / "bench" / "results"
+    if args.quick:
+        print(f"\nquick run: {'PASS' if ok else 'FAIL'} (small sizes; not the targets' figures)")
+        return
     out.mkdir(exist_ok=True)
     (out / "compression.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"\nall targets: {'PASS' if ok else 'FAIL'}   (details: {out / 'compression.json'})")
