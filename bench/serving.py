@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.restart_requests = 40, 200
+        args.requests, args.restart_requests = 40, 40
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-serve-"))
     os.chdir(tmp)
