@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.repeats = 1000, 1
+        args.steps, args.repeats = 200, 1
     tmp = tempfile.mkdtemp(prefix="mm-bench-")
     os.chdir(tmp)
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
@@ -64,7 +64,10 @@ def main() -> None:
     print(f"store: {mlflow.get_tracking_uri()}  steps: {args.steps}  repeats: {args.repeats}")
     print(f"RunSpec history (batched) median {ours * 1000:8.1f} ms")
     print(f"log_metric per step       median {peer * 1000:8.1f} ms")
-    print(f"speed-up = {ratio:.1f}x  (target >= 20x: {'PASS' if ratio >= 20 else 'FAIL'})")
+    if args.quick:  # fixed costs weigh more at 200 steps: the target is for the full run
+        print(f"speed-up = {ratio:.1f}x  (quick run; the target >= 20x is for 1000 steps)")
+    else:
+        print(f"speed-up = {ratio:.1f}x  (target >= 20x: {'PASS' if ratio >= 20 else 'FAIL'})")
 
 
 if __name__ == "__main__":
