@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
     args = parser.parse_args()
     if args.quick:
-        args.repeats = 2
+        args.repeats = 1
     bin_dir = Path(sys.executable).parent
     mm = shutil.which("mm", path=str(bin_dir)) or "mm"
     mlflow = shutil.which("mlflow", path=str(bin_dir)) or "mlflow"
