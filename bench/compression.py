@@ -10,9 +10,10 @@ friedman's shipped candidates include an MLP, which wins its CV; the bench train
 copies of it (each registered under its own name): one with only the MLP candidate, one
 with only the tree-ensemble candidates.
 
---quick checks that the bench still works in well under a minute: seed_mlp only for the
-int8 peer, and a 4,000-row friedman with one small tree ensemble and one student for
-distillation; its figures are not the targets' (they print all the same).
+--quick checks that the bench still works: a 1,000-row seed_mlp (int8 only) against the
+ONNX peer, and a 2,000-row friedman with one small boosting parent and one boosting student
+for distillation, with fewer folds and timing repeats. Its figures are not the targets'
+(the same lines print all the same).
 
 Needs the bench extra: pip install -e ".[bench]".  Run: python bench/compression.py [--quick]
 """
