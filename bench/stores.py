@@ -10,7 +10,7 @@ installed); clients reach it through `mm server`, as the README sets it up. SQLi
 MLflow's default embedded store (a file, no server).
 
 --quick (a check that the bench works) logs 5 runs with one writer, gives it less time to
-import, and times one `mm train` per store.
+import, and leaves out the `mm train` timings.
 
 Run: python bench/stores.py [--runs 60] [--quick]
 """
@@ -105,12 +105,11 @@ def measure(uri: str, folder: Path, runs: int, quick: bool = False) -> dict[str,
     if quick:
         # one writer: it also makes a fresh SQLite store's tables, which concurrent first
         # writers would race to migrate
-        out = {"log_seq": logging_rate(1, runs, env, folder, import_wait=8)}
-    else:
-        out = {
-            "log_seq": logging_rate(1, runs, env, folder),
-            "log_conc": logging_rate(WRITERS, runs, env, folder),
-        }
+        return {"log_seq": logging_rate(1, runs, env, folder, import_wait=8)}
+    out = {
+        "log_seq": logging_rate(1, runs, env, folder),
+        "log_conc": logging_rate(WRITERS, runs, env, folder),
+    }
     projects = []
     for i in range(WRITERS):
         text = (REPO / "projects" / "seed_linear.yaml").read_text()
@@ -119,8 +118,7 @@ def measure(uri: str, folder: Path, runs: int, quick: bool = False) -> dict[str,
         projects.append(path)
     mm = [sys.executable, "-m", "mm_platform", "train"]
     out["train_seq"] = timed([[*mm, str(projects[0])]], env, folder)
-    if not quick:
-        out["train_conc"] = timed([[*mm, str(p)] for p in projects], env, folder)
+    out["train_conc"] = timed([[*mm, str(p)] for p in projects], env, folder)
     return out
 
 
