@@ -1,7 +1,7 @@
 """`mm --help` wall time against `mlflow --help`, measured in the same run.
 
 Target (issue 2): mm --help <= 0.25x mlflow --help.
-Run: python bench/cli_startup.py [--repeats 7]
+Run: python bench/cli_startup.py [--repeats 7] [--quick]
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def wall_times(command: list[str], repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
     bin_dir = Path(sys.executable).parent
     mm = shutil.which("mm", path=str(bin_dir)) or "mm"
     mlflow = shutil.which("mlflow", path=str(bin_dir)) or "mlflow"

@@ -10,11 +10,17 @@ friedman's shipped candidates include an MLP, which wins its CV; the bench train
 copies of it (each registered under its own name): one with only the MLP candidate, one
 with only the tree-ensemble candidates.
 
-Needs the bench extra: pip install -e ".[bench]".  Run: python bench/compression.py
+--quick checks that the bench still works: a 1,000-row seed_mlp (int8 only) against the
+ONNX peer, and a 2,000-row friedman with one small boosting parent and one boosting student
+for distillation, with fewer folds and timing repeats. Its figures are not the targets'
+(the same lines print all the same).
+
+Needs the bench extra: pip install -e ".[bench]".  Run: python bench/compression.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -89,7 +95,29 @@ def _payload_bytes(model, workdir: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
+def _quick(friedman_trees, seed_mlp):
+    """Small copies for --quick: fewer rows, folds, iterations, variants and timing repeats."""
+    trees = friedman_trees.model_dump(exclude_none=True)
+    trees["dataset"]["n_samples"] = 2000
+    trees["split"]["cv_folds"] = 2
+    trees["candidates"] = [{"estimator": "hist_gradient_boosting", "params": {"max_iter": [60]}}]
+    trees["compression"] = {
+        "latency_repeats": 3,
+        "distill": {"students": [{"kind": "boosting", "n_estimators": 60, "max_depth": 3}]},
+    }
+    mlp = seed_mlp.model_dump(exclude_none=True)
+    mlp["dataset"]["n_samples"] = 1000
+    mlp["split"] = {"cv_folds": 2}
+    mlp["candidates"][0]["params"].update(learning_rate_init=[0.01], max_iter=150)
+    mlp["compression"] = {"latency_repeats": 3, "quantize": {"bits": [8], "per_channel": [False]}}
+    kind = type(seed_mlp)
+    return kind.model_validate(trees), kind.model_validate(mlp)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
+    args = parser.parse_args()
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-compress-"))
     os.chdir(tmp)
@@ -116,11 +144,15 @@ def main() -> None:
         update={"name": "friedman_trees",
                 "candidates": [c for c in friedman.candidates if c.estimator != "mlp"]}
     )  # fmt: skip
+    int8_projects = [seed_mlp, friedman_mlp]
+    if args.quick:
+        friedman_trees, seed_mlp = _quick(friedman_trees, seed_mlp)
+        int8_projects = [seed_mlp]
     report: dict[str, dict] = {}
     ok = True
 
     print("== int8 MLP (target: ratio >= 3.5, relative loss <= 1 %) and the ONNX Runtime peer")
-    for project in (seed_mlp, friedman_mlp):
+    for project in int8_projects:
         trained = train_project(project)
         result = compress_project(project)
         int8 = next(v for v in result.variants if v.variant == "int8")
@@ -201,6 +233,9 @@ def main() -> None:
     print(f"   distillation target: {'PASS (' + best + ')' if best else 'FAIL'}")
 
     out = REPO / "bench" / "results"
+    if args.quick:
+        print("\nquick run finished (small sizes: the targets apply to the full run)")
+        return
     out.mkdir(exist_ok=True)
     (out / "compression.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"\nall targets: {'PASS' if ok else 'FAIL'}   (details: {out / 'compression.json'})")

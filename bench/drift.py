@@ -12,7 +12,7 @@ the checks, every column's drift and quality summary, and the Evidently HTML rep
 snapshot. The peer times `Report([DataDriftPreset()]).run(current, reference)` alone (its
 HTML is not rendered). Neither side's time includes importing Evidently or making the data.
 
-Run: python bench/drift.py [--rows 10000 100000 1000000]
+Run: python bench/drift.py [--rows 10000 100000 1000000] [--quick]  (--quick: 5,000 rows)
 """
 
 from __future__ import annotations
@@ -108,7 +108,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--side", choices=["mm", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
     args = parser.parse_args()
+    if args.quick:
+        args.rows = [5_000]
     if args.side:
         run_side(args.side, args.rows[0], args.out)
         return

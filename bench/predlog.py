@@ -223,8 +223,8 @@ def main() -> None:
         child_read(args.child_read[0], int(args.child_read[1]))
         return
     if args.quick:
-        ok = bench_windows([1, 7, 30], 24, 100, repeats=5)
-        ok &= bench_compaction(1_800, 10)
+        ok = bench_windows([1, 30], 24, 100, repeats=3)
+        ok &= bench_compaction(900, 10)
         ok &= bench_append(200)
     else:
         ok = bench_windows([1, 30, 365], 24, 100, repeats=9)
