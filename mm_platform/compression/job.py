@@ -75,6 +75,23 @@ def parse_model_ref(ref: str, project: Project) -> str:
     return match["alias"]
 
 
+@dataclass(frozen=True)
+class VariantContext:
+    """What every variant is built from and measured against: the methods' workspace, the
+    holdout, the parent's metrics, the lineage tags and the latency repeats."""
+
+    ws: Workspace
+    X_hold: pd.DataFrame
+    y_hold: pd.Series
+    parent_metrics: dict[str, float]
+    lineage: dict[str, str]
+    repeats: int
+
+    @property
+    def project(self) -> Project:
+        return self.ws.project
+
+
 def compress_project(
     project: Project,
     *,
@@ -89,11 +106,36 @@ def compress_project(
             "and/or distill (README, 'Compression')"
         )
     variants = plan(project)
-    data = load_dataset(project)
-    X_train, X_hold, y_train, y_hold = split_holdout(project, data)
-
     from mm_platform import tracking
 
+    ctx = _context(project, alias, version)
+    number = ctx.lineage["mm.parent_model_version"]
+    primary = f"holdout_{project.selection.metric}"
+    report = progress or (lambda _d, _i, _n: None)
+    results: list[VariantResult] = []
+    with tracking.tracked_run(
+        "compress", project.name, f"compress/{project.name}@v{number}", tags=ctx.lineage
+    ) as run:
+        tracking.log_metrics({f"parent_{k}": v for k, v in ctx.parent_metrics.items()})
+        tracking.log_params({"parent_version": number, "n_variants": len(variants)})
+        for i, variant in enumerate(variants):
+            report(f"{project.name}: {variant.name}", i, len(variants))
+            results.append(_one_variant(variant, ctx))
+        report(f"{project.name}: done", len(variants), len(variants))
+        _log_summary(project, number, ctx.parent_metrics, primary, results)
+        return CompressResult(
+            project.name, number, ctx.parent_metrics, primary, run.info.run_id, results
+        )
+
+
+def _context(project: Project, alias: str | None, version: str | None) -> VariantContext:
+    """The parent version (checked to be a trained model of this very data), the splits
+    and the parent's own metrics."""
+    from mm_platform import tracking
+
+    assert project.compression is not None
+    data = load_dataset(project)
+    X_train, X_hold, y_train, y_hold = split_holdout(project, data)
     tracking.connect()
     parent_version = tracking.resolve_version(
         project.name, alias=alias, version=version, source=project.label
@@ -122,9 +164,7 @@ def compress_project(
     _, X_val, _, y_val = train_test_split(
         X_train, y_train, test_size=0.2, random_state=project.seed, stratify=stratify
     )
-    ws = Workspace(project, parent, X_train, y_train, X_val, y_val)
     repeats = project.compression.latency_repeats
-    primary = f"holdout_{project.selection.metric}"
     parent_metrics = holdout_metrics(project.task, parent, X_hold, y_hold)
     parent_metrics["size_bytes"] = tracking.artifact_size(uri)
     parent_metrics["latency_ms_per_1k_rows"] = latency_ms_per_1k_rows(parent, X_hold, repeats)
@@ -133,34 +173,11 @@ def compress_project(
         "mm.parent_run_id": parent_version.run_id or "",
         "mm.dataset_digest": digest,
     }
-    report = progress or (lambda _d, _i, _n: None)
-    results: list[VariantResult] = []
-    with tracking.tracked_run(
-        "compress", project.name, f"compress/{project.name}@v{number}", tags=lineage
-    ) as run:
-        tracking.log_metrics({f"parent_{k}": v for k, v in parent_metrics.items()})
-        tracking.log_params({"parent_version": number, "n_variants": len(variants)})
-        for i, variant in enumerate(variants):
-            report(f"{project.name}: {variant.name}", i, len(variants))
-            results.append(
-                _one_variant(variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
-            )
-        report(f"{project.name}: done", len(variants), len(variants))
-        _log_summary(project, number, parent_metrics, primary, results)
-        return CompressResult(
-            project.name, number, parent_metrics, primary, run.info.run_id, results
-        )
+    ws = Workspace(project, parent, X_train, y_train, X_val, y_val)
+    return VariantContext(ws, X_hold, y_hold, parent_metrics, lineage, repeats)
 
 
-def _one_variant(
-    variant: Variant,
-    ws: Workspace,
-    X_hold: pd.DataFrame,
-    y_hold: pd.Series,
-    parent_metrics: dict[str, float],
-    lineage: dict[str, str],
-    repeats: int,
-) -> VariantResult:
+def _one_variant(variant: Variant, ctx: VariantContext) -> VariantResult:
     """Build, score, log and register one variant; a failure fails only this variant."""
     import mlflow
 
@@ -170,17 +187,17 @@ def _one_variant(
         return VariantResult(variant.method, variant.name, failed=reason)
 
     try:
-        model = make(variant, ws)
+        model = make(variant, ctx.ws)
     except UnsupportedModel as exc:
         mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
         return VariantResult(variant.method, variant.name, skipped=str(exc))
     except MmError:
         raise  # the store or the project is unusable: stop, the parent run ends FAILED
     except Exception as exc:  # a numerical or library failure while building it
-        _record_failed_run(ws.project.name, variant, exc)
+        _record_failed_run(ctx.project.name, variant, exc)
         return failed(exc)
     try:
-        return _log_variant(model, variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
+        return _log_variant(model, variant, ctx)
     except MmError:
         raise
     except Exception as exc:  # its run has already ended FAILED with the error
@@ -199,48 +216,53 @@ def _record_failed_run(project: str, variant: Variant, exc: Exception) -> None:
         raise exc
 
 
-def _log_variant(
-    model: CompressedModel,
-    variant: Variant,
-    ws: Workspace,
-    X_hold: pd.DataFrame,
-    y_hold: pd.Series,
-    parent_metrics: dict[str, float],
-    lineage: dict[str, str],
-    repeats: int,
-) -> VariantResult:
+def _variant_params(variant: Variant) -> dict[str, Any]:
+    """The variant's settings as run params (a student flattened to `student.<field>`)."""
+    params = {k: (v.label if k == "student" else v) for k, v in variant.params.items()}
+    if "student" in variant.params:
+        params.update(
+            {f"student.{k}": v for k, v in variant.params["student"].model_dump().items()}
+        )
+    return {"method": variant.method, "variant": variant.name, **params}
+
+
+def _variant_metrics(model: CompressedModel, ctx: VariantContext, size: int) -> dict[str, float]:
+    """Holdout scores, size, speed and how they compare with the parent's."""
+    parent_metrics = ctx.parent_metrics
+    metrics = holdout_metrics(ctx.project.task, model, ctx.X_hold, ctx.y_hold)
+    latency = latency_ms_per_1k_rows(model, ctx.X_hold, ctx.repeats)
+    metrics.update(
+        size_bytes=size,
+        n_params=model.n_params(),
+        n_nonzero=model.n_nonzero(),
+        compression_ratio=parent_metrics["size_bytes"] / size,
+        latency_ms_per_1k_rows=latency,
+        speedup=parent_metrics["latency_ms_per_1k_rows"] / latency,
+    )
+    for name in [k for k in metrics if k.startswith("holdout_")]:
+        metrics[f"delta_{name}"] = metrics[name] - parent_metrics[name]
+    primary = ctx.project.selection.metric
+    metrics["relative_loss"] = relative_loss(
+        primary, parent_metrics[f"holdout_{primary}"], metrics[f"holdout_{primary}"]
+    )
+    return metrics
+
+
+def _log_variant(model: CompressedModel, variant: Variant, ctx: VariantContext) -> VariantResult:
+    """One variant's run: params, metrics, the model and its version (no alias)."""
     from mm_platform import tracking
 
-    project = ws.project
-    tags = {**lineage, "mm.method": variant.method, "mm.variant": variant.name}
+    project = ctx.project
+    tags = {**ctx.lineage, "mm.method": variant.method, "mm.variant": variant.name}
     with tracking.tracked_run(
         "compress", project.name, f"compress/{variant.name}", tags=tags
     ) as run:
-        params = {k: (v.label if k == "student" else v) for k, v in variant.params.items()}
-        if "student" in variant.params:
-            params.update(
-                {f"student.{k}": v for k, v in variant.params["student"].model_dump().items()}
-            )
-        tracking.log_params({"method": variant.method, "variant": variant.name, **params})
-        metrics = holdout_metrics(project.task, model, X_hold, y_hold)
-        info = tracking.log_compressed_model(model, ws.X_train)
+        tracking.log_params(_variant_params(variant))
+        info = tracking.log_compressed_model(model, ctx.ws.X_train)
         size = tracking.artifact_size(info.model_uri)
-        latency = latency_ms_per_1k_rows(model, X_hold, repeats)
-        metrics.update(
-            size_bytes=size,
-            n_params=model.n_params(),
-            n_nonzero=model.n_nonzero(),
-            compression_ratio=parent_metrics["size_bytes"] / size,
-            latency_ms_per_1k_rows=latency,
-            speedup=parent_metrics["latency_ms_per_1k_rows"] / latency,
-        )
-        for name in [k for k in metrics if k.startswith("holdout_")]:
-            metrics[f"delta_{name}"] = metrics[name] - parent_metrics[name]
-        primary = project.selection.metric
-        metrics["relative_loss"] = relative_loss(
-            primary, parent_metrics[f"holdout_{primary}"], metrics[f"holdout_{primary}"]
-        )
+        metrics = _variant_metrics(model, ctx, size)
         tracking.log_metrics(metrics)
+        primary = project.selection.metric
         version, _ = tracking.register_with_alias(
             project.name,
             model_uri=info.model_uri,
@@ -261,7 +283,7 @@ def _log_variant(
             },
             description=(
                 f"{variant.name} ({variant.method}) of {project.name} version "
-                f"{lineage['mm.parent_model_version']}: {size} bytes "
+                f"{ctx.lineage['mm.parent_model_version']}: {size} bytes "
                 f"({metrics['compression_ratio']:.1f}x smaller), "
                 f"relative {primary} loss {metrics['relative_loss']:+.2%}"
             ),

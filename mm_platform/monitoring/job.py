@@ -11,6 +11,7 @@ the HTML report and a reloadable snapshot (`report`). Then it posts the configur
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,42 +132,56 @@ def run_drift(
 
 
 def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: _Inputs) -> bool:
-    """The window's run: its verdict, metrics, report and snapshot. False when the window
-    has too few rows to compute anything."""
-    from mm_platform import tracking
+    """Compute the window's verdict, then write its run (metrics, report and snapshot)
+    through the outage-proof writer. False when the window has too few rows to compute
+    anything."""
+    from mm_platform.tracking.durable import RunSpec, write_command
 
     number, monitoring = outcome.version, project.monitoring
     stale = _stale_runs(project, number, window.end) if window.current_path is None else []
-    with tracking.tracked_run(
-        "drift",
-        project.name,
-        window.run_name(number),
-        experiment=monitoring_experiment(project),
-        tags=window.tags(project, number),
-    ) as run:
-        outcome.run_id = run.info.run_id
-        for old in stale:  # a job killed on this window: this run replaces it
-            tracking.end_stale_run(old, "KILLED", {"mm.superseded_by": outcome.run_id})
-        if outcome.n_current < monitoring.min_rows:
-            outcome.status = "not_enough_data"
-            outcome.message = (
-                f"{outcome.n_current} rows in the window (minimum {monitoring.min_rows}, "
-                "monitoring.min_rows): no drift computed"
-            )
-            tracking.set_tags({"mm.status": outcome.status, "mm.message": outcome.message})
-            tracking.log_metrics({"n_current_rows": outcome.n_current})
-            return False
-        result, snapshot, params = _analyse(project, window, outcome, inputs)
-        tracking.set_tags({"mm.status": outcome.status, "mm.message": outcome.message})
-        tracking.log_params(params)
-        tracking.log_metrics(outcome.metrics)
-        outcome.report_uri = tracking.log_text(
-            snapshot.get_html_str(as_iframe=False), REPORT_ARTIFACT
+    started = _now_ms()
+    computed = outcome.n_current >= monitoring.min_rows
+    spec = RunSpec("drift", window.run_name(number), {}, started, started)
+    if computed:
+        result, snapshot, spec.params = _analyse(project, window, outcome, inputs)
+        spec.metrics = outcome.metrics
+        spec.artifacts = {
+            REPORT_ARTIFACT: snapshot.get_html_str(as_iframe=False).encode(),
+            SNAPSHOT_ARTIFACT: snapshot.dumps().encode(),
+        }
+    else:
+        outcome.status = "not_enough_data"
+        outcome.message = (
+            f"{outcome.n_current} rows in the window (minimum {monitoring.min_rows}, "
+            "monitoring.min_rows): no drift computed"
         )
-        tracking.log_text(snapshot.dumps(), SNAPSHOT_ARTIFACT)
+        spec.metrics = {"n_current_rows": outcome.n_current}
+    spec.tags = {"mm.run_type": "drift", "mm.project": project.name}
+    spec.tags.update(window.tags(project, number))
+    spec.tags.update({"mm.status": outcome.status, "mm.message": outcome.message})
+    spec.end_ms = _now_ms()
+
+    def write(log: Any) -> tuple[str, str]:
+        run_id = log.write_run(spec, log.outer_run_id)
+        log.step = "end the runs this window replaces"
+        for old in stale:  # a job killed on this window: this run replaces it
+            log.client.set_tag(old, "mm.superseded_by", run_id)
+            log.client.set_terminated(old, "KILLED")
+        log.step = "finish the drift run"
+        log.end_run(spec)
+        return run_id, log.runs[spec.part].info.artifact_uri
+
+    where = f"the drift run of {project.name} version {number}"
+    outcome.run_id, artifacts = write_command(monitoring_experiment(project), write, what=where)
+    if computed:
+        outcome.report_uri = f"{artifacts}/{REPORT_ARTIFACT}"
         if monitoring.workspace:
             outcome.decisions.append(add_to_workspace(project, snapshot, result))
-    return True
+    return computed
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _analyse(
