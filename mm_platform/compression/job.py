@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +15,10 @@ from mm_platform.compression.methods import Variant, Workspace, make, plan
 from mm_platform.data.sources import load_dataset
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
 from mm_platform.modeling.metrics import (
-    class_tags,
     holdout_metrics,
     latency_ms_per_1k_rows,
     relative_loss,
 )
-from mm_platform.project.catalog import METRICS
 from mm_platform.training.search import Progress, split_holdout
 
 if TYPE_CHECKING:
@@ -92,6 +90,18 @@ class VariantContext:
         return self.ws.project
 
 
+@dataclass
+class Built:
+    """One variant after building and scoring, before anything is written: the model and
+    its size-independent metrics, or why there is none."""
+
+    variant: Variant
+    model: CompressedModel | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None  # the model family cannot have this variant
+    failed: str | None = None  # building or scoring it raised
+
+
 def compress_project(
     project: Project,
     *,
@@ -99,33 +109,28 @@ def compress_project(
     version: str | None = None,
     progress: Progress | None = None,
 ) -> CompressResult:
-    """Make every configured variant of the parent version, log and register each."""
+    """Make and score every configured variant of the parent version, then log and register
+    them through the outage-proof writer."""
+    from mm_platform.compression.record import write_compression
+
     if project.compression is None:
         raise ProjectConfigError(
             f"{project.label}: has no compression section; add one with prune, quantize "
             "and/or distill (README, 'Compression')"
         )
     variants = plan(project)
-    from mm_platform import tracking
-
+    started = int(time.time() * 1000)
     ctx = _context(project, alias, version)
+    report = progress or (lambda _d, _i, _n: None)
+    built: list[Built] = []
+    for i, variant in enumerate(variants):
+        report(f"{project.name}: {variant.name}", i, len(variants))
+        built.append(build(variant, ctx))
+    report(f"{project.name}: done", len(variants), len(variants))
+    run_id, results = write_compression(ctx, built, started)
     number = ctx.lineage["mm.parent_model_version"]
     primary = f"holdout_{project.selection.metric}"
-    report = progress or (lambda _d, _i, _n: None)
-    results: list[VariantResult] = []
-    with tracking.tracked_run(
-        "compress", project.name, f"compress/{project.name}@v{number}", tags=ctx.lineage
-    ) as run:
-        tracking.log_metrics({f"parent_{k}": v for k, v in ctx.parent_metrics.items()})
-        tracking.log_params({"parent_version": number, "n_variants": len(variants)})
-        for i, variant in enumerate(variants):
-            report(f"{project.name}: {variant.name}", i, len(variants))
-            results.append(_one_variant(variant, ctx))
-        report(f"{project.name}: done", len(variants), len(variants))
-        _log_summary(project, number, ctx.parent_metrics, primary, results)
-        return CompressResult(
-            project.name, number, ctx.parent_metrics, primary, run.info.run_id, results
-        )
+    return CompressResult(project.name, number, ctx.parent_metrics, primary, run_id, results)
 
 
 def _context(project: Project, alias: str | None, version: str | None) -> VariantContext:
@@ -177,46 +182,25 @@ def _context(project: Project, alias: str | None, version: str | None) -> Varian
     return VariantContext(ws, X_hold, y_hold, parent_metrics, lineage, repeats)
 
 
-def _one_variant(variant: Variant, ctx: VariantContext) -> VariantResult:
-    """Build, score, log and register one variant; a failure fails only this variant."""
-    import mlflow
-
-    def failed(exc: Exception) -> VariantResult:
-        reason = f"{type(exc).__name__}: {exc}"
-        mlflow.set_tag(f"mm.failed.{variant.name}", reason[:5000])
-        return VariantResult(variant.method, variant.name, failed=reason)
-
+def build(variant: Variant, ctx: VariantContext) -> Built:
+    """Build and score one variant; a failure fails only this variant."""
     try:
         model = make(variant, ctx.ws)
     except UnsupportedModel as exc:
-        mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
-        return VariantResult(variant.method, variant.name, skipped=str(exc))
+        return Built(variant, skipped=str(exc))
     except MmError:
-        raise  # the store or the project is unusable: stop, the parent run ends FAILED
+        raise  # the store or the project is unusable: stop
     except Exception as exc:  # a numerical or library failure while building it
-        _record_failed_run(ctx.project.name, variant, exc)
-        return failed(exc)
+        return Built(variant, failed=f"{type(exc).__name__}: {exc}")
     try:
-        return _log_variant(model, variant, ctx)
+        return Built(variant, model, variant_metrics(model, ctx))
     except MmError:
         raise
-    except Exception as exc:  # its run has already ended FAILED with the error
-        return failed(exc)
+    except Exception as exc:
+        return Built(variant, failed=f"{type(exc).__name__}: {exc}")
 
 
-def _record_failed_run(project: str, variant: Variant, exc: Exception) -> None:
-    """A FAILED child run for a variant that could not be built, carrying the error."""
-    from mm_platform import tracking
-
-    tags = {"mm.method": variant.method, "mm.variant": variant.name}
-    with (
-        contextlib.suppress(type(exc)),
-        tracking.tracked_run("compress", project, f"compress/{variant.name}", tags=tags),
-    ):
-        raise exc
-
-
-def _variant_params(variant: Variant) -> dict[str, Any]:
+def variant_params(variant: Variant) -> dict[str, Any]:
     """The variant's settings as run params (a student flattened to `student.<field>`)."""
     params = {k: (v.label if k == "student" else v) for k, v in variant.params.items()}
     if "student" in variant.params:
@@ -226,16 +210,15 @@ def _variant_params(variant: Variant) -> dict[str, Any]:
     return {"method": variant.method, "variant": variant.name, **params}
 
 
-def _variant_metrics(model: CompressedModel, ctx: VariantContext, size: int) -> dict[str, float]:
-    """Holdout scores, size, speed and how they compare with the parent's."""
+def variant_metrics(model: CompressedModel, ctx: VariantContext) -> dict[str, float]:
+    """Holdout scores, speed and how they compare with the parent's (the size comes when
+    the model is logged: `sized`)."""
     parent_metrics = ctx.parent_metrics
     metrics = holdout_metrics(ctx.project.task, model, ctx.X_hold, ctx.y_hold)
     latency = latency_ms_per_1k_rows(model, ctx.X_hold, ctx.repeats)
     metrics.update(
-        size_bytes=size,
         n_params=model.n_params(),
         n_nonzero=model.n_nonzero(),
-        compression_ratio=parent_metrics["size_bytes"] / size,
         latency_ms_per_1k_rows=latency,
         speedup=parent_metrics["latency_ms_per_1k_rows"] / latency,
     )
@@ -248,78 +231,13 @@ def _variant_metrics(model: CompressedModel, ctx: VariantContext, size: int) -> 
     return metrics
 
 
-def _log_variant(model: CompressedModel, variant: Variant, ctx: VariantContext) -> VariantResult:
-    """One variant's run: params, metrics, the model and its version (no alias)."""
-    from mm_platform import tracking
-
-    project = ctx.project
-    tags = {**ctx.lineage, "mm.method": variant.method, "mm.variant": variant.name}
-    with tracking.tracked_run(
-        "compress", project.name, f"compress/{variant.name}", tags=tags
-    ) as run:
-        tracking.log_params(_variant_params(variant))
-        info = tracking.log_compressed_model(model, ctx.ws.X_train)
-        size = tracking.artifact_size(info.model_uri)
-        metrics = _variant_metrics(model, ctx, size)
-        tracking.log_metrics(metrics)
-        primary = project.selection.metric
-        version, _ = tracking.register_with_alias(
-            project.name,
-            model_uri=info.model_uri,
-            run_id=run.info.run_id,
-            model_id=info.model_id,
-            assign_alias=False,
-            tags={
-                **tags,
-                "mm.run_type": "compress",
-                "mm.project": project.name,
-                "mm.source_run_id": run.info.run_id,
-                **class_tags(model),
-                **{
-                    f"mm.metric.{k}": f"{v:.6g}"
-                    for k, v in metrics.items()
-                    if k.startswith("holdout_") or k in ("size_bytes", "relative_loss")
-                },
-            },
-            description=(
-                f"{variant.name} ({variant.method}) of {project.name} version "
-                f"{ctx.lineage['mm.parent_model_version']}: {size} bytes "
-                f"({metrics['compression_ratio']:.1f}x smaller), "
-                f"relative {primary} loss {metrics['relative_loss']:+.2%}"
-            ),
-        )
-        # registration is the run's last step: nothing after it can fail and orphan the version
-        return VariantResult(variant.method, variant.name, metrics, version, run.info.run_id)
+def sized(metrics: dict[str, float], ctx: VariantContext, size: int) -> dict[str, float]:
+    """`metrics` with the logged model's size and its ratio to the parent's."""
+    ratio = ctx.parent_metrics["size_bytes"] / size
+    return {**metrics, "size_bytes": size, "compression_ratio": ratio}
 
 
-def _log_summary(
-    project: Project,
-    parent_version: str,
-    parent_metrics: dict[str, float],
-    primary: str,
-    results: list[VariantResult],
-) -> None:
-    """The variants table and the Pareto figure on the compress parent run."""
-    import mlflow
-
-    from mm_platform import tracking
-    from mm_platform.modeling.figures import pareto
-
-    rows = [_row("parent", f"v{parent_version}", parent_metrics, parent_version, primary)]
-    rows += summary_rows(results, primary)
-    mlflow.log_table(pd.DataFrame(rows), "compression/variants.json")
-    made = [r for r in results if r.made]
-    fig = pareto(
-        [(r.variant, r.metrics["size_bytes"], r.metrics[primary]) for r in made],
-        (f"parent v{parent_version}", parent_metrics["size_bytes"], parent_metrics[primary]),
-        metric=primary,
-        larger_is_better=METRICS[project.selection.metric][1],
-        title=f"{project.name}: compression variants",
-    )
-    tracking.log_figure(fig, "compression/pareto.png")
-
-
-def _row(method: str, variant: str, m: dict[str, float], version: str | None, primary: str) -> dict:
+def row(method: str, variant: str, m: dict[str, float], version: str | None, primary: str) -> dict:
     return {
         "method": method,
         "variant": variant,
@@ -339,7 +257,7 @@ def summary_rows(results: list[VariantResult], primary: str) -> list[dict[str, A
     rows = []
     for r in results:
         if r.made:
-            rows.append(_row(r.method, r.variant, r.metrics, r.version, primary))
+            rows.append(row(r.method, r.variant, r.metrics, r.version, primary))
         else:
             reason = f"skipped: {r.skipped}" if r.skipped else f"failed: {r.failed}"
             rows.append({"method": r.method, "variant": r.variant, "note": reason})

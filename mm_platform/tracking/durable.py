@@ -209,14 +209,18 @@ class Attempt:
         *,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        artifacts: Mapping[str, bytes] | None = None,
     ) -> None:
-        """More metrics (at the run's end time) or tags for a run already written."""
+        """More metrics (at the run's end time), tags or artifacts for a run already written."""
+        run_id = self.runs[spec.part].info.run_id
         self.client.log_batch(
-            self.runs[spec.part].info.run_id,
+            run_id,
             metrics=_metrics(metrics or {}, spec.end_ms),
             tags=[RunTag(k, str(v)[:_PARAM_LIMIT]) for k, v in (tags or {}).items()],
             synchronous=True,
         )
+        if artifacts:
+            _upload(self.client, run_id, artifacts)
 
     def write_model(
         self, run_id: str, params: Mapping[str, str], log: Callable[[str, str | None], Any]
@@ -251,7 +255,10 @@ class Attempt:
 
             with ThreadPoolExecutor(1) as pool:
                 pool.submit(log, model.model_id, None if linked else run_id).result()
-        elif not linked:
+            outputs = client.get_run(run_id).outputs  # a flavor without run_id links nothing
+            done = outputs.model_outputs if outputs else []
+            linked = model.model_id in {o.model_id for o in done or []}
+        if not linked:
             client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
         return f"models:/{model.model_id}", model.model_id
 

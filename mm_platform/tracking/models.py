@@ -69,7 +69,9 @@ def _sklearn_options(model: Any, X_sample: pd.DataFrame, method: str) -> dict[st
     }
 
 
-def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "model") -> ModelInfo:
+def log_compressed_model(
+    model: Any, X_sample: pd.DataFrame, *, name: str = "model", model_id: str | None = None
+) -> ModelInfo:
     """Log a CompressedModel as a pyfunc whose loader is the runtime file shipped beside it."""
     import tempfile
     from pathlib import Path
@@ -82,6 +84,7 @@ def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "mod
         output = model.predict(X_sample)
         return mlflow.pyfunc.log_model(
             name=name,
+            model_id=model_id,
             loader_module="mm_compressed",
             data_path=str(data),
             code_paths=[mm_compressed.__file__],

@@ -1,4 +1,4 @@
-"""Fine-tuning and drift write their runs through the outage-proof writer: a real
+"""Compression, fine-tuning and drift write their runs through the outage-proof writer: a real
 `mlflow server` behind a proxy that cuts requests off on cue. A short outage is ridden
 out and the runs land complete, once; an outage that outlasts the retry budget fails the
 command with a clear error and leaves nothing half-written."""
@@ -23,6 +23,7 @@ PROJECT = {
     "dataset": {"source": "synthetic", "generator": "linear", "n_samples": 400},
     "serving": {"prediction_log": "log"},
     "monitoring": {"min_rows": 20, "window": "1h"},
+    "compression": {"quantize": {"bits": [8, 16]}},
 }
 OUTAGE = 4  # requests cut off: the first write, then the writer's health checks
 
@@ -79,6 +80,29 @@ def runs_of(experiment: str, run_type: str) -> list:
     return client.search_runs([found.experiment_id], f"tags.`mm.run_type` = '{run_type}'")
 
 
+def test_compress_rides_out_a_short_outage_and_lands_complete_once(
+    project, proxy: RefusingProxy
+) -> None:
+    from mlflow import MlflowClient
+
+    from mm_platform.compression.job import compress_project
+
+    proxy.refuse_from("/logged-models", OUTAGE)  # mid-way: the parent run is written
+    result = compress_project(project)
+    assert len(proxy.refused) == OUTAGE and "/logged-models" in proxy.refused[0]
+    assert [(v.variant, v.version) for v in result.variants] == [("int8", "2"), ("float16", "3")]
+    client = MlflowClient()
+    runs = runs_of("tiny", "compress")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}  # no duplicates
+    children = [r for r in runs if r.info.run_id != result.run_id]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {result.run_id}
+    assert all("compression_ratio" in r.data.metrics for r in children)
+    versions = client.search_model_versions("name = 'tiny'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2", "3"]
+    names = {a.path for a in client.list_artifacts(result.run_id, "compression")}
+    assert names == {"compression/pareto.png", "compression/variants.json"}
+
+
 def test_finetune_and_drift_ride_out_a_short_outage_and_land_complete_once(
     project, proxy: RefusingProxy, tmp_path: Path
 ) -> None:
@@ -119,11 +143,15 @@ def test_a_server_that_stays_away_fails_clearly_and_leaves_nothing_half_written(
 ) -> None:
     from mlflow import MlflowClient
 
+    from mm_platform.compression.job import compress_project
     from mm_platform.lifecycle.finetuning import finetune_project
     from mm_platform.monitoring.job import run_drift
 
     log_traffic(project, tmp_path)
     monkeypatch.setenv("MM_TRACKING_RETRY", "2")
+    proxy.refuse_from("/runs/create")
+    with pytest.raises(TrackingError, match=r"unreachable .* the compression of tiny version 1"):
+        compress_project(project)
     proxy.refuse_from("/runs/create")
     with pytest.raises(TrackingError, match=r"unreachable .* the fine-tuned model is not recorded"):
         finetune_project(
@@ -136,6 +164,7 @@ def test_a_server_that_stays_away_fails_clearly_and_leaves_nothing_half_written(
 
     client = MlflowClient()
     assert runs_of("tiny", "finetune") == [] and runs_of("tiny-monitoring", "drift") == []
+    assert runs_of("tiny", "compress") == []
     versions = client.search_model_versions("name = 'tiny'")
     assert [str(v.version) for v in versions] == ["1"]  # no version without its alias
     assert set(client.get_registered_model("tiny").aliases) == {"champion"}
