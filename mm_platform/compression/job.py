@@ -17,7 +17,7 @@ from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingE
 from mm_platform.modeling.metrics import (
     holdout_metrics,
     latency_ms_per_1k_rows,
-    relative_loss,
+    relative_change,
 )
 from mm_platform.training.search import Progress, split_holdout
 
@@ -225,7 +225,7 @@ def variant_metrics(model: CompressedModel, ctx: VariantContext) -> dict[str, fl
     for name in [k for k in metrics if k.startswith("holdout_")]:
         metrics[f"delta_{name}"] = metrics[name] - parent_metrics[name]
     primary = ctx.project.selection.metric
-    metrics["relative_loss"] = relative_loss(
+    metrics["relative_loss"] = relative_change(
         primary, parent_metrics[f"holdout_{primary}"], metrics[f"holdout_{primary}"]
     )
     return metrics

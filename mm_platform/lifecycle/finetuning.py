@@ -33,9 +33,10 @@ from mm_platform.modeling.metrics import (
     class_scores,
     class_tags,
     model_classes,
+    positive_class,
+    relative_change,
     score_predictions,
 )
-from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import (
     conform_file,
     input_spec,
@@ -270,7 +271,7 @@ def _compare(
     deltas and the forgetting (the relative holdout loss of the selection metric)."""
     task = project.task
     classes = model_classes(parent)
-    pos_label = classes[1] if task == "binary" and classes and len(classes) == 2 else None
+    pos_label = positive_class(classes, task)
     metrics: dict[str, float] = {}
     for prefix, model in (("", tuned), ("parent_", parent)):
         for name, (X, y) in (("new_", new), ("holdout_", holdout)):
@@ -281,13 +282,12 @@ def _compare(
     for key in [k for k in metrics if k.startswith("holdout_")]:
         metrics[f"delta_{key}"] = metrics[key] - metrics[f"parent_{key}"]
     primary = project.selection.metric
-    larger = METRICS[primary][1]
     if f"holdout_{primary}" not in metrics:
         raise DataError(
             f"{project.label}: {primary} cannot be computed on the holdout (e.g. one class only)"
         )
     before, after = metrics[f"parent_holdout_{primary}"], metrics[f"holdout_{primary}"]
-    metrics["forgetting"] = ((before - after) if larger else (after - before)) / abs(before or 1)
+    metrics["forgetting"] = relative_change(primary, before, after)
     return metrics
 
 
@@ -305,6 +305,7 @@ def _log_finetune(
     (new X, holdout X, holdout y)."""
     from mm_platform import tracking
     from mm_platform.tracking.durable import write_command
+    from mm_platform.tracking.registry import CHALLENGER
     from mm_platform.training.search import REFERENCE_ARTIFACT, reference_sample
 
     X_new, X_hold, y_hold = data
@@ -338,7 +339,7 @@ def _log_finetune(
             run_id=run_id,
             model_uri=model_uri,
             model_id=model_id,
-            alias="challenger",
+            alias=CHALLENGER,
             tags={**version_tags, "mm.source_run_id": run_id},
             description=description,
         )

@@ -16,17 +16,19 @@ from mm_platform.modeling.metrics import (
     class_scores,
     latency_ms_per_1k_rows,
     model_classes,
-    relative_loss,
+    positive_class,
+    relative_change,
     score_predictions,
 )
 from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import labelled_production, target_name
+from mm_platform.tracking.registry import CHALLENGER, CHAMPION
 from mm_platform.training.search import split_holdout
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+PREVIOUS = "previous"  # the champion before the last promotion, for mm rollback
 
 
 @dataclass
@@ -65,12 +67,9 @@ def evaluation_data(project: Project, log_root: str) -> tuple[pd.DataFrame, pd.S
 
 
 def _metrics(project: Project, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    classes = model_classes(model)
-    binary = project.task == "binary" and classes is not None and len(classes) == 2
     scores = class_scores(model, X, project.task)
-    return score_predictions(
-        project.task, y, model.predict(X), scores, pos_label=classes[1] if binary else None
-    )
+    pos_label = positive_class(model_classes(model), project.task)
+    return score_predictions(project.task, y, model.predict(X), scores, pos_label=pos_label)
 
 
 def gate(project: Project, champion: dict[str, float], challenger: dict[str, float]) -> list[str]:
@@ -80,7 +79,7 @@ def gate(project: Project, champion: dict[str, float], challenger: dict[str, flo
     reasons = []
     if primary not in champion or primary not in challenger:
         return [f"{primary} cannot be computed for both models on this data (no class scores?)"]
-    gain = -relative_loss(primary, champion[primary], challenger[primary])
+    gain = -relative_change(primary, champion[primary], challenger[primary])
     if gain < rules.min_improvement:
         reasons.append(
             f"{primary} improves by {gain:+.2%}, below the required {rules.min_improvement:+.2%}"
@@ -88,7 +87,7 @@ def gate(project: Project, champion: dict[str, float], challenger: dict[str, flo
     for metric in champion:
         if metric == primary or metric not in challenger or metric not in METRICS:
             continue
-        loss = relative_loss(metric, champion[metric], challenger[metric])
+        loss = relative_change(metric, champion[metric], challenger[metric])
         if loss > rules.max_regression:
             reasons.append(
                 f"{metric} regresses by {loss:.2%}, above the allowed {rules.max_regression:.2%}"

@@ -40,6 +40,7 @@ from mm_platform.monitoring.window import (
 )
 from mm_platform.project.config import monitoring_experiment
 from mm_platform.serving.batch import target_name
+from mm_platform.tracking.registry import CHAMPION
 
 if TYPE_CHECKING:
     from mm_platform.monitoring.drift import ColumnSpec, DriftResult
@@ -93,7 +94,7 @@ def run_drift(
     start: datetime | None = None,
     end: datetime | None = None,
     current_path: Path | None = None,
-    alias: str | None = "champion",
+    alias: str | None = CHAMPION,
     version: str | None = None,
     log_root: str | None = None,
     retrain: bool = True,

@@ -9,8 +9,14 @@ import numpy as np
 import pandas as pd
 
 from mm_platform.errors import DataError
-from mm_platform.modeling.metrics import PROBA_PREFIX, align_labels, score_predictions
-from mm_platform.project.catalog import METRICS
+from mm_platform.modeling.metrics import (
+    PROBA_PREFIX,
+    align_labels,
+    positive_class,
+    relative_change,
+    score_predictions,
+    scores_from_probabilities,
+)
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
@@ -46,9 +52,7 @@ def performance_metrics(
     metric = project.selection.metric
     before, after = performance.get(f"reference_{metric}"), performance.get(f"current_{metric}")
     if before is not None and after is not None:
-        larger = METRICS[metric][1]
-        drop = (before - after) if larger else (after - before)
-        performance["performance_drop"] = drop / abs(before or 1.0)
+        performance["performance_drop"] = relative_change(metric, before, after)
     return performance
 
 
@@ -63,11 +67,11 @@ def _scores(
     y, y_pred, y_score, pos_label = rows[target], rows["prediction"], None, None
     if classes is not None:
         y, y_pred = align_labels(y, classes), align_labels(y_pred, classes)
-        pos_label = classes[1] if project.task == "binary" and len(classes) == 2 else None
+        pos_label = positive_class(classes, project.task)
         if all(c in rows.columns for c in columns):
             probabilities = rows[columns].to_numpy(dtype="float64")
             if not np.isnan(probabilities).any():
-                y_score = probabilities[:, 1] if project.task == "binary" else probabilities
+                y_score = scores_from_probabilities(probabilities, project.task)
     try:
         return score_predictions(
             project.task, y, y_pred, y_score, prefix, pos_label=pos_label, classes=classes
