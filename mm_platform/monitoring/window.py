@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -147,7 +147,7 @@ def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[Co
         ]
     categorical = set(project.features.categorical)
 
-    def kind_of(name: str, kind: str) -> str:
+    def kind_of(name: str, kind: str) -> Literal["num", "cat"]:
         if name in categorical or kind not in _NUMERIC_TYPES:
             return "cat"
         if kind in ("long", "integer") and name in reference.columns:
@@ -157,7 +157,7 @@ def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[Co
         return "num"
 
     specs = [ColumnSpec(name, kind_of(name, kind)) for name, kind in schema]
-    label_kind = "num" if project.task == "regression" else "cat"
+    label_kind: Literal["num", "cat"] = "num" if project.task == "regression" else "cat"
     specs.append(ColumnSpec("prediction", label_kind, "prediction"))
     specs.append(ColumnSpec(target, label_kind, "target"))
     return specs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -192,7 +193,11 @@ def is_evaluation_row(request_id: str) -> bool:
 
 
 def logged_with_labels(
-    project: Project, log_root: str, *, start: object = None, end: object = None
+    project: Project,
+    log_root: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> pd.DataFrame:
     """The logged predictions from `start` to `end`, with the latest label of each request
     as the target column where labels were ingested (none at all: no target column)."""
@@ -206,7 +211,7 @@ def logged_with_labels(
 
 
 def labelled_production(
-    project: Project, log_root: str, since: object = None, part: str | None = None
+    project: Project, log_root: str, since: datetime | None = None, part: str | None = None
 ) -> pd.DataFrame:
     """Logged features joined with their labels (latest label per request), since `since`;
     `part` "fit" or "evaluation" keeps only that side of the split by request id."""

@@ -100,7 +100,9 @@ def write_command(
     from mm_platform.tracking.runs import experiment_id_for, tracking_error
     from mm_platform.tracking.store import redact_uri
 
-    key, passes, where = uuid.uuid4().hex, [], []
+    key = uuid.uuid4().hex
+    passes: list[Attempt] = []
+    where: list[tuple[str, str | None]] = []  # (experiment id, outer run id), once known
 
     def attempt() -> T:
         if not where:  # under `mlflow run` (or an active run) the runs nest under it
