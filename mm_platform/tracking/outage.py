@@ -5,9 +5,9 @@ passes or the retry budget is spent."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,7 +124,7 @@ def replay(
     run it again, for at most `budget_s` seconds from the first failure on. `step()` names
     what the attempt was trying to do, for the messages. Raises ServerGone when the budget
     runs out; other errors pass through."""
-    say = notify or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = notify or logging.getLogger(__name__).warning
     uri = mlflow.get_tracking_uri()
     lost_since = deadline = 0.0  # the budget runs from the first failure on
     busy = passes = 0
