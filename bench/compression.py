@@ -130,7 +130,7 @@ def main() -> None:
     from mm_platform.compression.job import compress_project
     from mm_platform.data.sources import load_dataset
     from mm_platform.data.splits import split_holdout
-    from mm_platform.modeling.metrics import relative_loss
+    from mm_platform.modeling.metrics import relative_change as relative_loss
     from mm_platform.project.config import load_project
     from mm_platform.training.search import train_project
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +16,11 @@ from mm_platform.data.sources import load_dataset
 from mm_platform.data.splits import split_holdout
 from mm_platform.errors import DataError, MmError, ProjectConfigError, TrackingError
 from mm_platform.modeling.metrics import (
-    class_tags,
     holdout_metrics,
     latency_ms_per_1k_rows,
-    relative_loss,
+    relative_change,
 )
 from mm_platform.progress import Progress
-from mm_platform.project.catalog import METRICS
 
 if TYPE_CHECKING:
     from mm_platform.compression.mm_compressed import CompressedModel
@@ -76,6 +74,35 @@ def parse_model_ref(ref: str, project: Project) -> str:
     return match["alias"]
 
 
+@dataclass(frozen=True)
+class VariantContext:
+    """What every variant is built from and measured against: the methods' workspace, the
+    holdout, the parent's metrics, the lineage tags and the latency repeats."""
+
+    ws: Workspace
+    X_hold: pd.DataFrame
+    y_hold: pd.Series
+    parent_metrics: dict[str, float]
+    lineage: dict[str, str]
+    repeats: int
+
+    @property
+    def project(self) -> Project:
+        return self.ws.project
+
+
+@dataclass
+class Built:
+    """One variant after building and scoring, before anything is written: the model and
+    its size-independent metrics, or why there is none."""
+
+    variant: Variant
+    model: CompressedModel | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None  # the model family cannot have this variant
+    failed: str | None = None  # building or scoring it raised
+
+
 def compress_project(
     project: Project,
     *,
@@ -83,18 +110,38 @@ def compress_project(
     version: str | None = None,
     progress: Progress | None = None,
 ) -> CompressResult:
-    """Make every configured variant of the parent version, log and register each."""
+    """Make and score every configured variant of the parent version, then log and register
+    them through the outage-proof writer."""
+    from mm_platform.compression.record import write_compression
+
     if project.compression is None:
         raise ProjectConfigError(
             f"{project.label}: has no compression section; add one with prune, quantize "
             "and/or distill (README, 'Compression')"
         )
     variants = plan(project)
-    data = load_dataset(project)
-    X_train, X_hold, y_train, y_hold = split_holdout(project, data)
+    started = int(time.time() * 1000)
+    ctx = _context(project, alias, version)
+    report = progress or (lambda _d, _i, _n: None)
+    built: list[Built] = []
+    for i, variant in enumerate(variants):
+        report(f"{project.name}: {variant.name}", i, len(variants))
+        built.append(build(variant, ctx))
+    report(f"{project.name}: done", len(variants), len(variants))
+    run_id, results = write_compression(ctx, built, started)
+    number = ctx.lineage["mm.parent_model_version"]
+    primary = f"holdout_{project.selection.metric}"
+    return CompressResult(project.name, number, ctx.parent_metrics, primary, run_id, results)
 
+
+def _context(project: Project, alias: str | None, version: str | None) -> VariantContext:
+    """The parent version (checked to be a trained model of this very data), the splits
+    and the parent's own metrics."""
     from mm_platform import tracking
 
+    assert project.compression is not None
+    data = load_dataset(project)
+    X_train, X_hold, y_train, y_hold = split_holdout(project, data)
     tracking.connect()
     parent_version = tracking.resolve_version(
         project.name, alias=alias, version=version, source=project.label
@@ -123,9 +170,7 @@ def compress_project(
     _, X_val, _, y_val = train_test_split(
         X_train, y_train, test_size=0.2, random_state=project.seed, stratify=stratify
     )
-    ws = Workspace(project, parent, X_train, y_train, X_val, y_val)
     repeats = project.compression.latency_repeats
-    primary = f"holdout_{project.selection.metric}"
     parent_metrics = holdout_metrics(project.task, parent, X_hold, y_hold)
     parent_metrics["size_bytes"] = tracking.artifact_size(uri)
     parent_metrics["latency_ms_per_1k_rows"] = latency_ms_per_1k_rows(parent, X_hold, repeats)
@@ -134,171 +179,66 @@ def compress_project(
         "mm.parent_run_id": parent_version.run_id or "",
         "mm.dataset_digest": digest,
     }
-    report = progress or (lambda _d, _i, _n: None)
-    results: list[VariantResult] = []
-    with tracking.tracked_run(
-        "compress", project.name, f"compress/{project.name}@v{number}", tags=lineage
-    ) as run:
-        tracking.log_metrics({f"parent_{k}": v for k, v in parent_metrics.items()})
-        tracking.log_params({"parent_version": number, "n_variants": len(variants)})
-        for i, variant in enumerate(variants):
-            report(f"{project.name}: {variant.name}", i, len(variants))
-            results.append(
-                _one_variant(variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
-            )
-        report(f"{project.name}: done", len(variants), len(variants))
-        _log_summary(project, number, parent_metrics, primary, results)
-        return CompressResult(
-            project.name, number, parent_metrics, primary, run.info.run_id, results
-        )
+    ws = Workspace(project, parent, X_train, y_train, X_val, y_val)
+    return VariantContext(ws, X_hold, y_hold, parent_metrics, lineage, repeats)
 
 
-def _one_variant(
-    variant: Variant,
-    ws: Workspace,
-    X_hold: pd.DataFrame,
-    y_hold: pd.Series,
-    parent_metrics: dict[str, float],
-    lineage: dict[str, str],
-    repeats: int,
-) -> VariantResult:
-    """Build, score, log and register one variant; a failure fails only this variant."""
-    import mlflow
-
-    def failed(exc: Exception) -> VariantResult:
-        reason = f"{type(exc).__name__}: {exc}"
-        mlflow.set_tag(f"mm.failed.{variant.name}", reason[:5000])
-        return VariantResult(variant.method, variant.name, failed=reason)
-
+def build(variant: Variant, ctx: VariantContext) -> Built:
+    """Build and score one variant; a failure fails only this variant."""
     try:
-        model = make(variant, ws)
+        model = make(variant, ctx.ws)
     except UnsupportedModel as exc:
-        mlflow.set_tag(f"mm.skipped.{variant.name}", str(exc))
-        return VariantResult(variant.method, variant.name, skipped=str(exc))
+        return Built(variant, skipped=str(exc))
     except MmError:
-        raise  # the store or the project is unusable: stop, the parent run ends FAILED
+        raise  # the store or the project is unusable: stop
     except Exception as exc:  # a numerical or library failure while building it
-        _record_failed_run(ws.project.name, variant, exc)
-        return failed(exc)
+        return Built(variant, failed=f"{type(exc).__name__}: {exc}")
     try:
-        return _log_variant(model, variant, ws, X_hold, y_hold, parent_metrics, lineage, repeats)
+        return Built(variant, model, variant_metrics(model, ctx))
     except MmError:
         raise
-    except Exception as exc:  # its run has already ended FAILED with the error
-        return failed(exc)
+    except Exception as exc:
+        return Built(variant, failed=f"{type(exc).__name__}: {exc}")
 
 
-def _record_failed_run(project: str, variant: Variant, exc: Exception) -> None:
-    """A FAILED child run for a variant that could not be built, carrying the error."""
-    from mm_platform import tracking
-
-    tags = {"mm.method": variant.method, "mm.variant": variant.name}
-    with (
-        contextlib.suppress(type(exc)),
-        tracking.tracked_run("compress", project, f"compress/{variant.name}", tags=tags),
-    ):
-        raise exc
-
-
-def _log_variant(
-    model: CompressedModel,
-    variant: Variant,
-    ws: Workspace,
-    X_hold: pd.DataFrame,
-    y_hold: pd.Series,
-    parent_metrics: dict[str, float],
-    lineage: dict[str, str],
-    repeats: int,
-) -> VariantResult:
-    from mm_platform import tracking
-
-    project = ws.project
-    tags = {**lineage, "mm.method": variant.method, "mm.variant": variant.name}
-    with tracking.tracked_run(
-        "compress", project.name, f"compress/{variant.name}", tags=tags
-    ) as run:
-        params = {k: (v.label if k == "student" else v) for k, v in variant.params.items()}
-        if "student" in variant.params:
-            params.update(
-                {f"student.{k}": v for k, v in variant.params["student"].model_dump().items()}
-            )
-        tracking.log_params({"method": variant.method, "variant": variant.name, **params})
-        metrics = holdout_metrics(project.task, model, X_hold, y_hold)
-        info = tracking.log_compressed_model(model, ws.X_train)
-        size = tracking.artifact_size(info.model_uri)
-        latency = latency_ms_per_1k_rows(model, X_hold, repeats)
-        metrics.update(
-            size_bytes=size,
-            n_params=model.n_params(),
-            n_nonzero=model.n_nonzero(),
-            compression_ratio=parent_metrics["size_bytes"] / size,
-            latency_ms_per_1k_rows=latency,
-            speedup=parent_metrics["latency_ms_per_1k_rows"] / latency,
+def variant_params(variant: Variant) -> dict[str, Any]:
+    """The variant's settings as run params (a student flattened to `student.<field>`)."""
+    params = {k: (v.label if k == "student" else v) for k, v in variant.params.items()}
+    if "student" in variant.params:
+        params.update(
+            {f"student.{k}": v for k, v in variant.params["student"].model_dump().items()}
         )
-        for name in [k for k in metrics if k.startswith("holdout_")]:
-            metrics[f"delta_{name}"] = metrics[name] - parent_metrics[name]
-        primary = project.selection.metric
-        metrics["relative_loss"] = relative_loss(
-            primary, parent_metrics[f"holdout_{primary}"], metrics[f"holdout_{primary}"]
-        )
-        tracking.log_metrics(metrics)
-        version, _ = tracking.register_with_alias(
-            project.name,
-            model_uri=info.model_uri,
-            run_id=run.info.run_id,
-            model_id=info.model_id,
-            assign_alias=False,
-            tags={
-                **tags,
-                "mm.run_type": "compress",
-                "mm.project": project.name,
-                "mm.source_run_id": run.info.run_id,
-                **class_tags(model),
-                **{
-                    f"mm.metric.{k}": f"{v:.6g}"
-                    for k, v in metrics.items()
-                    if k.startswith("holdout_") or k in ("size_bytes", "relative_loss")
-                },
-            },
-            description=(
-                f"{variant.name} ({variant.method}) of {project.name} version "
-                f"{lineage['mm.parent_model_version']}: {size} bytes "
-                f"({metrics['compression_ratio']:.1f}x smaller), "
-                f"relative {primary} loss {metrics['relative_loss']:+.2%}"
-            ),
-        )
-        # registration is the run's last step: nothing after it can fail and orphan the version
-        return VariantResult(variant.method, variant.name, metrics, version, run.info.run_id)
+    return {"method": variant.method, "variant": variant.name, **params}
 
 
-def _log_summary(
-    project: Project,
-    parent_version: str,
-    parent_metrics: dict[str, float],
-    primary: str,
-    results: list[VariantResult],
-) -> None:
-    """The variants table and the Pareto figure on the compress parent run."""
-    import mlflow
-
-    from mm_platform import tracking
-    from mm_platform.modeling.figures import pareto
-
-    rows = [_row("parent", f"v{parent_version}", parent_metrics, parent_version, primary)]
-    rows += summary_rows(results, primary)
-    mlflow.log_table(pd.DataFrame(rows), "compression/variants.json")
-    made = [r for r in results if r.made]
-    fig = pareto(
-        [(r.variant, r.metrics["size_bytes"], r.metrics[primary]) for r in made],
-        (f"parent v{parent_version}", parent_metrics["size_bytes"], parent_metrics[primary]),
-        metric=primary,
-        larger_is_better=METRICS[project.selection.metric][1],
-        title=f"{project.name}: compression variants",
+def variant_metrics(model: CompressedModel, ctx: VariantContext) -> dict[str, float]:
+    """Holdout scores, speed and how they compare with the parent's (the size comes when
+    the model is logged: `sized`)."""
+    parent_metrics = ctx.parent_metrics
+    metrics = holdout_metrics(ctx.project.task, model, ctx.X_hold, ctx.y_hold)
+    latency = latency_ms_per_1k_rows(model, ctx.X_hold, ctx.repeats)
+    metrics.update(
+        n_params=model.n_params(),
+        n_nonzero=model.n_nonzero(),
+        latency_ms_per_1k_rows=latency,
+        speedup=parent_metrics["latency_ms_per_1k_rows"] / latency,
     )
-    tracking.log_figure(fig, "compression/pareto.png")
+    for name in [k for k in metrics if k.startswith("holdout_")]:
+        metrics[f"delta_{name}"] = metrics[name] - parent_metrics[name]
+    primary = ctx.project.selection.metric
+    metrics["relative_loss"] = relative_change(
+        primary, parent_metrics[f"holdout_{primary}"], metrics[f"holdout_{primary}"]
+    )
+    return metrics
 
 
-def _row(method: str, variant: str, m: dict[str, float], version: str | None, primary: str) -> dict:
+def sized(metrics: dict[str, float], ctx: VariantContext, size: int) -> dict[str, float]:
+    """`metrics` with the logged model's size and its ratio to the parent's."""
+    ratio = ctx.parent_metrics["size_bytes"] / size
+    return {**metrics, "size_bytes": size, "compression_ratio": ratio}
+
+
+def row(method: str, variant: str, m: dict[str, float], version: str | None, primary: str) -> dict:
     return {
         "method": method,
         "variant": variant,
@@ -318,7 +258,7 @@ def summary_rows(results: list[VariantResult], primary: str) -> list[dict[str, A
     rows = []
     for r in results:
         if r.made:
-            rows.append(_row(r.method, r.variant, r.metrics, r.version, primary))
+            rows.append(row(r.method, r.variant, r.metrics, r.version, primary))
         else:
             reason = f"skipped: {r.skipped}" if r.skipped else f"failed: {r.failed}"
             rows.append({"method": r.method, "variant": r.variant, "note": reason})

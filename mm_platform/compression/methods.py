@@ -22,7 +22,11 @@ from mm_platform.compression.compile import (
     family,
     tree_list,
 )
-from mm_platform.modeling.metrics import score_predictions
+from mm_platform.modeling.metrics import (
+    positive_class,
+    score_predictions,
+    scores_from_probabilities,
+)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -215,8 +219,8 @@ def _score(task: str, metric: str, y: pd.Series, output: np.ndarray, model: Any)
     if task == "regression":
         return score_predictions(task, y, output)[metric]
     y_pred = model.classes_[np.argmax(output, axis=1)]
-    y_score = output[:, 1] if task == "binary" else output
-    pos_label = model.classes_[1] if task == "binary" else None
+    y_score = scores_from_probabilities(output, task)
+    pos_label = positive_class(list(model.classes_), task)
     return score_predictions(task, y, y_pred, y_score, pos_label=pos_label)[metric]
 
 

@@ -34,9 +34,10 @@ from mm_platform.modeling.metrics import (
     class_scores,
     class_tags,
     model_classes,
+    positive_class,
+    relative_change,
     score_predictions,
 )
-from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import (
     conform_file,
     input_spec,
@@ -218,7 +219,6 @@ def finetune_project(
 ) -> FinetuneResult:
     """Fine-tune the champion on new data, log the run, register the result as challenger."""
     from mm_platform import tracking
-    from mm_platform.modeling.reference import REFERENCE_ARTIFACT, reference_sample
 
     lam = project.finetune.lam if lam is None else lam
     if not (math.isfinite(lam) and lam >= 0):
@@ -244,12 +244,37 @@ def finetune_project(
     if classes is not None:  # labels read from CSV/Parquet may not be the model's type
         y_new = align_labels(y_new, classes)
     tuned = refit(parent, X_new, y_new, lam, project)
+    metrics = _compare(project, tuned, parent, (X_new, y_new), (X_hold, y_hold))
+    lineage = {"mm.parent_model_version": number, "mm.parent_run_id": champion.run_id or ""}
+    params = {"lam": lam, "n_rows": len(X_new), "source": source, "parent_version": number}
+    params.update(epochs=project.finetune.epochs, n_new_trees=project.finetune.n_new_trees)
+    primary = project.selection.metric
+    before, after = metrics[f"parent_holdout_{primary}"], metrics[f"holdout_{primary}"]
+    description = (
+        f"version {number} fine-tuned on {len(X_new)} rows ({source}), lambda={lam:g}; "
+        f"holdout {primary} {before:.4g} -> {after:.4g}"
+    )
+    version, run_id = _log_finetune(
+        project, tuned, (X_new, X_hold, y_hold), lineage, params, metrics, description
+    )
+    return FinetuneResult(project.name, number, version, run_id, len(X_new), lam, metrics)
 
+
+def _compare(
+    project: Project,
+    tuned: Any,
+    parent: Any,
+    new: tuple[pd.DataFrame, pd.Series],
+    holdout: tuple[pd.DataFrame, pd.Series],
+) -> dict[str, float]:
+    """Scores of the tuned model and its parent on the new rows and the holdout, their
+    deltas and the forgetting (the relative holdout loss of the selection metric)."""
     task = project.task
-    pos_label = classes[1] if task == "binary" and classes and len(classes) == 2 else None
+    classes = model_classes(parent)
+    pos_label = positive_class(classes, task)
     metrics: dict[str, float] = {}
     for prefix, model in (("", tuned), ("parent_", parent)):
-        for name, X, y in (("new_", X_new, y_new), ("holdout_", X_hold, y_hold)):
+        for name, (X, y) in (("new_", new), ("holdout_", holdout)):
             scores = class_scores(model, X, task)
             metrics.update(
                 score_predictions(task, y, model.predict(X), scores, prefix + name, pos_label)
@@ -257,48 +282,94 @@ def finetune_project(
     for key in [k for k in metrics if k.startswith("holdout_")]:
         metrics[f"delta_{key}"] = metrics[key] - metrics[f"parent_{key}"]
     primary = project.selection.metric
-    larger = METRICS[primary][1]
     if f"holdout_{primary}" not in metrics:
         raise DataError(
             f"{project.label}: {primary} cannot be computed on the holdout (e.g. one class only)"
         )
     before, after = metrics[f"parent_holdout_{primary}"], metrics[f"holdout_{primary}"]
-    metrics["forgetting"] = ((before - after) if larger else (after - before)) / abs(before or 1)
-    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    lineage = {"mm.parent_model_version": number, "mm.parent_run_id": champion.run_id or ""}
-    with tracking.tracked_run("finetune", project.name, f"finetune/{day}", tags=lineage) as run:
-        tracking.log_params({"lam": lam, "n_rows": len(X_new), "source": source,
-                             "parent_version": number, "epochs": project.finetune.epochs,
-                             "n_new_trees": project.finetune.n_new_trees})  # fmt: skip
-        tracking.log_metrics(metrics)
-        tracking.log_frame(reference_sample(project, tuned, X_hold, y_hold), REFERENCE_ARTIFACT)
-        info = tracking.log_sklearn_model(tuned, X_new)
-        metrics["size_bytes"] = float(tracking.artifact_size(info.model_uri))
-        tracking.log_metrics({"size_bytes": metrics["size_bytes"]})
-        version, _ = tracking.register_with_alias(
-            project.name,
-            model_uri=info.model_uri,
-            run_id=run.info.run_id,
-            model_id=info.model_id,
-            alias="challenger",
-            tags={
-                **lineage,
-                "mm.run_type": "finetune",
-                "mm.project": project.name,
-                "mm.source_run_id": run.info.run_id,
-                "mm.reference_artifact": REFERENCE_ARTIFACT,
-                **class_tags(tuned),
-                **{
-                    f"mm.metric.{k}": f"{v:.6g}"
-                    for k, v in metrics.items()
-                    if k.startswith("holdout_") or k == "size_bytes"
-                },
-            },
-            description=(
-                f"version {number} fine-tuned on {len(X_new)} rows ({source}), lambda={lam:g}; "
-                f"holdout {primary} {before:.4g} -> {after:.4g}"
+    metrics["forgetting"] = relative_change(primary, before, after)
+    return metrics
+
+
+def _log_finetune(
+    project: Project,
+    tuned: Any,
+    data: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
+    lineage: dict[str, str],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    description: str,
+) -> tuple[str, str]:
+    """The fine-tune run with the model, its reference sample and its version as
+    @challenger, through the outage-proof writer; returns (version, run id). `data` is
+    (new X, holdout X, holdout y)."""
+    from mm_platform import tracking
+    from mm_platform.tracking.durable import write_command
+    from mm_platform.tracking.tags import CHALLENGER
+    from mm_platform.training.search import REFERENCE_ARTIFACT, reference_sample
+
+    X_new, X_hold, y_hold = data
+    spec = _finetune_spec(project, reference_sample(project, tuned, X_hold, y_hold), lineage)
+    spec.params, spec.metrics = params, metrics
+    tags = spec.tags
+
+    def write(log: Any) -> tuple[str, str]:
+        run_id = log.write_run(spec, log.outer_run_id)
+        log.step = "log the model"
+        model_uri, model_id = log.write_model(
+            run_id, params, lambda mid, rid: tracking.log_sklearn_model(
+                tuned, X_new, model_id=mid, run_id=rid
             ),
+        )  # fmt: skip
+        metrics["size_bytes"] = float(tracking.artifact_size(model_uri))
+        log.add(spec, metrics={"size_bytes": metrics["size_bytes"]})
+        version_tags = {
+            **tags,
+            "mm.reference_artifact": REFERENCE_ARTIFACT,
+            **class_tags(tuned),
+            **{
+                f"mm.metric.{k}": f"{v:.6g}"
+                for k, v in metrics.items()
+                if k.startswith("holdout_") or k == "size_bytes"
+            },
+        }
+        log.step = f"register a version of model '{project.name}'"
+        version, _ = log.register(
+            project.name,
+            run_id=run_id,
+            model_uri=model_uri,
+            model_id=model_id,
+            alias=CHALLENGER,
+            tags={**version_tags, "mm.source_run_id": run_id},
+            description=description,
         )
-        return FinetuneResult(
-            project.name, number, version, run.info.run_id, len(X_new), lam, metrics
-        )
+        log.step = "finish the run"
+        log.end_run(spec)
+        return version, run_id
+
+    return write_command(project.name, write, what="the fine-tuned model")
+
+
+def _finetune_spec(project: Project, reference: pd.DataFrame, lineage: dict[str, str]) -> Any:
+    """The fine-tune run's RunSpec: name, tags, times and the reference sample."""
+    from mm_platform.tracking.durable import RunSpec
+    from mm_platform.training.search import REFERENCE_ARTIFACT
+
+    now = datetime.now(timezone.utc)
+    return RunSpec(
+        part="finetune",
+        name=f"finetune/{now:%Y-%m-%d}",
+        tags={"mm.run_type": "finetune", "mm.project": project.name, **lineage},
+        start_ms=int(now.timestamp() * 1000),
+        end_ms=int(now.timestamp() * 1000),
+        artifacts={REFERENCE_ARTIFACT: _parquet_bytes(reference)},
+    )
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """`frame` as the bytes of a Parquet file (an artifact of a RunSpec)."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()

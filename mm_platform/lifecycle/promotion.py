@@ -17,16 +17,18 @@ from mm_platform.modeling.metrics import (
     class_scores,
     latency_ms_per_1k_rows,
     model_classes,
-    relative_loss,
+    positive_class,
+    relative_change,
     score_predictions,
 )
 from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import labelled_production, target_name
+from mm_platform.tracking.tags import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+PREVIOUS = "previous"  # the champion before the last promotion, for mm rollback
 
 
 @dataclass
@@ -65,12 +67,9 @@ def evaluation_data(project: Project, log_root: str) -> tuple[pd.DataFrame, pd.S
 
 
 def _metrics(project: Project, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    classes = model_classes(model)
-    binary = project.task == "binary" and classes is not None and len(classes) == 2
     scores = class_scores(model, X, project.task)
-    return score_predictions(
-        project.task, y, model.predict(X), scores, pos_label=classes[1] if binary else None
-    )
+    pos_label = positive_class(model_classes(model), project.task)
+    return score_predictions(project.task, y, model.predict(X), scores, pos_label=pos_label)
 
 
 def gate(project: Project, champion: dict[str, float], challenger: dict[str, float]) -> list[str]:
@@ -80,7 +79,7 @@ def gate(project: Project, champion: dict[str, float], challenger: dict[str, flo
     reasons = []
     if primary not in champion or primary not in challenger:
         return [f"{primary} cannot be computed for both models on this data (no class scores?)"]
-    gain = -relative_loss(primary, champion[primary], challenger[primary])
+    gain = -relative_change(primary, champion[primary], challenger[primary])
     if gain < rules.min_improvement:
         reasons.append(
             f"{primary} improves by {gain:+.2%}, below the required {rules.min_improvement:+.2%}"
@@ -88,7 +87,7 @@ def gate(project: Project, champion: dict[str, float], challenger: dict[str, flo
     for metric in champion:
         if metric == primary or metric not in challenger or metric not in METRICS:
             continue
-        loss = relative_loss(metric, champion[metric], challenger[metric])
+        loss = relative_change(metric, champion[metric], challenger[metric])
         if loss > rules.max_regression:
             reasons.append(
                 f"{metric} regresses by {loss:.2%}, above the allowed {rules.max_regression:.2%}"
@@ -133,25 +132,21 @@ def promote_project(project: Project, *, log_root: str) -> PromotionResult:
     promoted = not reasons and champion != challenger
     if champion == challenger:
         reasons.append(f"the challenger is the champion already (version {champion})")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
-    tags = {"mm.champion_version": champion, "mm.challenger_version": challenger}
-    with tracking.tracked_run("promote", project.name, f"promote/{stamp}", tags=tags) as run:
-        tracking.log_params({**project.promotion.model_dump(), "n_holdout_rows": n_hold,
-                             "n_production_rows": n_prod})  # fmt: skip
-        tracking.log_metrics(
-            {f"{role}_{k}": v for role, m in figures.items() for k, v in m.items()}
-        )
-        if promoted:
-            moves = {PREVIOUS: champion, CHAMPION: challenger, CHALLENGER: None}
-            _move_or_restore(project.name, moves)
-        # recorded only once the aliases are where the decision says
-        tracking.set_tags({
-            "mm.decision": "promoted" if promoted else "refused",
-            "mm.reason": "; ".join(reasons) if reasons else "passed every rule of the gate",
-        })  # fmt: skip
+    params = {**project.promotion.model_dump(), "n_holdout_rows": n_hold,
+              "n_production_rows": n_prod}  # fmt: skip
+    spec = _spec(project, "promote", {"mm.champion_version": champion,
+                                      "mm.challenger_version": challenger})  # fmt: skip
+    spec.params = params
+    spec.metrics = {f"{role}_{k}": v for role, m in figures.items() for k, v in m.items()}
+    moves = {PREVIOUS: champion, CHAMPION: challenger, CHALLENGER: None} if promoted else {}
+    decision = {
+        "mm.decision": "promoted" if promoted else "refused",
+        "mm.reason": "; ".join(reasons) if reasons else "passed every rule of the gate",
+    }
+    run_id = _write(project, spec, moves, decision, "the promotion decision")
     return PromotionResult(project.name, champion, challenger, promoted, reasons,
                            figures[CHAMPION], figures[CHALLENGER], n_hold, n_prod,
-                           run.info.run_id)  # fmt: skip
+                           run_id)  # fmt: skip
 
 
 def rollback_project(project: Project) -> tuple[str, str]:
@@ -166,21 +161,59 @@ def rollback_project(project: Project) -> tuple[str, str]:
             f"{project.name} has no previous champion to roll back to (alias @previous is set "
             "by mm promote)"
         )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
-    tags = {"mm.from_version": current or "", "mm.to_version": previous}
-    with tracking.tracked_run("rollback", project.name, f"rollback/{stamp}", tags=tags):
-        moves: dict[str, str | None] = {CHAMPION: previous}
-        if current is not None:
-            moves[PREVIOUS] = current
-        _move_or_restore(project.name, moves)
+    spec = _spec(project, "rollback", {"mm.from_version": current or "",
+                                       "mm.to_version": previous})  # fmt: skip
+    moves: dict[str, str | None] = {CHAMPION: previous}
+    if current is not None:
+        moves[PREVIOUS] = current
+    _write(project, spec, moves, {}, "the rollback")
     return current or "", previous
 
 
-def _move_or_restore(name: str, moves: dict[str, str | None]) -> None:
-    """Set (or, for None, delete) several aliases; if one move fails, put all back."""
+def _spec(project: Project, run_type: str, tags: dict[str, str]) -> Any:
+    """The RunSpec of a promote or rollback run, named `<run type>/<UTC minute>`."""
+    from mm_platform.tracking.durable import RunSpec
+
+    now = datetime.now(timezone.utc)
+    stamp = int(now.timestamp() * 1000)
+    tags = {"mm.run_type": run_type, "mm.project": project.name, **tags}
+    return RunSpec(run_type, f"{run_type}/{now:%Y-%m-%dT%H:%M}", tags, stamp, stamp)
+
+
+def _write(
+    project: Project,
+    spec: Any,
+    moves: dict[str, str | None],
+    decision: dict[str, str],
+    what: str,
+) -> str:
+    """Write the run, move the aliases, then record `decision` (only once the aliases are
+    where it says), through the outage-proof writer; returns the run id."""
+    from mm_platform import tracking
+    from mm_platform.tracking.durable import write_command
+
+    before = {alias: tracking.get_alias_version(project.name, alias) for alias in moves}
+
+    def write(log: Any) -> str:
+        run_id = log.write_run(spec, log.outer_run_id)
+        log.step = f"move the aliases of model '{project.name}'"
+        _move_or_restore(project.name, moves, before)
+        log.step = "finish the run"
+        if decision:
+            log.add(spec, tags=decision)
+        log.end_run(spec)
+        return run_id
+
+    return write_command(project.name, write, what=what)
+
+
+def _move_or_restore(
+    name: str, moves: dict[str, str | None], before: dict[str, str | None]
+) -> None:
+    """Set (or, for None, delete) several aliases; if one move fails, put all back where
+    they were `before` the command."""
     from mm_platform import tracking
 
-    before = {alias: tracking.get_alias_version(name, alias) for alias in moves}
     try:
         for alias, version in moves.items():
             if version is None:

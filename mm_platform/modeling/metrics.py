@@ -78,6 +78,17 @@ def class_probabilities(model: Any, X: pd.DataFrame) -> np.ndarray | None:
         return None
 
 
+def scores_from_probabilities(probabilities: np.ndarray, task: str) -> np.ndarray:
+    """The class scores ROC-AUC takes from rows x classes probabilities (in `classes_`
+    order): the positive class's (the second) for binary, every class's for multiclass."""
+    return probabilities[:, 1] if task == "binary" else probabilities
+
+
+def positive_class(classes: list[Any] | None, task: str) -> Any:
+    """The positive class of a binary model with classes `classes` (its second), else None."""
+    return classes[1] if task == "binary" and classes is not None and len(classes) == 2 else None
+
+
 def class_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray | None:
     """The class scores ROC-AUC takes: the positive class's probability for binary, every
     class's for multiclass; None for regression or a model without probabilities."""
@@ -86,7 +97,7 @@ def class_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray | None:
     proba = class_probabilities(model, X)
     if proba is None:
         return None
-    return proba[:, 1] if task == "binary" else proba
+    return scores_from_probabilities(proba, task)
 
 
 def class_tags(model: Any) -> dict[str, str]:
@@ -135,7 +146,7 @@ def holdout_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dic
         model.predict(X),
         class_scores(model, X, task),
         prefix="holdout_",
-        pos_label=classes[1] if task == "binary" and classes and len(classes) == 2 else None,
+        pos_label=positive_class(classes, task),
     )
 
 
@@ -214,10 +225,14 @@ def latency_ms_per_1k_rows(model: Any, X: pd.DataFrame, repeats: int = 7) -> flo
     return float(np.median(times) * 1000.0)
 
 
-def relative_loss(metric: str, parent: float, value: float) -> float:
-    """How much worse `value` is than `parent`, as a fraction of the parent (negative: better)."""
+def relative_change(metric: str, before: float, after: float) -> float:
+    """How much worse `after` is than `before` on `metric`, as a fraction of |before|
+    (negative: better). The one rule at zero: with `before` 0 there is no scale, only a
+    direction, so the change is +inf (worse), -inf (better) or 0 (equal). Compression's
+    `relative_loss`, fine-tuning's `forgetting`, drift's `performance_drop` and the
+    promotion gate all measure with this."""
     _, larger_is_better = METRICS[metric]
-    change = (parent - value) if larger_is_better else (value - parent)
-    if parent == 0:  # no scale to compare against: only the direction is known
+    change = (before - after) if larger_is_better else (after - before)
+    if before == 0:
         return 0.0 if change == 0 else math.copysign(math.inf, change)
-    return change / abs(parent)
+    return change / abs(before)

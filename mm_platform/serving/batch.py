@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,17 +172,33 @@ def is_evaluation_row(request_id: str) -> bool:
     return int.from_bytes(digest, "big") % EVALUATION_SHARE == 0
 
 
+def logged_with_labels(
+    project: Project,
+    log_root: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
+    """The logged predictions from `start` to `end`, with the latest label of each request
+    as the target column where labels were ingested (none at all: no target column)."""
+    logged = read_dataset(log_root, "predictions", project.name, start=start, end=end)
+    if not len(logged):
+        return logged
+    labels = read_dataset(log_root, "labels", project.name)
+    if not len(labels):
+        return logged
+    return join_labels(logged, labels, target_name(project))
+
+
 def labelled_production(
-    project: Project, log_root: str, since: object = None, part: str | None = None
+    project: Project, log_root: str, since: datetime | None = None, part: str | None = None
 ) -> pd.DataFrame:
     """Logged features joined with their labels (latest label per request), since `since`;
     `part` "fit" or "evaluation" keeps only that side of the split by request id."""
-    logged = read_dataset(log_root, "predictions", project.name, start=since)
-    labels = read_dataset(log_root, "labels", project.name)
-    if not len(logged) or not len(labels):
-        return pd.DataFrame()
+    joined = logged_with_labels(project, log_root, start=since)
     target = target_name(project)
-    joined = join_labels(logged, labels, target)
+    if not len(joined) or target not in joined.columns:
+        return pd.DataFrame()
     joined = joined[joined[target].notna()]
     if part is not None:
         held_out = joined["request_id"].map(is_evaluation_row)

@@ -13,13 +13,10 @@ and `replay` retries the whole attempt instead.
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +35,13 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 
+from mm_platform.tracking.outage import (  # noqa: F401 (re-exported for training and tests)
+    ServerGone,
+    _no_transport_retries,
+    replay,
+    transient,
+    unreachable,
+)
 from mm_platform.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -69,148 +73,69 @@ class RunSpec:
     status: str = "FINISHED"
 
 
-class ServerGone(Exception):
-    """The tracking server stayed unreachable for the whole retry budget."""
+def retry_budget() -> float:
+    """How long a command rides out a tracking server that went away: MM_TRACKING_RETRY
+    (whole seconds or a duration such as 5m; default 2 min)."""
+    from mm_platform.project.config import parse_duration
 
-    def __init__(self, reason: str, waited: float, step: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.waited = waited
-        self.step = step
-
-
-_GONE_STATUS = (429, 502, 503, 504)  # a proxy with no server behind it, or "come back later"
-_BUSY_STATUS = (408, 500)  # an answer, possibly transient (a locked SQLite store): retried
-_BUSY_PASSES = 3  # ... this many times, then reported as the server's answer
-_NO_CONNECTION = re.compile(
-    r"failed with (timeout )?exception|Max retries exceeded|Connection (refused|reset|aborted)"
-    r"|RemoteDisconnected"
-)
+    text = (os.environ.get("MM_TRACKING_RETRY") or "2m").strip()
+    return float(text) if text.isdigit() else float(parse_duration(text))
 
 
-def unreachable(exc: BaseException) -> str | None:
-    """A short reason when `exc` says the server could not be reached, is restarting or
-    asks to come back later (connection errors, 429, 502, 503, 504); None otherwise."""
-    found = transient(exc)
-    return found[0] if found is not None and found[1] else None
-
-
-def transient(exc: BaseException) -> tuple[str, bool] | None:
-    """(reason, gone) when `exc` may pass if tried again: gone=True when the server could
-    not be reached (see `unreachable`), False for a 408 or 500 answer; None otherwise."""
-    import requests
-
-    seen: BaseException | None = exc
-    for _ in range(10):  # the chain of causes, not forever
-        if seen is None:
-            return None
-        if isinstance(seen, (requests.ConnectionError, requests.Timeout)):
-            return type(seen).__name__, True
-        status = getattr(getattr(seen, "response", None), "status_code", None)
-        if isinstance(seen, requests.HTTPError) and status is not None:
-            return _by_status(status)
-        text = str(getattr(seen, "message", seen))
-        if isinstance(seen, MlflowException):
-            answered = re.search(r"too many (\d{3}) error responses|error code (\d{3})", text)
-            if answered:
-                return _by_status(int(answered.group(1) or answered.group(2)))
-            if _NO_CONNECTION.search(text):
-                for reason in ("Connection refused", "Connection reset", "RemoteDisconnected"):
-                    if reason in text:
-                        return reason, True
-                return ("no answer" if "timeout" in text else "connection failed"), True
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _by_status(status: int) -> tuple[str, bool] | None:
-    if status in _GONE_STATUS:
-        return f"HTTP {status}", True
-    if status in _BUSY_STATUS:
-        return f"HTTP {status}", False
-    return None
-
-
-@contextmanager
-def _no_transport_retries(budget_s: float | None = None) -> Iterator[None]:
-    """MLflow's HTTP retries off (and its request timeout within `budget_s`, 10 s at least)."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    if budget_s is not None:
-        timeout = int(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 120)
-        settings["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(10, min(timeout, int(budget_s))))
-    before = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _wait_for_server(uri: str, deadline: float) -> None:
-    import requests
-
-    while time.monotonic() < deadline:
-        try:  # any answer but a 5xx: the server is up (an auth app may answer 401)
-            if requests.get(f"{uri.rstrip('/')}/health", timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-
-
-def replay(
-    attempt: Callable[[], T],
+def write_command(
+    experiment: str,
+    write: Callable[[Attempt], T],
     *,
-    budget_s: float,
-    step: Callable[[], str] = lambda: "logging",
-    notify: Callable[[str], None] | None = None,
+    what: str,
+    budget_s: float | None = None,
 ) -> T:
-    """Run `attempt` until it succeeds; while the server is unreachable, wait for it and
-    run it again, for at most `budget_s` seconds from the first failure on. `step()` names
-    what the attempt was trying to do, for the messages. Raises ServerGone when the budget
-    runs out; other errors pass through."""
-    say = notify or logging.getLogger(__name__).warning
-    uri = mlflow.get_tracking_uri()
-    lost_since = deadline = 0.0  # the budget runs from the first failure on
-    busy = passes = 0
-    lost_at = ""  # the step the outage was first met at: later passes stop sooner
-    with _no_transport_retries(budget_s):
-        while True:
-            try:
-                return attempt()
-            except Exception as exc:
-                found = transient(exc)
-                if found is None or not uri.startswith(("http://", "https://")):
-                    raise
-                reason, gone = found
-                if not lost_at:
-                    lost_at, lost_since = step(), time.monotonic()
-                    deadline = lost_since + budget_s
-                busy += not gone
-                if busy > _BUSY_PASSES:
-                    raise  # the server keeps answering 500: its answer is the error
-                pause = min(10.0, 0.5 * 2**passes)  # never hammer a server that is struggling
-                passes += 1
-                left = deadline - time.monotonic()
-                if left <= pause:
-                    if gone:
-                        raise ServerGone(reason, time.monotonic() - lost_since, lost_at) from exc
-                    raise
-                from mm_platform.tracking.store import redact_uri
+    """Write one command's runs with `write(attempt)` into `experiment`, replayed while the
+    tracking server is away (see `replay`; budget: `retry_budget()`).
 
-                what = "unreachable" if gone else "answered"
-                say(
-                    f"tracking server {redact_uri(uri)} {what} while trying to {step()} "
-                    f"({reason}); retrying for up to {left:.0f} s more"
-                )
-                time.sleep(pause)
-                _wait_for_server(uri, deadline)
-                if gone and time.monotonic() < deadline:
-                    say(f"tracking server {redact_uri(uri)} is back; resuming where it stopped")
+    When the server stays away, TrackingError says so. On any failure the attempt's open
+    runs end FAILED (KILLED on Ctrl-C) and a version left without the alias it was to get
+    is deleted, so no model is left half-registered.
+    """
+    from mm_platform.errors import TrackingError
+    from mm_platform.tracking.runs import experiment_id_for, tracking_error
+    from mm_platform.tracking.store import redact_uri
+
+    key = uuid.uuid4().hex
+    passes: list[Attempt] = []
+    where: list[tuple[str, str | None]] = []  # (experiment id, outer run id), once known
+
+    def attempt() -> T:
+        if not where:  # under `mlflow run` (or an active run) the runs nest under it
+            active = mlflow.active_run()
+            outer = os.environ.get("MLFLOW_RUN_ID") or (active.info.run_id if active else None)
+            found = MlflowClient().get_run(outer).info.experiment_id if outer else None
+            where.append((found or experiment_id_for(experiment), outer))
+        log = Attempt(key, where[0][0])
+        log.outer_run_id = where[0][1]
+        if passes:  # what an earlier pass got to
+            log.version, log.alias, log.name = passes[-1].version, passes[-1].alias, passes[-1].name
+        passes.append(log)
+        return write(log)
+
+    def step() -> str:
+        return passes[-1].step if passes else f"find or create experiment '{experiment}'"
+
+    budget = retry_budget() if budget_s is None else budget_s
+    try:
+        return replay(attempt, budget_s=budget, step=step)
+    except BaseException as exc:
+        log = passes[-1] if passes else None
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        note = log.abandon(status, f"{type(exc).__name__}: {exc}") if log else ""
+        if isinstance(exc, ServerGone):
+            raise TrackingError(
+                f"tracking server {redact_uri(mlflow.get_tracking_uri())} unreachable for "
+                f"{exc.waited:.0f} s ({exc.reason}) while trying to {exc.step}; {what} is not "
+                f"recorded{note}; run it again once the server is back"
+            ) from exc
+        if isinstance(exc, MlflowException):
+            raise TrackingError(f"{tracking_error(exc, step())}{note}") from exc
+        raise
 
 
 class Attempt:
@@ -228,7 +153,10 @@ class Attempt:
         )
         self.runs = {r.data.tags.get(PART_TAG): r for r in found}
         self.version: str | None = None  # the model version, once found or created
-        self.alias: str | None = None  # its alias, once set
+        self.alias: str | None = None  # its alias, once set ("" when it is to have none)
+        self.name = ""  # the registered model, once a version is made
+        self.outer_run_id: str | None = None  # the run a command's runs nest under
+        self.step = "create a run"  # what the writer is doing, for the messages
 
     def write_run(self, spec: RunSpec, parent_run_id: str | None = None) -> str:
         """Create the run of `spec` unless it exists, then write all of it (idempotent)."""
@@ -283,14 +211,18 @@ class Attempt:
         *,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        artifacts: Mapping[str, bytes] | None = None,
     ) -> None:
-        """More metrics (at the run's end time) or tags for a run already written."""
+        """More metrics (at the run's end time), tags or artifacts for a run already written."""
+        run_id = self.runs[spec.part].info.run_id
         self.client.log_batch(
-            self.runs[spec.part].info.run_id,
+            run_id,
             metrics=_metrics(metrics or {}, spec.end_ms),
             tags=[RunTag(k, str(v)[:_PARAM_LIMIT]) for k, v in (tags or {}).items()],
             synchronous=True,
         )
+        if artifacts:
+            _upload(self.client, run_id, artifacts)
 
     def write_model(
         self, run_id: str, params: Mapping[str, str], log: Callable[[str, str | None], Any]
@@ -325,7 +257,10 @@ class Attempt:
 
             with ThreadPoolExecutor(1) as pool:
                 pool.submit(log, model.model_id, None if linked else run_id).result()
-        elif not linked:
+            outputs = client.get_run(run_id).outputs  # a flavor without run_id links nothing
+            done = outputs.model_outputs if outputs else []
+            linked = model.model_id in {o.model_id for o in done or []}
+        if not linked:
             client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
         return f"models:/{model.model_id}", model.model_id
 
@@ -338,12 +273,14 @@ class Attempt:
         model_id: str,
         tags: Mapping[str, str],
         description: str,
-        started_ms: int,
+        started_ms: int = 0,
+        alias: str | None = None,
+        assign_alias: bool = True,
     ) -> tuple[str, str | None]:
         """The version of `name` made from run `run_id`, created once; then its alias:
-        champion when the model has none, else challenger (an alias it already has stays;
-        none when @challenger is on a model whose run started after `started_ms`, as after
-        a late `mm relog`)."""
+        `alias` when given, none with `assign_alias=False`, else champion when the model has
+        none, challenger otherwise (an alias it already has stays; none when @challenger is
+        on a model whose run started after `started_ms`, as after a late `mm relog`)."""
         client = self.client
         ensure_registered_model(client, name, description)
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -351,8 +288,16 @@ class Attempt:
             number = str(found[0].version)
         else:
             number = create_version(client, name, model_uri, run_id, model_id, tags, description)
-        self.version = number
+        self.version, self.name = number, name
+        if not assign_alias:
+            self.alias = ""  # none wanted: the version is complete without one
+            return number, None
         aliases = {a: str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+        if alias is not None:  # a fixed alias moves onto this version
+            if aliases.get(alias) != number:
+                client.set_registered_model_alias(name, alias, number)
+            self.alias = alias
+            return number, alias
         for alias in (CHAMPION, CHALLENGER):
             if aliases.get(alias) == number:
                 self.alias = alias
@@ -371,6 +316,19 @@ class Attempt:
             return False
         run_id = self.client.get_model_version(name, version).run_id
         return bool(run_id) and self.client.get_run(run_id).info.start_time > started_ms
+
+    def abandon(self, status: str, error: str) -> str:
+        """End the open runs as `status`; delete a version that did not get the alias it
+        was to have. Returns a sentence for the error message ("" when nothing to say)."""
+        self.end_open_runs(status, error)
+        if self.version is None or self.alias is not None:
+            return ""
+        try:
+            with _no_transport_retries():
+                self.client.delete_model_version(self.name, self.version)
+        except Exception:
+            return f" (version {self.version} has no alias: delete it or run again)"
+        return f" (version {self.version}, left without its alias, was deleted)"
 
     def end_open_runs(self, status: str, error: str) -> None:
         """End this attempt's unfinished runs as `status` (best effort: the store may be gone,

@@ -69,7 +69,9 @@ def _sklearn_options(model: Any, X_sample: pd.DataFrame, method: str) -> dict[st
     }
 
 
-def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "model") -> ModelInfo:
+def log_compressed_model(
+    model: Any, X_sample: pd.DataFrame, *, name: str = "model", model_id: str | None = None
+) -> ModelInfo:
     """Log a CompressedModel as a pyfunc whose loader is the runtime file shipped beside it.
 
     The model's class brings its own loader: the file that defines it is that runtime, so
@@ -85,6 +87,7 @@ def log_compressed_model(model: Any, X_sample: pd.DataFrame, *, name: str = "mod
         output = model.predict(X_sample)
         return mlflow.pyfunc.log_model(
             name=name,
+            model_id=model_id,
             loader_module=runtime.stem,
             data_path=str(data),
             code_paths=[str(runtime)],

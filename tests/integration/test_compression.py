@@ -142,10 +142,10 @@ def test_float16_out_of_range_is_a_skip_reason() -> None:
         ("rmse", 0.0, 0.0, 0.0),
     ],
 )
-def test_relative_loss_is_positive_when_worse(metric, parent, value, expected) -> None:
-    from mm_platform.modeling.metrics import relative_loss
+def test_relative_change_is_positive_when_worse(metric, parent, value, expected) -> None:
+    from mm_platform.modeling.metrics import relative_change
 
-    assert relative_loss(metric, parent, value) == pytest.approx(expected)
+    assert relative_change(metric, parent, value) == pytest.approx(expected)
 
 
 def _workspace(pipeline, X, y, **compression) -> methods.Workspace:
