@@ -276,7 +276,9 @@ def student_pipeline(ws: Workspace, student: Student) -> Pipeline:
 
 def distill(ws: Workspace, student: Student) -> CompressedModel:
     """Fit `student` to the teacher's predictions on the training inputs and jittered copies."""
-    spec = ws.project.compression.distill
+    compression = ws.project.compression
+    assert compression is not None and compression.distill is not None, "distill is configured"
+    spec = compression.distill
     X = jittered_inputs(ws, spec.n_jitter_copies, spec.jitter_scale)
     y = ws.parent.predict(X)
     pipeline = student_pipeline(ws, student)

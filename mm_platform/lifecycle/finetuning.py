@@ -127,9 +127,9 @@ def refit(parent: Any, X: pd.DataFrame, y: pd.Series, lam: float, project: Proje
             name in ("LinearRegression", "Ridge", "Lasso", "ElasticNet")
             and np.ndim(model.coef_) == 1
         ):
-            step.coef_, step.intercept_ = _ridge_toward(Z, np.asarray(y, float), model, lam)
+            step.coef_, step.intercept_ = ridge_toward(Z, np.asarray(y, float), model, lam)
         elif name == "LogisticRegression":
-            step.coef_, step.intercept_ = _logistic_toward(Z, y, model, lam)
+            step.coef_, step.intercept_ = logistic_toward(Z, y, model, lam)
         elif name in ("MLPRegressor", "MLPClassifier"):
             _mlp_toward(step, Z, y, lam, spec.epochs)
         elif name in ("RandomForestRegressor", "RandomForestClassifier", "ExtraTreesRegressor",
@@ -149,7 +149,7 @@ def refit(parent: Any, X: pd.DataFrame, y: pd.Series, lam: float, project: Proje
     return tuned
 
 
-def _ridge_toward(Z: np.ndarray, y: np.ndarray, model: Any, lam: float) -> tuple[Any, float]:
+def ridge_toward(Z: np.ndarray, y: np.ndarray, model: Any, lam: float) -> tuple[Any, float]:
     m = len(Z)
     A = np.hstack([Z, np.ones((m, 1))])
     theta0 = np.append(np.asarray(model.coef_, float), float(model.intercept_))
@@ -159,7 +159,7 @@ def _ridge_toward(Z: np.ndarray, y: np.ndarray, model: Any, lam: float) -> tuple
     return theta[:-1], float(theta[-1])
 
 
-def _logistic_toward(Z: np.ndarray, y: pd.Series, model: Any, lam: float) -> tuple[Any, Any]:
+def logistic_toward(Z: np.ndarray, y: pd.Series, model: Any, lam: float) -> tuple[Any, Any]:
     from scipy.optimize import minimize
 
     classes = list(model.classes_)

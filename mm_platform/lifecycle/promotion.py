@@ -57,7 +57,8 @@ def evaluation_data(project: Project, log_root: str) -> tuple[pd.DataFrame, pd.S
         if len(production):
             target = target_name(project)
             X_prod = production[list(X_hold.columns)]
-            y_prod = production[target].rename(y_hold.name)
+            y_prod = production[target].copy()
+            y_prod.name = y_hold.name
             if project.task != "regression":  # Parquet may give "True" for True, 1.0 for 1
                 y_prod = align_labels(y_prod, pd.unique(y_hold))
             n_prod = len(production)

@@ -134,7 +134,9 @@ def align_labels(y: pd.Series, classes: Any) -> pd.Series:
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             texts.insert(0, str(int(value)))
         mapping[value] = next((by_text[t] for t in texts if t in by_text), value)
-    return y.map(mapping).rename(y.name)
+    aligned = y.map(mapping)
+    aligned.name = y.name
+    return aligned
 
 
 def holdout_metrics(task: str, model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:

@@ -26,7 +26,7 @@ def describe(result: DriftResult, performance: dict[str, float], project: Projec
         f"(share {result.drift_share:.2f}, dataset drift at {result.drift_share_threshold:.2f})"
     ]
     for role in ("prediction", "target"):
-        column = result.role(role)  # type: ignore[arg-type]
+        column = result.role(role)
         if column is not None:
             verdict = "drifted" if column.drifted else "stable"
             test = column.display or column.method

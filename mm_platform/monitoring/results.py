@@ -124,7 +124,7 @@ class DriftResult:
             out[f"drift_score.{metric_key(c.spec.name)}"] = c.score
             out[f"drifted.{metric_key(c.spec.name)}"] = float(c.drifted)
         for role in ("prediction", "target"):
-            result = self.role(role)  # type: ignore[arg-type]
+            result = self.role(role)
             if result is not None:
                 out[f"{role}_drift_score"] = result.score
                 out[f"{role}_drifted"] = float(result.drifted)

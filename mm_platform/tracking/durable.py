@@ -315,7 +315,9 @@ class Attempt:
         if version is None:
             return False
         run_id = self.client.get_model_version(name, version).run_id
-        return bool(run_id) and self.client.get_run(run_id).info.start_time > started_ms
+        if not run_id:
+            return False
+        return self.client.get_run(run_id).info.start_time > started_ms
 
     def abandon(self, status: str, error: str) -> str:
         """End the open runs as `status`; delete a version that did not get the alias it

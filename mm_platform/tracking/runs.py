@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import mlflow.data.pandas_dataset
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -137,7 +138,7 @@ class DatasetEntry:
 def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, targets: str) -> DatasetEntry:
     """`frame` as a run input MLflow's dataset tracking records (digest, schema, source),
     built without logging it."""
-    dataset = mlflow.data.from_pandas(
+    dataset = mlflow.data.pandas_dataset.from_pandas(
         frame, source=_dataset_source(source), targets=targets, name=name
     )
     return DatasetEntry(dataset._to_mlflow_entity(), dataset.digest)
@@ -145,7 +146,7 @@ def dataset_entity(frame: pd.DataFrame, *, name: str, source: str, targets: str)
 
 def dataset_digest(frame: pd.DataFrame, *, targets: str) -> str:
     """The digest MLflow's dataset tracking records for `frame`, without logging anything."""
-    return mlflow.data.from_pandas(frame, targets=targets).digest
+    return mlflow.data.pandas_dataset.from_pandas(frame, targets=targets).digest
 
 
 def _dataset_source(source: str) -> Any:

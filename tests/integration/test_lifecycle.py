@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from mm_platform.errors import DataError
-from mm_platform.lifecycle.finetuning import _logistic_toward, _ridge_toward, finetune_project
+from mm_platform.lifecycle.finetuning import finetune_project, logistic_toward, ridge_toward
 from mm_platform.project.config import load_project
 from mm_platform.serving.batch import is_evaluation_row
 from tests.support import SEED_LINEAR, mm, write_project
@@ -23,7 +23,7 @@ def test_linear_closed_form_minimises_the_seed_objective() -> None:
     Z, y = rng.normal(size=(80, 3)), rng.normal(size=80)
     parent = Ridge().fit(rng.normal(size=(50, 3)), rng.normal(size=50))
     lam = 0.3
-    coef, intercept = _ridge_toward(Z, y, parent, lam)
+    coef, intercept = ridge_toward(Z, y, parent, lam)
     theta0 = np.append(parent.coef_, parent.intercept_)
 
     def objective(theta: np.ndarray) -> float:
@@ -33,9 +33,9 @@ def test_linear_closed_form_minimises_the_seed_objective() -> None:
     numeric = minimize(objective, theta0, method="BFGS").x
     np.testing.assert_allclose(np.append(coef, intercept), numeric, atol=1e-5)
     # λ → ∞ keeps the parent; λ = 0 is least squares
-    np.testing.assert_allclose(np.append(*_ridge_toward(Z, y, parent, 1e9)), theta0, atol=1e-6)
+    np.testing.assert_allclose(np.append(*ridge_toward(Z, y, parent, 1e9)), theta0, atol=1e-6)
     ols = np.linalg.lstsq(np.hstack([Z, np.ones((80, 1))]), y, rcond=None)[0]
-    np.testing.assert_allclose(np.append(*_ridge_toward(Z, y, parent, 0.0)), ols, atol=1e-8)
+    np.testing.assert_allclose(np.append(*ridge_toward(Z, y, parent, 0.0)), ols, atol=1e-8)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -45,8 +45,8 @@ def test_logistic_fine_tuning_stays_near_the_parent_as_lambda_grows(n_classes: i
     y = rng.integers(0, n_classes, 200)
     parent = LogisticRegression().fit(Z, y)
     shifted = (y + 1) % n_classes  # labels that disagree with the parent
-    near = _logistic_toward(Z, shifted, parent, 100.0)
-    far = _logistic_toward(Z, shifted, parent, 1e-4)
+    near = logistic_toward(Z, shifted, parent, 100.0)
+    far = logistic_toward(Z, shifted, parent, 1e-4)
     distance = [np.abs(W - parent.coef_).max() for W, _ in (near, far)]
     assert distance[0] < 0.01 < distance[1]
 
