@@ -21,6 +21,7 @@ from mm_platform.modeling.metrics import (
     relative_change,
 )
 from mm_platform.progress import Progress
+from mm_platform.tracking import tags
 
 if TYPE_CHECKING:
     from mm_platform.compression.mm_compressed import CompressedModel
@@ -129,7 +130,7 @@ def compress_project(
         built.append(build(variant, ctx))
     report(f"{project.name}: done", len(variants), len(variants))
     run_id, results = write_compression(ctx, built, started)
-    number = ctx.lineage["mm.parent_model_version"]
+    number = ctx.lineage[tags.PARENT_MODEL_VERSION]
     primary = f"holdout_{project.selection.metric}"
     return CompressResult(project.name, number, ctx.parent_metrics, primary, run_id, results)
 
@@ -156,7 +157,7 @@ def _context(project: Project, alias: str | None, version: str | None) -> Varian
         )
     target = str(data.y.name)
     digest = tracking.dataset_digest(pd.concat([X_train, y_train], axis=1), targets=target)
-    trained_on = parent_version.tags.get("mm.dataset_digest")
+    trained_on = parent_version.tags.get(tags.DATASET_DIGEST)
     if trained_on and trained_on != digest:
         raise DataError(
             f"{project.label}: the training data is not what {project.name} version {number} "
@@ -175,9 +176,9 @@ def _context(project: Project, alias: str | None, version: str | None) -> Varian
     parent_metrics["size_bytes"] = tracking.artifact_size(uri)
     parent_metrics["latency_ms_per_1k_rows"] = latency_ms_per_1k_rows(parent, X_hold, repeats)
     lineage = {
-        "mm.parent_model_version": number,
-        "mm.parent_run_id": parent_version.run_id or "",
-        "mm.dataset_digest": digest,
+        tags.PARENT_MODEL_VERSION: number,
+        tags.PARENT_RUN_ID: parent_version.run_id or "",
+        tags.DATASET_DIGEST: digest,
     }
     ws = Workspace(project, parent, X_train, y_train, X_val, y_val)
     return VariantContext(ws, X_hold, y_hold, parent_metrics, lineage, repeats)

@@ -19,8 +19,9 @@ from mm_platform.compression.job import (
     summary_rows,
     variant_params,
 )
-from mm_platform.modeling.metrics import class_tags
 from mm_platform.project.catalog import METRICS
+from mm_platform.tracking import tags
+from mm_platform.tracking.tags import class_tags
 
 if TYPE_CHECKING:
     from mm_platform.tracking.durable import Attempt, RunSpec
@@ -36,18 +37,18 @@ def write_compression(
     run id and one result per variant."""
     from mm_platform.tracking.durable import RunSpec, write_command
 
-    project, number = ctx.project, ctx.lineage["mm.parent_model_version"]
-    common = {"mm.run_type": "compress", "mm.project": project.name}
-    tags = {**common, **ctx.lineage}
+    project, number = ctx.project, ctx.lineage[tags.PARENT_MODEL_VERSION]
+    common = {tags.RUN_TYPE: "compress", tags.PROJECT: project.name}
+    run_tags = {**common, **ctx.lineage}
     for b in built:
         if b.skipped:
-            tags[f"mm.skipped.{b.variant.name}"] = b.skipped
+            run_tags[f"mm.skipped.{b.variant.name}"] = b.skipped
         elif b.failed:
-            tags[f"mm.failed.{b.variant.name}"] = b.failed[:5000]
+            run_tags[f"mm.failed.{b.variant.name}"] = b.failed[:5000]
     parent = RunSpec(
         part="parent",
         name=f"compress/{project.name}@v{number}",
-        tags=tags,
+        tags=run_tags,
         start_ms=started_ms,
         end_ms=int(time.time() * 1000),
         params={"parent_version": number, "n_variants": str(len(built))},
@@ -82,14 +83,16 @@ def _write_variant(log: Attempt, ctx: VariantContext, b: Built, parent: RunSpec)
     variant, project = b.variant, ctx.project
     if b.skipped:
         return VariantResult(variant.method, variant.name, skipped=b.skipped)
-    tags = {**parent.tags, "mm.method": variant.method, "mm.variant": variant.name}
-    tags = {k: v for k, v in tags.items() if not k.startswith(("mm.skipped.", "mm.failed."))}
-    spec = RunSpec(f"variant-{variant.name}", f"compress/{variant.name}", tags,
+    inherited = {**parent.tags, tags.METHOD: variant.method, tags.VARIANT: variant.name}
+    run_tags = {
+        k: v for k, v in inherited.items() if not k.startswith(("mm.skipped.", "mm.failed."))
+    }
+    spec = RunSpec(f"variant-{variant.name}", f"compress/{variant.name}", run_tags,
                    parent.start_ms, parent.end_ms)  # fmt: skip
     log.step = f"log variant {variant.name}"
     parent_id = log.runs[parent.part].info.run_id
     if b.failed or b.model is None:
-        spec.tags["mm.error"], spec.status = b.failed or "not built", "FAILED"
+        spec.tags[tags.ERROR], spec.status = b.failed or "not built", "FAILED"
         log.write_run(spec, parent_id)
         log.end_run(spec)
         return VariantResult(variant.method, variant.name, failed=b.failed)
@@ -112,8 +115,8 @@ def _write_variant(log: Attempt, ctx: VariantContext, b: Built, parent: RunSpec)
         model_id=model_id,
         assign_alias=False,
         tags={
-            **tags,
-            "mm.source_run_id": run_id,
+            **run_tags,
+            tags.SOURCE_RUN_ID: run_id,
             **class_tags(model),
             **{f"mm.metric.{k}": v for k, v in kept.items()},
         },

@@ -32,7 +32,6 @@ from mm_platform.modeling.metrics import (
     PROBA_PREFIX,
     align_labels,
     class_scores,
-    class_tags,
     model_classes,
     positive_class,
     relative_change,
@@ -46,6 +45,7 @@ from mm_platform.serving.batch import (
     target_name,
 )
 from mm_platform.serving.predlog.writer import META
+from mm_platform.tracking import tags
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
@@ -245,7 +245,7 @@ def finetune_project(
         y_new = align_labels(y_new, classes)
     tuned = refit(parent, X_new, y_new, lam, project)
     metrics = _compare(project, tuned, parent, (X_new, y_new), (X_hold, y_hold))
-    lineage = {"mm.parent_model_version": number, "mm.parent_run_id": champion.run_id or ""}
+    lineage = {tags.PARENT_MODEL_VERSION: number, tags.PARENT_RUN_ID: champion.run_id or ""}
     params = {"lam": lam, "n_rows": len(X_new), "source": source, "parent_version": number}
     params.update(epochs=project.finetune.epochs, n_new_trees=project.finetune.n_new_trees)
     primary = project.selection.metric
@@ -305,13 +305,13 @@ def _log_finetune(
     (new X, holdout X, holdout y)."""
     from mm_platform import tracking
     from mm_platform.tracking.durable import write_command
-    from mm_platform.tracking.tags import CHALLENGER
+    from mm_platform.tracking.tags import CHALLENGER, class_tags
     from mm_platform.training.search import REFERENCE_ARTIFACT, reference_sample
 
     X_new, X_hold, y_hold = data
     spec = _finetune_spec(project, reference_sample(project, tuned, X_hold, y_hold), lineage)
     spec.params, spec.metrics = params, metrics
-    tags = spec.tags
+    run_tags = spec.tags
 
     def write(log: Any) -> tuple[str, str]:
         run_id = log.write_run(spec, log.outer_run_id)
@@ -324,8 +324,8 @@ def _log_finetune(
         metrics["size_bytes"] = float(tracking.artifact_size(model_uri))
         log.add(spec, metrics={"size_bytes": metrics["size_bytes"]})
         version_tags = {
-            **tags,
-            "mm.reference_artifact": REFERENCE_ARTIFACT,
+            **run_tags,
+            tags.REFERENCE_ARTIFACT: REFERENCE_ARTIFACT,
             **class_tags(tuned),
             **{
                 f"mm.metric.{k}": f"{v:.6g}"
@@ -340,7 +340,7 @@ def _log_finetune(
             model_uri=model_uri,
             model_id=model_id,
             alias=CHALLENGER,
-            tags={**version_tags, "mm.source_run_id": run_id},
+            tags={**version_tags, tags.SOURCE_RUN_ID: run_id},
             description=description,
         )
         log.step = "finish the run"
@@ -359,7 +359,7 @@ def _finetune_spec(project: Project, reference: pd.DataFrame, lineage: dict[str,
     return RunSpec(
         part="finetune",
         name=f"finetune/{now:%Y-%m-%d}",
-        tags={"mm.run_type": "finetune", "mm.project": project.name, **lineage},
+        tags={tags.RUN_TYPE: "finetune", tags.PROJECT: project.name, **lineage},
         start_ms=int(now.timestamp() * 1000),
         end_ms=int(now.timestamp() * 1000),
         artifacts={REFERENCE_ARTIFACT: _parquet_bytes(reference)},

@@ -23,6 +23,7 @@ from mm_platform.modeling.metrics import (
 )
 from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import labelled_production, target_name
+from mm_platform.tracking import tags
 from mm_platform.tracking.tags import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
@@ -135,14 +136,14 @@ def promote_project(project: Project, *, log_root: str) -> PromotionResult:
         reasons.append(f"the challenger is the champion already (version {champion})")
     params = {**project.promotion.model_dump(), "n_holdout_rows": n_hold,
               "n_production_rows": n_prod}  # fmt: skip
-    spec = _spec(project, "promote", {"mm.champion_version": champion,
-                                      "mm.challenger_version": challenger})  # fmt: skip
+    spec = _spec(project, "promote", {tags.CHAMPION_VERSION: champion,
+                                      tags.CHALLENGER_VERSION: challenger})  # fmt: skip
     spec.params = params
     spec.metrics = {f"{role}_{k}": v for role, m in figures.items() for k, v in m.items()}
     moves = {PREVIOUS: champion, CHAMPION: challenger, CHALLENGER: None} if promoted else {}
     decision = {
-        "mm.decision": "promoted" if promoted else "refused",
-        "mm.reason": "; ".join(reasons) if reasons else "passed every rule of the gate",
+        tags.DECISION: "promoted" if promoted else "refused",
+        tags.REASON: "; ".join(reasons) if reasons else "passed every rule of the gate",
     }
     run_id = _write(project, spec, moves, decision, "the promotion decision")
     return PromotionResult(project.name, champion, challenger, promoted, reasons,
@@ -162,8 +163,8 @@ def rollback_project(project: Project) -> tuple[str, str]:
             f"{project.name} has no previous champion to roll back to (alias @previous is set "
             "by mm promote)"
         )
-    spec = _spec(project, "rollback", {"mm.from_version": current or "",
-                                       "mm.to_version": previous})  # fmt: skip
+    spec = _spec(project, "rollback", {tags.FROM_VERSION: current or "",
+                                       tags.TO_VERSION: previous})  # fmt: skip
     moves: dict[str, str | None] = {CHAMPION: previous}
     if current is not None:
         moves[PREVIOUS] = current
@@ -171,14 +172,14 @@ def rollback_project(project: Project) -> tuple[str, str]:
     return current or "", previous
 
 
-def _spec(project: Project, run_type: str, tags: dict[str, str]) -> Any:
+def _spec(project: Project, run_type: str, extra: dict[str, str]) -> Any:
     """The RunSpec of a promote or rollback run, named `<run type>/<UTC minute>`."""
     from mm_platform.tracking.durable import RunSpec
 
     now = datetime.now(timezone.utc)
     stamp = int(now.timestamp() * 1000)
-    tags = {"mm.run_type": run_type, "mm.project": project.name, **tags}
-    return RunSpec(run_type, f"{run_type}/{now:%Y-%m-%dT%H:%M}", tags, stamp, stamp)
+    run_tags = {tags.RUN_TYPE: run_type, tags.PROJECT: project.name, **extra}
+    return RunSpec(run_type, f"{run_type}/{now:%Y-%m-%dT%H:%M}", run_tags, stamp, stamp)
 
 
 def _write(

@@ -100,27 +100,6 @@ def class_scores(model: Any, X: pd.DataFrame, task: str) -> np.ndarray | None:
     return scores_from_probabilities(proba, task)
 
 
-def class_tags(model: Any) -> dict[str, str]:
-    """Registry tags for a classifier's labels: `mm.classes` (JSON list of str(label) in
-    `classes_` order) and `mm.label_type` (str, int, float or bool), so readers of Parquet
-    can cast labels back; empty for a regressor."""
-    import json
-
-    classes = model_classes(model)
-    if classes is None:
-        return {}
-    values = np.asarray(classes)
-    if values.dtype.kind == "b":
-        kind = "bool"
-    elif values.dtype.kind in "iu":
-        kind = "int"
-    elif values.dtype.kind == "f":
-        kind = "float"
-    else:
-        kind = "str"
-    return {"mm.classes": json.dumps([str(c) for c in classes]), "mm.label_type": kind}
-
-
 def align_labels(y: pd.Series, classes: Any) -> pd.Series:
     """`y` with each label written as the matching one of `classes` ("True" -> True,
     1.0 -> 1, "1" -> 1): labels read back from CSV or Parquet may come as another type

@@ -40,6 +40,7 @@ from mm_platform.monitoring.window import (
     rows_from_log,
 )
 from mm_platform.project.config import monitoring_experiment
+from mm_platform.tracking import tags
 from mm_platform.tracking.tags import CHAMPION
 
 if TYPE_CHECKING:
@@ -157,16 +158,16 @@ def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: _In
             "monitoring.min_rows): no drift computed"
         )
         spec.metrics = {"n_current_rows": outcome.n_current}
-    spec.tags = {"mm.run_type": "drift", "mm.project": project.name}
+    spec.tags = {tags.RUN_TYPE: "drift", tags.PROJECT: project.name}
     spec.tags.update(window.tags(project, number))
-    spec.tags.update({"mm.status": outcome.status, "mm.message": outcome.message})
+    spec.tags.update({tags.STATUS: outcome.status, tags.MESSAGE: outcome.message})
     spec.end_ms = _now_ms()
 
     def write(log: Any) -> tuple[str, str]:
         run_id = log.write_run(spec, log.outer_run_id)
         log.step = "end the runs this window replaces"
         for old in stale:  # a job killed on this window: this run replaces it
-            log.client.set_tag(old, "mm.superseded_by", run_id)
+            log.client.set_tag(old, tags.SUPERSEDED_BY, run_id)
             log.client.set_terminated(old, "KILLED")
         log.step = "finish the drift run"
         log.end_run(spec)
@@ -226,7 +227,7 @@ def _decide(project: Project, outcome: DriftOutcome, log_root: str, retrain: boo
     if retrain and monitoring.retrain is not None:
         outcome.decisions.append(apply_retrain_policy(project, outcome, log_root))
     if outcome.decisions:
-        tracking.set_run_tags(outcome.run_id, {"mm.decisions": " | ".join(outcome.decisions)})
+        tracking.set_run_tags(outcome.run_id, {tags.DECISIONS: " | ".join(outcome.decisions)})
 
 
 def _stale_runs(project: Project, number: str, end: datetime | None) -> list[str]:

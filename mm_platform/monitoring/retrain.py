@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from mm_platform.errors import MmError
 from mm_platform.project.config import monitoring_experiment
+from mm_platform.tracking import tags
 
 if TYPE_CHECKING:
     from mm_platform.monitoring.job import DriftOutcome
@@ -56,7 +57,7 @@ def apply_retrain_policy(project: Project, outcome: DriftOutcome, log_root: str)
 
 
 def _flagged(run: Any, policy: Any) -> bool:
-    drifted = "drift" in policy.on and run.data.tags.get("mm.status") == "drift"
+    drifted = "drift" in policy.on and run.data.tags.get(tags.STATUS) == "drift"
     drop = run.data.metrics.get("performance_drop")
     worse = "performance" in policy.on and drop is not None and drop > policy.max_performance_drop
     return drifted or worse

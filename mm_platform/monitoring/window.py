@@ -21,6 +21,7 @@ from mm_platform.serving.batch import (
 )
 from mm_platform.serving.predlog.writer import META
 from mm_platform.serving.scoring import raw_model, score
+from mm_platform.tracking import tags
 
 if TYPE_CHECKING:
     from mm_platform.monitoring.drift import ColumnSpec
@@ -83,12 +84,12 @@ class Window:
     def tags(self, project: Project, number: str) -> dict[str, str]:
         """The tags that find this window's runs again."""
         return {
-            "mm.model_name": project.name,
-            "mm.model_version": number,
-            "mm.alias": self.alias or "",
-            "mm.window_start": self.start.isoformat() if self.start else "",
-            "mm.window_end": self.end.isoformat() if self.end else "",
-            "mm.source": self.source,
+            tags.MODEL_NAME: project.name,
+            tags.MODEL_VERSION: number,
+            tags.ALIAS: self.alias or "",
+            tags.WINDOW_START: self.start.isoformat() if self.start else "",
+            tags.WINDOW_END: self.end.isoformat() if self.end else "",
+            tags.SOURCE: self.source,
         }
 
 
@@ -97,16 +98,16 @@ def reference_frame(project: Project, model: Any, uri: str) -> pd.DataFrame:
     ancestor's features and target with this version's own predictions."""
     from mm_platform import tracking
 
-    artifact = model.tags.get("mm.reference_artifact")
+    artifact = model.tags.get(tags.REFERENCE_ARTIFACT)
     if artifact:
         return tracking.load_frame(model.run_id, artifact)
     current = model
     for _ in range(20):
-        parent = current.tags.get("mm.parent_model_version")
+        parent = current.tags.get(tags.PARENT_MODEL_VERSION)
         if not parent:
             break
         current = tracking.resolve_version(project.name, version=parent)
-        artifact = current.tags.get("mm.reference_artifact")
+        artifact = current.tags.get(tags.REFERENCE_ARTIFACT)
         if artifact:
             frame = tracking.load_frame(current.run_id, artifact)
             made = ["prediction", *(c for c in frame.columns if c.startswith(PROBA_PREFIX))]

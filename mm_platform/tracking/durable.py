@@ -35,6 +35,7 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 
+from mm_platform.tracking import tags
 from mm_platform.tracking.outage import (  # noqa: F401 (re-exported for training and tests)
     ServerGone,
     _no_transport_retries,
@@ -50,8 +51,8 @@ from mm_platform.tracking.registry import (
 )
 from mm_platform.tracking.runs import _PARAM_LIMIT, end_stale_run
 
-ATTEMPT_TAG = "mm.attempt"
-PART_TAG = "mm.attempt_part"
+ATTEMPT_TAG = tags.ATTEMPT
+PART_TAG = tags.ATTEMPT_PART
 
 T = TypeVar("T")
 
@@ -164,19 +165,19 @@ class Attempt:
         if run is None:
             from mlflow.tracking.context.registry import resolve_tags
 
-            tags = {**spec.tags, ATTEMPT_TAG: self.key, PART_TAG: spec.part}
+            run_tags = {**spec.tags, ATTEMPT_TAG: self.key, PART_TAG: spec.part}
             if parent_run_id:
-                tags["mlflow.parentRunId"] = parent_run_id
+                run_tags["mlflow.parentRunId"] = parent_run_id
             run = self.client.create_run(
                 self.experiment_id,
                 start_time=spec.start_ms,
-                tags=resolve_tags(tags),
+                tags=resolve_tags(run_tags),
                 run_name=spec.name,
             )
             self.runs[spec.part] = run
         run_id = run.info.run_id
-        if "mm.error" in run.data.tags and "mm.error" not in spec.tags:
-            self.client.delete_tag(run_id, "mm.error")  # left by a pass that failed for good
+        if tags.ERROR in run.data.tags and tags.ERROR not in spec.tags:
+            self.client.delete_tag(run_id, tags.ERROR)  # left by a pass that failed for good
         self.client.log_batch(
             run_id,
             metrics=_metrics(spec.metrics, spec.end_ms)
@@ -339,7 +340,7 @@ class Attempt:
             for run in self.runs.values():
                 try:
                     if self.client.get_run(run.info.run_id).info.status == "RUNNING":
-                        end_stale_run(run.info.run_id, status, {"mm.error": error})
+                        end_stale_run(run.info.run_id, status, {tags.ERROR: error})
                 except Exception:
                     return
 

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mm_platform.errors import TrackingError
+from mm_platform.tracking import tags as keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +63,7 @@ def tracked_run(
     `MLFLOW_RUN_ID`) the new run nests under MLflow's run. Runs this function did not open
     are never resumed, ended or re-tagged.
     """
-    all_tags = {"mm.run_type": run_type, "mm.project": project, **(tags or {})}
+    all_tags = {keys.RUN_TYPE: run_type, keys.PROJECT: project, **(tags or {})}
     kwargs: dict[str, Any] = {"run_name": run_name, "tags": all_tags}
     outer_run_id = os.environ.get("MLFLOW_RUN_ID")
     active = mlflow.active_run()
@@ -102,7 +103,7 @@ def _end_quietly(status: str, exc: BaseException | None = None) -> None:
     # the store may be the thing that failed; the original error matters more
     if exc is not None:
         with contextlib.suppress(Exception):
-            mlflow.set_tag("mm.error", f"{type(exc).__name__}: {exc}"[:_PARAM_LIMIT])
+            mlflow.set_tag(keys.ERROR, f"{type(exc).__name__}: {exc}"[:_PARAM_LIMIT])
     with contextlib.suppress(Exception):
         mlflow.end_run(status)
 
@@ -154,7 +155,7 @@ def _dataset_source(source: str) -> Any:
         return str(Path(source).resolve())
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    return CodeDatasetSource(tags={"mm.generator": source})
+    return CodeDatasetSource(tags={keys.GENERATOR: source})
 
 
 def log_figure(figure: Figure, artifact_file: str) -> None:

@@ -5,6 +5,8 @@ Plain constants, no MLflow: any layer may read the names, only tracking/ writes 
 
 from __future__ import annotations
 
+from typing import Any
+
 # registry aliases
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -70,3 +72,28 @@ METRIC_PREFIX = "mm.metric."  # a version's headline metrics: mm.metric.<name>
 def metric_tag(name: str) -> str:
     """The version tag that carries metric `name` (`mm.metric.holdout_rmse`)."""
     return f"{METRIC_PREFIX}{name}"
+
+
+def class_tags(model: Any) -> dict[str, str]:
+    """Registry tags for a classifier's labels: `mm.classes` (JSON list of str(label) in
+    `classes_` order) and `mm.label_type` (str, int, float or bool), so readers of Parquet
+    can cast labels back; empty for a regressor."""
+    import json
+
+    import numpy as np
+
+    from mm_platform.modeling.metrics import model_classes
+
+    classes = model_classes(model)
+    if classes is None:
+        return {}
+    values = np.asarray(classes)
+    if values.dtype.kind == "b":
+        kind = "bool"
+    elif values.dtype.kind in "iu":
+        kind = "int"
+    elif values.dtype.kind == "f":
+        kind = "float"
+    else:
+        kind = "str"
+    return {CLASSES: json.dumps([str(c) for c in classes]), LABEL_TYPE: kind}

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mm_platform.modeling.metrics import class_tags
 from mm_platform.modeling.reference import REFERENCE_ARTIFACT
 from mm_platform.project.config import monitoring_experiment, project_params
 from mm_platform.tracking import tags
+from mm_platform.tracking.tags import class_tags
 from mm_platform.training.record import TrainRecord, TrainResult, Trial, TrialResult
 
 if TYPE_CHECKING:
