@@ -119,7 +119,7 @@ def production_loop(
     from mm_platform.lifecycle.finetuning import finetune_project
     from mm_platform.lifecycle.promotion import promote_project
     from mm_platform.serving.batch import ingest_labels
-    from mm_platform.tracking.serving import (
+    from mm_platform.serving.launcher import (
         build_monitored_model,
         start_server,
         stop_process_group,

@@ -122,8 +122,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     """seed_linear's champion behind `mlflow models serve`, monitored, for the whole module."""
     import os
 
+    from mm_platform.serving.launcher import build_monitored_model, start_server
     from mm_platform.tracking.server import stop_process_group
-    from mm_platform.tracking.serving import build_monitored_model, start_server
     from tests.support import free_port, write_project
 
     folder = tmp_path_factory.mktemp("served")

@@ -200,7 +200,7 @@ def test_a_live_writers_journal_is_left_alone(tmp_path: Path) -> None:
 def test_sigkill_under_load_loses_only_in_flight_requests(trained: Path, tmp_path: Path):
     import threading
 
-    from mm_platform.tracking.serving import build_monitored_model, start_server
+    from mm_platform.serving.launcher import build_monitored_model, start_server
 
     log = tmp_path / "prediction_log"
     model_dir = build_monitored_model("tiny", "1", str(log), tmp_path / "monitored")
