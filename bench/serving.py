@@ -73,9 +73,11 @@ def body(rows: list[list[Any]]) -> dict[str, Any]:
 
 
 def logged_ids(root: str, name: str) -> set[str]:
-    from mm_platform.serving.predlog.writer import read_dataset
+    from mm_platform.serving.predlog.journal import recover
+    from mm_platform.serving.predlog.reader import read_window
 
-    frame = read_dataset(root, "predictions", name)
+    recover(root, name)
+    frame = read_window(root, "predictions", name)
     return set(frame["request_id"]) if len(frame) else set()
 
 

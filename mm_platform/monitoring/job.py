@@ -34,7 +34,9 @@ from mm_platform.serving.batch import (
     read_table,
     target_name,
 )
-from mm_platform.serving.predlog.writer import META, read_dataset
+from mm_platform.serving.predlog.journal import recover
+from mm_platform.serving.predlog.reader import read_window
+from mm_platform.serving.predlog.writer import META
 from mm_platform.serving.scoring import raw_model, score
 
 if TYPE_CHECKING:
@@ -280,11 +282,12 @@ def _from_log(
     project: Project, log_root: str, number: str, start: datetime | None, end: datetime | None
 ) -> pd.DataFrame:
     """The window's logged rows of version `number`, with labels joined where there are some."""
-    logged = read_dataset(log_root, "predictions", project.name, start=start, end=end)
+    recover(log_root, project.name)  # killed writers' acknowledged requests belong to it
+    logged = read_window(log_root, "predictions", project.name, start=start, end=end)
     if not len(logged):
         return logged
     logged = logged[logged["model_version"].astype(str) == number]
-    labels = read_dataset(log_root, "labels", project.name)
+    labels = read_window(log_root, "labels", project.name)
     if len(labels):
         logged = join_labels(logged, labels, target_name(project))
     return logged.drop(columns=[c for c in META if c in logged.columns]).reset_index(drop=True)

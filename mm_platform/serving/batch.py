@@ -12,10 +12,11 @@ import pandas as pd
 
 from mm_platform.errors import DataError
 from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
+from mm_platform.serving.predlog.journal import recover
+from mm_platform.serving.predlog.reader import read_window
 from mm_platform.serving.predlog.writer import (
     LogUnavailable,
     PredictionLogWriter,
-    read_dataset,
     write_partition,
 )
 from mm_platform.serving.scoring import log_record, raw_model, score
@@ -134,7 +135,8 @@ def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult
     duplicates = int(frame[key].duplicated(keep="last").sum())
     frame = frame.drop_duplicates(key, keep="last")
     wanted = ["request_id"] if key == "request_id" else ["request_id", "timestamp", key]
-    logged = read_dataset(log_root, "predictions", project.name, columns=wanted)
+    recover(log_root, project.name)  # labels may be for requests still in a journal
+    logged = read_window(log_root, "predictions", project.name, columns=wanted)
     if key == "request_id":
         known_keys = set(logged["request_id"]) if len(logged) else set()
         matched = frame[frame[key].isin(known_keys)]
@@ -196,8 +198,9 @@ def labelled_production(
 ) -> pd.DataFrame:
     """Logged features joined with their labels (latest label per request), since `since`;
     `part` "fit" or "evaluation" keeps only that side of the split by request id."""
-    logged = read_dataset(log_root, "predictions", project.name, start=since)
-    labels = read_dataset(log_root, "labels", project.name)
+    recover(log_root, project.name)
+    logged = read_window(log_root, "predictions", project.name, start=since)
+    labels = read_window(log_root, "labels", project.name)
     if not len(logged) or not len(labels):
         return pd.DataFrame()
     target = target_name(project)
