@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support import SEED_LINEAR, free_port, mm, write_project
+from tests.support import SEED_LINEAR, first_line, free_port, mm, write_project
 
 # six configurations: enough writes after the parent run that the kill lands mid-logging
 PROJECT = copy.deepcopy(SEED_LINEAR)
@@ -51,7 +51,7 @@ class Server:
                 cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
                 start_new_session=True,
             )  # fmt: skip
-        banner = self.process.stdout.readline()  # printed once /health answers
+        banner = first_line(self.process)  # printed once /health answers
         assert "MLflow tracking server on" in banner, (self.folder / "server.log").read_text()
         self.children = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True

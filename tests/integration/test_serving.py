@@ -17,7 +17,7 @@ import requests
 from mm_platform.serving.predlog.journal import recover
 from mm_platform.serving.predlog.reader import read_window
 from mm_platform.serving.predlog.writer import PredictionLogWriter
-from tests.support import SEED_LINEAR, free_port, mm, write_project
+from tests.support import SEED_LINEAR, first_line, free_port, mm, write_project
 
 
 def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> None:
@@ -139,11 +139,12 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/invocations"
     try:
-        banner = server.stdout.readline()
+        banner = first_line(server)
         assert "serving tiny version 1" in banner and url in banner
         ids = []
         for rows in ([[1.0]], [[2.0], [3.0]]):
-            answer = requests.post(url, json={"dataframe_split": {"columns": ["x"], "data": rows}})
+            body = {"dataframe_split": {"columns": ["x"], "data": rows}}
+            answer = requests.post(url, json=body, timeout=60)
             assert answer.status_code == 200
             ids += answer.json()["predictions"]["request_id"]
         for body in (
@@ -151,7 +152,7 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
             {"dataframe_split": {"columns": ["x", "z"], "data": [[1.0, 2.0]]}},  # extra
             {"dataframe_split": {"columns": ["x"], "data": [["abc"]]}},  # mistyped
         ):
-            bad = requests.post(url, json=body)
+            bad = requests.post(url, json=body, timeout=60)
             assert bad.status_code == 400, bad.text
         server.send_signal(signal.SIGTERM)  # graceful: what was acknowledged must be written
         server.wait(60)

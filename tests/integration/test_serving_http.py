@@ -23,7 +23,7 @@ import requests
 
 from mm_platform.serving.predlog.journal import recover
 from mm_platform.serving.predlog.reader import read_window
-from tests.support import free_port, mm, write_project
+from tests.support import first_line, free_port, mm, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def start_serve(folder: Path, project: Path, env: dict[str, str], *args: str):
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=(folder / "serve.log").open("ab"),
         start_new_session=True,
     )  # fmt: skip
-    banner = server.stdout.readline().decode()  # printed once /ping answers
+    banner = first_line(server).decode()  # printed once /ping answers
     assert "serving churn version" in banner, (folder / "serve.log").read_text()[-2000:]
     return server, f"http://127.0.0.1:{port}"
 
