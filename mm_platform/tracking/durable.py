@@ -38,6 +38,7 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 
+from mm_platform.faults import pause_point
 from mm_platform.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -246,6 +247,7 @@ class Attempt:
                 run_name=spec.name,
             )
             self.runs[spec.part] = run
+            pause_point(f"run:{spec.part}")
         run_id = run.info.run_id
         if "mm.error" in run.data.tags and "mm.error" not in spec.tags:
             self.client.delete_tag(run_id, "mm.error")  # left by a pass that failed for good
@@ -317,6 +319,7 @@ class Attempt:
                 tags=resolve_tags({ATTEMPT_TAG: self.key}),
                 params={k: str(v)[:_PARAM_LIMIT] for k, v in params.items()},
             )
+            pause_point("logged-model")
         outputs = client.get_run(run_id).outputs
         linked = model.model_id in {o.model_id for o in (outputs.model_outputs if outputs else [])}
         if model.status != LoggedModelStatus.READY:
@@ -351,6 +354,7 @@ class Attempt:
             number = str(found[0].version)
         else:
             number = create_version(client, name, model_uri, run_id, model_id, tags, description)
+            pause_point("model-version")
         self.version = number
         aliases = {a: str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
         for alias in (CHAMPION, CHALLENGER):
