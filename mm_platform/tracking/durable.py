@@ -133,7 +133,7 @@ def _by_status(status: int) -> tuple[str, bool] | None:
 
 
 @contextmanager
-def _no_transport_retries(budget_s: float | None = None) -> Iterator[None]:
+def no_transport_retries(budget_s: float | None = None) -> Iterator[None]:
     """MLflow's HTTP retries off (and its request timeout within `budget_s`, 10 s at least)."""
     settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     if budget_s is not None:
@@ -179,7 +179,7 @@ def replay(
     lost_since = deadline = 0.0  # the budget runs from the first failure on
     busy = passes = 0
     lost_at = ""  # the step the outage was first met at: later passes stop sooner
-    with _no_transport_retries(budget_s):
+    with no_transport_retries(budget_s):
         while True:
             try:
                 return attempt()
@@ -379,7 +379,7 @@ class Attempt:
     def end_open_runs(self, status: str, error: str) -> None:
         """End this attempt's unfinished runs as `status` (best effort: the store may be gone,
         so no MLflow retries either)."""
-        with _no_transport_retries():
+        with no_transport_retries():
             for run in self.runs.values():
                 try:
                     if self.client.get_run(run.info.run_id).info.status == "RUNNING":

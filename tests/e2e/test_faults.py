@@ -264,7 +264,7 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mm_platform.tracking.durable import _no_transport_retries, transient, unreachable
+    from mm_platform.tracking.durable import no_transport_retries, transient, unreachable
 
     class Busy(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # the status to answer is the first part of the path
@@ -285,7 +285,7 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
             (f"{proxy}/500", ("HTTP 500", False)),  # an answer: retried a few times only
             (f"{proxy}/404", None),
         ]:
-            with _no_transport_retries(), pytest.raises(MlflowException) as caught:
+            with no_transport_retries(), pytest.raises(MlflowException) as caught:
                 MlflowClient(url).get_experiment_by_name("tiny")
             assert transient(caught.value) == expected, caught.value
             assert unreachable(caught.value) == (expected[0] if expected and expected[1] else None)

@@ -23,15 +23,18 @@ class Pause:
 
     def wait(self, process: subprocess.Popen, timeout: float = 180) -> None:
         """Return once `process` is held at the step; fail if it ends or never gets there."""
-        marker = self.folder / f"{self.step}.paused"
         deadline = time.monotonic() + timeout
-        while not marker.exists():
+        while not self.held():
             if process.poll() is not None:
                 raise AssertionError(f"the process ended (code {process.returncode}) before "
                                      f"{self.step}: {process.communicate()[1]}")  # fmt: skip
             if time.monotonic() > deadline:
                 raise AssertionError(f"the process did not reach {self.step} in {timeout:g} s")
             time.sleep(0.05)
+
+    def held(self) -> bool:
+        """Whether the process has reached the step (and is held there until `release`)."""
+        return (self.folder / f"{self.step}.paused").exists()
 
     def release(self) -> None:
         """Let the held process go on."""

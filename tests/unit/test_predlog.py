@@ -31,6 +31,7 @@ from mm_platform.serving.predlog.writer import (
     write_partition,
 )
 from tests.support import REPO
+from tests.support.faults import Pause
 
 
 def good(x: float, rows: int = 1) -> pd.DataFrame:
@@ -343,31 +344,24 @@ def test_a_reader_during_compaction_never_sees_a_row_twice_or_misses_one(
 ) -> None:
     root = tmp_path / "log"
     expected = sorted(many_small_files(root))
-    real_merge = maintenance._merge
-    renamed = threading.Event()
-
-    def merge_then_pause(*args, **kwargs):
-        rows = real_merge(*args, **kwargs)
-        renamed.set()
-        time.sleep(0.5)  # compacted file visible, sources not yet deleted
-        return rows
-
-    monkeypatch.setattr(maintenance, "_merge", merge_then_pause)
-    seen, stop = [], threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            seen.append(sorted(read_window(str(root), "predictions", "m")["request_id"]))
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    pause = Pause(tmp_path / "faults", "compaction:merged")  # merged file and sources visible
+    for name, value in pause.env.items():
+        monkeypatch.setenv(name, value)
+    compaction = threading.Thread(target=compact, args=(str(root), "m"))
+    compaction.start()
     try:
-        compact(str(root), "m")
+        seen = []
+        deadline = time.monotonic() + 60
+        while not pause.held():
+            assert time.monotonic() < deadline, "compaction never merged"
+            seen.append(sorted(read_window(str(root), "predictions", "m")["request_id"]))
+        held = [sorted(read_window(str(root), "predictions", "m")["request_id"]) for _ in range(3)]
     finally:
-        stop.set()
-        thread.join()
-    assert renamed.is_set() and len(seen) >= 3
-    assert all(ids == expected for ids in seen)
+        pause.release()
+        compaction.join(60)
+    assert len(parquet_files(root)) == 1  # the sources are gone now
+    after = sorted(read_window(str(root), "predictions", "m")["request_id"])
+    assert all(ids == expected for ids in [*seen, *held, after])
 
 
 def test_journal_recovery_after_compaction_writes_nothing_twice(

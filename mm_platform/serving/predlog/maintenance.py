@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mm_platform.faults import pause_point
 from mm_platform.serving.predlog import store as logstore
 from mm_platform.serving.predlog.deadletter import count_dead_letters
 from mm_platform.serving.predlog.journal import flush_tag, open_segments
@@ -99,6 +100,7 @@ def _compact_day(
             continue
         result.rows += _merge(fs, base, folder, sources, merged.schema)
         result.files_after += 1
+        pause_point("compaction:merged")  # the merged file is visible, its sources too
         for name in sources:
             with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(f"{folder}/{name}")
