@@ -406,29 +406,6 @@ def test_recover_is_quiet_and_idempotent_without_dead_writers(tmp_path: Path) ->
     assert recover(str(root), "m") == 0
 
 
-def test_mm_log_status_and_compact(tmp_path: Path) -> None:
-    from tests.support import SEED_LINEAR, mm, write_project
-
-    project = write_project(tmp_path, SEED_LINEAR)
-    root = tmp_path / "prediction_log"
-    for i in range(3):
-        writer = PredictionLogWriter(str(root), "tiny", "1", flush_seconds=3600)
-        writer.append(good(float(i), rows=2))
-        writer.close()
-    status = mm("log", "status", str(project), cwd=tmp_path)
-    assert status.returncode == 0, status.stderr
-    assert "predictions: 6 rows in 3 files over 1 days" in status.stdout
-    assert "dead letters: 0" in status.stdout
-    result = mm("log", "compact", str(project), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "tiny: 3 files -> 1 (1 days compacted, 6 rows rewritten)" in result.stdout
-    assert (
-        "predictions: 6 rows in 1 files" in mm("log", "status", str(project), cwd=tmp_path).stdout
-    )
-    bad = mm("log", "compact", str(project), "--before", "yesterday", cwd=tmp_path)
-    assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr
-
-
 def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
     stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
     path = tmp_path / "big.parquet"
