@@ -13,7 +13,8 @@ marker lets a reader find the next intact one after it.
 Segments are named `<writer>-<seq>.j2.v<model version>.journal`. A flush starts a new
 segment, writes the old ones' requests as Parquet files tagged `<writer>-<seq>` (the
 newest segment flushed), then deletes those segments. A segment whose writer is dead (its
-flock is free) is recovered by the next writer or reader of that model's log: its
+flock is free) is recovered by `recover`, which a new writer runs on start and the
+commands that read the log (drift, labels) run before reading (reading alone never does): its
 requests not already in a file of that writer tagged with its number or a later one are
 written, then it is deleted. A segment of another format (such as the pickled `j1`) is
 never decoded: it is renamed `.corrupt` with one warning; damaged records of a `j2`

@@ -358,7 +358,7 @@ class PredictionLogWriter:
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent). What cannot be written now
-        stays in the journal, for the next reader or writer of the log to recover."""
+        stays in the journal, for the next writer or reading command to recover."""
         if self._closed:
             return
         self._closed = True
@@ -384,8 +384,8 @@ class PredictionLogWriter:
         for segment in segments:
             segment.close()  # unlocked, not deleted: recovery writes them
         where = (
-            f"stay in the journal {self._folder} and are recovered by the next reader or "
-            "writer of this log"
+            f"stay in the journal {self._folder} and are recovered by the next writer of this "
+            "log or command that reads it"
             if self._folder
             else "are lost (a remote log has no journal)"
         )
