@@ -73,14 +73,12 @@ def child_read(root: str, start_ns: int) -> None:
     """One window read in this fresh process; prints seconds, rows and memory as JSON."""
     import pandas as pd
 
-    from mm_platform.serving.predlog.writer import read_dataset
+    from mm_platform.serving.predlog.reader import read_window
 
     start = pd.Timestamp(start_ns, tz="UTC")
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     began = time.perf_counter()
-    frame = read_dataset(
-        root, "predictions", "bench", start=start, end=start + pd.Timedelta(days=1)
-    )
+    frame = read_window(root, "predictions", "bench", start=start, end=start + pd.Timedelta(days=1))
     seconds = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
@@ -149,7 +147,8 @@ def bench_windows(sizes: list[int], files_per_day: int, rows: int, repeats: int)
 
 
 def bench_compaction(files: int, rows: int) -> bool:
-    from mm_platform.serving.predlog.writer import compact, read_dataset
+    from mm_platform.serving.predlog.reader import read_window
+    from mm_platform.serving.predlog.writer import compact
 
     print(
         f"\ncompaction of a scaled day: {files:,} files of {rows} rows "
@@ -166,13 +165,13 @@ def bench_compaction(files: int, rows: int) -> bool:
             write_table(tmp, "predictions", "bench", table, day=day, tag=f"b{i}")
         made = time.perf_counter() - began
         began = time.perf_counter()
-        before_rows = len(read_dataset(tmp, "predictions", "bench"))
+        before_rows = len(read_window(tmp, "predictions", "bench"))
         read_before = time.perf_counter() - began
         began = time.perf_counter()
         result = compact(tmp, "bench")
         seconds = time.perf_counter() - began
         began = time.perf_counter()
-        after_rows = len(read_dataset(tmp, "predictions", "bench"))
+        after_rows = len(read_window(tmp, "predictions", "bench"))
         read_after = time.perf_counter() - began
     print(
         f"files {result.files_before:,} -> {result.files_after:,} in {seconds:.1f} s "

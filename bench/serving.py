@@ -54,7 +54,7 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
 
     from mm_platform.project.config import load_project
-    from mm_platform.tracking.serving import build_monitored_model
+    from mm_platform.serving.launcher import build_monitored_model
     from mm_platform.training.search import train_project
 
     project = load_project(REPO / "projects" / "seed_linear.yaml")
@@ -79,16 +79,18 @@ def body(rows: list[list[Any]]) -> dict[str, Any]:
 
 
 def logged_ids(root: str, name: str) -> set[str]:
-    from mm_platform.serving.predlog.writer import read_dataset
+    from mm_platform.serving.predlog.journal import recover
+    from mm_platform.serving.predlog.reader import read_window
 
-    frame = read_dataset(root, "predictions", name)
+    recover(root, name)
+    frame = read_window(root, "predictions", name)
     return set(frame["request_id"]) if len(frame) else set()
 
 
 @contextlib.contextmanager
 def serving(model: Any, **limits: int):
+    from mm_platform.serving.launcher import start_server, stop_process_group
     from mm_platform.tracking.server import free_port
-    from mm_platform.tracking.serving import start_server, stop_process_group
 
     port = free_port()
     server = start_server(model, host="127.0.0.1", port=port, output=QUIET, **limits)
@@ -157,7 +159,7 @@ def disk_full(name: str, version: str, tmp: Path, n: int) -> bool:
     """The log on a 6 MB tmpfs filled up mid-run, then freed."""
     import requests
 
-    from mm_platform.tracking.serving import build_monitored_model
+    from mm_platform.serving.launcher import build_monitored_model
 
     if os.geteuid() != 0:
         print("disk full: skipped (mounting a tmpfs needs root)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import first_line, free_port
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -106,7 +106,7 @@ def tracking_server(postgres_uri: str, tmp_path: Path):
         start_new_session=True,
     )  # fmt: skip
     try:
-        banner = server.stdout.readline()  # printed once /health answers
+        banner = first_line(server)  # printed once /health answers
         assert "MLflow tracking server on postgresql://mm:***@127.0.0.1" in banner, (
             tmp_path / "server.log"
         ).read_text()

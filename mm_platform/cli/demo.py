@@ -173,7 +173,7 @@ def _serve_traffic(
     import requests
 
     from mm_platform.clock import utc_now
-    from mm_platform.tracking.serving import (
+    from mm_platform.serving.launcher import (
         build_monitored_model,
         start_server,
         stop_process_group,

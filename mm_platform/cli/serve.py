@@ -29,8 +29,8 @@ def serve(
     from mm_platform import tracking
     from mm_platform.data.columns import target_name
     from mm_platform.project.config import load_project
+    from mm_platform.serving.launcher import build_monitored_model, run_server
     from mm_platform.serving.predlog.writer import log_root
-    from mm_platform.tracking.serving import build_monitored_model, run_server
 
     loaded = load_project(project)
     tracking.connect()

@@ -1,1 +1,1 @@
-"""Serving: the monitored model behind `mlflow models serve`, the prediction log, labels."""
+"""Serving: the monitored model, its scoring-server launcher, the prediction log, labels."""

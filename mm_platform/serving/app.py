@@ -68,7 +68,11 @@ def decode_json(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise Refused(400, "the body is not UTF-8 text") from None
     except ValueError as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+        where = (
+            f" at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
         raise Refused(400, f"the body is not valid JSON{where}") from None
     if not isinstance(parsed, dict):
         raise Refused(

@@ -15,10 +15,11 @@ from mm_platform.data.columns import target_name
 from mm_platform.data.tables import read_table
 from mm_platform.errors import DataError
 from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
+from mm_platform.serving.predlog.journal import recover
+from mm_platform.serving.predlog.reader import read_window
 from mm_platform.serving.predlog.writer import (
     LogUnavailable,
     PredictionLogWriter,
-    read_dataset,
     write_partition,
 )
 from mm_platform.serving.scoring import log_record, raw_model, score
@@ -123,7 +124,8 @@ def ingest_labels(project: Project, path: Path, *, log_root: str) -> LabelResult
     duplicates = int(frame[key].duplicated(keep="last").sum())
     frame = frame.drop_duplicates(key, keep="last")
     wanted = ["request_id"] if key == "request_id" else ["request_id", "timestamp", key]
-    logged = read_dataset(log_root, "predictions", project.name, columns=wanted)
+    recover(log_root, project.name)  # labels may be for requests still in a journal
+    logged = read_window(log_root, "predictions", project.name, columns=wanted)
     if key == "request_id":
         known_keys = set(logged["request_id"]) if len(logged) else set()
         matched = frame[frame[key].isin(known_keys)]
@@ -181,10 +183,11 @@ def logged_with_labels(
 ) -> pd.DataFrame:
     """The logged predictions from `start` to `end`, with the latest label of each request
     as the target column where labels were ingested (none at all: no target column)."""
-    logged = read_dataset(log_root, "predictions", project.name, start=start, end=end)
+    recover(log_root, project.name)  # killed writers' acknowledged requests belong to it
+    logged = read_window(log_root, "predictions", project.name, start=start, end=end)
     if not len(logged):
         return logged
-    labels = read_dataset(log_root, "labels", project.name)
+    labels = read_window(log_root, "labels", project.name)
     if not len(labels):
         return logged
     return join_labels(logged, labels, target_name(project))

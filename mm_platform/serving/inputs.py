@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-_FLOATS = {"double": "float64", "float": "float32"}
-_INTEGERS = {"long": np.iinfo(np.int64), "integer": np.iinfo(np.int32)}
+_FLOATS: dict[str, Any] = {"double": "float64", "float": "float32"}
+_INTEGERS: dict[str, np.iinfo[Any]] = {"long": np.iinfo(np.int64), "integer": np.iinfo(np.int32)}
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 

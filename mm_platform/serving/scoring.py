@@ -32,7 +32,7 @@ class Scores:
         """`prediction` and the probability columns, for a record or an output file."""
         out: dict[str, Any] = {"prediction": self.prediction}
         if self.probabilities is not None:
-            out.update({name: self.probabilities[name].to_numpy() for name in self.probabilities})
+            out.update({str(n): self.probabilities[n].to_numpy() for n in self.probabilities})
         return out
 
     def response(self) -> dict[str, Any]:
@@ -40,7 +40,7 @@ class Scores:
         out: dict[str, Any] = {"prediction": self.prediction.tolist()}
         if self.probabilities is not None:
             out["probabilities"] = {
-                name[len(PROBA_PREFIX) :]: self.probabilities[name].tolist()
+                str(name)[len(PROBA_PREFIX) :]: self.probabilities[name].tolist()
                 for name in self.probabilities
             }
         return out
@@ -64,7 +64,7 @@ def score(pyfunc_model: Any, raw: Any, features: pd.DataFrame) -> Scores:
         prediction = prediction.reshape(len(prediction), -1)[:, 0]
     classes = model_classes(raw) if raw is not None else None
     proba = class_probabilities(raw, features) if classes is not None else None
-    if proba is None:
+    if proba is None or classes is None:
         return Scores(prediction, None)
     return Scores(prediction, pd.DataFrame(proba, columns=[proba_column(c) for c in classes]))
 

@@ -35,10 +35,11 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 
+from mm_platform.faults import pause_point
 from mm_platform.tracking import tags
 from mm_platform.tracking.outage import (  # noqa: F401 (re-exported for training and tests)
     ServerGone,
-    _no_transport_retries,
+    no_transport_retries,
     replay,
     transient,
     unreachable,
@@ -175,6 +176,7 @@ class Attempt:
                 run_name=spec.name,
             )
             self.runs[spec.part] = run
+            pause_point(f"run:{spec.part}")
         run_id = run.info.run_id
         if tags.ERROR in run.data.tags and tags.ERROR not in spec.tags:
             self.client.delete_tag(run_id, tags.ERROR)  # left by a pass that failed for good
@@ -250,6 +252,7 @@ class Attempt:
                 tags=resolve_tags({ATTEMPT_TAG: self.key}),
                 params={k: str(v)[:_PARAM_LIMIT] for k, v in params.items()},
             )
+            pause_point("logged-model")
         outputs = client.get_run(run_id).outputs
         linked = model.model_id in {o.model_id for o in (outputs.model_outputs if outputs else [])}
         if model.status != LoggedModelStatus.READY:
@@ -289,6 +292,7 @@ class Attempt:
             number = str(found[0].version)
         else:
             number = create_version(client, name, model_uri, run_id, model_id, tags, description)
+            pause_point("model-version")
         self.version, self.name = number, name
         if not assign_alias:
             self.alias = ""  # none wanted: the version is complete without one
@@ -327,7 +331,7 @@ class Attempt:
         if self.version is None or self.alias is not None:
             return ""
         try:
-            with _no_transport_retries():
+            with no_transport_retries():
                 self.client.delete_model_version(self.name, self.version)
         except Exception:
             return f" (version {self.version} has no alias: delete it or run again)"
@@ -336,7 +340,7 @@ class Attempt:
     def end_open_runs(self, status: str, error: str) -> None:
         """End this attempt's unfinished runs as `status` (best effort: the store may be gone,
         so no MLflow retries either)."""
-        with _no_transport_retries():
+        with no_transport_retries():
             for run in self.runs.values():
                 try:
                     if self.client.get_run(run.info.run_id).info.status == "RUNNING":

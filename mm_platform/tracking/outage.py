@@ -83,7 +83,7 @@ _BUSY_PASSES = 3  # a 408/500 answer is retried this many times, then reported a
 
 
 @contextmanager
-def _no_transport_retries(budget_s: float | None = None) -> Iterator[None]:
+def no_transport_retries(budget_s: float | None = None) -> Iterator[None]:
     """MLflow's HTTP retries off (and its request timeout within `budget_s`, 10 s at least)."""
     settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     if budget_s is not None:
@@ -129,7 +129,7 @@ def replay(
     lost_since = deadline = 0.0  # the budget runs from the first failure on
     busy = passes = 0
     lost_at = ""  # the step the outage was first met at: later passes stop sooner
-    with _no_transport_retries(budget_s):
+    with no_transport_retries(budget_s):
         while True:
             try:
                 return attempt()

@@ -1,7 +1,9 @@
 """Issue 6 §3: the tracking server is SIGKILLed while `mm train` logs to it.
 
 A real `mm server` (SQLite store, proxied artifacts) is killed the moment the train's parent
-run lands in its store, then started again on the same port (or not). Everything is checked
+run lands in its store (or its logged model, or its model version), then started again on
+the same port (or not). The moment is exact: the train is held at that step by
+`MM_FAULT_PAUSE_AT` while the server is killed, and released after. Everything is checked
 afterwards with a plain MlflowClient against the restarted server.
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support import SEED_LINEAR, free_port, mm, write_project
+from tests.support import SEED_LINEAR, first_line, free_port, mm, write_project
+from tests.support.faults import Pause
 
 # six configurations: enough writes after the parent run that the kill lands mid-logging
 PROJECT = copy.deepcopy(SEED_LINEAR)
@@ -51,7 +53,7 @@ class Server:
                 cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
                 start_new_session=True,
             )  # fmt: skip
-        banner = self.process.stdout.readline()  # printed once /health answers
+        banner = first_line(self.process)  # printed once /health answers
         assert "MLflow tracking server on" in banner, (self.folder / "server.log").read_text()
         self.children = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
@@ -72,24 +74,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def wait_for(self, query: str, timeout: float = 120) -> None:
-        """Return as soon as `query` finds a row in the store."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1) as db:
-                    if db.execute(query).fetchone():
-                        return
-            except sqlite3.OperationalError:  # tables not made yet, or a write in progress
-                pass
-            time.sleep(0.002)
-        raise AssertionError(f"the train never wrote what {query!r} looks for")
 
-
-# moments to kill the server at: the first write of the attempt, the logged model, the version
-PARENT_RUN = "select 1 from tags where key = 'mm.attempt_part' and value = 'parent'"
-LOGGED_MODEL = "select 1 from logged_models"
-MODEL_VERSION = "select 1 from model_versions"
+# moments to kill the server at (steps of mm_platform.faults): the parent run created,
+# the logged model created, the version created (the train holds before it goes on)
+PARENT_RUN = "run:parent"
+LOGGED_MODEL = "logged-model"
+MODEL_VERSION = "model-version"
 
 
 @pytest.fixture
@@ -102,9 +92,11 @@ def server(tmp_path: Path):
     server.stop()
 
 
-def _train(tmp_path: Path, server: Server, retry_for: str) -> subprocess.Popen:
+def _train(
+    tmp_path: Path, server: Server, retry_for: str, pause: Pause | None = None
+) -> subprocess.Popen:
     project = write_project(tmp_path, PROJECT)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, **(pause.env if pause else {})}
     env.pop("MLFLOW_RUN_ID", None)
     return subprocess.Popen(
         [sys.executable, "-m", "mm_platform", "train", str(project), "--retry-for", retry_for],
@@ -168,9 +160,11 @@ def _assert_one_complete_set(url: str) -> str:
 def test_train_waits_for_a_killed_server_and_logs_one_set(
     server: Server, tmp_path: Path, moment: str, step: str
 ) -> None:
-    train = _train(tmp_path, server, retry_for="120s")
-    server.wait_for(moment)
+    pause = Pause(tmp_path / "faults", moment)
+    train = _train(tmp_path, server, retry_for="120s", pause=pause)
+    pause.wait(train)
     server.kill()
+    pause.release()
     time.sleep(3)  # the train meets the dead server and starts waiting
     server.start()
     out, err = train.communicate(timeout=300)
@@ -186,8 +180,8 @@ def test_train_waits_for_a_killed_server_and_logs_one_set(
     ("moment", "registry"),
     [
         (PARENT_RUN, "no model version was registered"),
-        # killed as the version row commits: the answer is lost, so it "may" exist
-        (MODEL_VERSION, "register the model 'tiny'; a version may exist without its alias"),
+        # killed right after the version was created: the alias is what is missing
+        (MODEL_VERSION, "register the model 'tiny'; tiny version 1 exists without its alias"),
     ],
     ids=["parent-run", "version"],
 )
@@ -197,9 +191,11 @@ def test_train_gives_up_keeps_the_model_and_relog_completes_it(
     import mlflow.sklearn
     from mlflow import MlflowClient
 
-    train = _train(tmp_path, server, retry_for="4s")
-    server.wait_for(moment)
+    pause = Pause(tmp_path / "faults", moment)
+    train = _train(tmp_path, server, retry_for="4s", pause=pause)
+    pause.wait(train)
     server.kill()
+    pause.release()
     _, err = train.communicate(timeout=300)
     assert train.returncode == 3, err
     assert "Traceback" not in err
@@ -268,7 +264,7 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mm_platform.tracking.durable import _no_transport_retries, transient, unreachable
+    from mm_platform.tracking.durable import no_transport_retries, transient, unreachable
 
     class Busy(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # the status to answer is the first part of the path
@@ -289,7 +285,7 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
             (f"{proxy}/500", ("HTTP 500", False)),  # an answer: retried a few times only
             (f"{proxy}/404", None),
         ]:
-            with _no_transport_retries(), pytest.raises(MlflowException) as caught:
+            with no_transport_retries(), pytest.raises(MlflowException) as caught:
                 MlflowClient(url).get_experiment_by_name("tiny")
             assert transient(caught.value) == expected, caught.value
             assert unreachable(caught.value) == (expected[0] if expected and expected[1] else None)
@@ -301,9 +297,11 @@ def test_unreachable_names_what_mlflow_met(store: str) -> None:
 
 
 def test_ctrl_c_while_waiting_keeps_the_model(server: Server, tmp_path: Path) -> None:
-    train = _train(tmp_path, server, retry_for="120s")
-    server.wait_for(PARENT_RUN)
+    pause = Pause(tmp_path / "faults", PARENT_RUN)
+    train = _train(tmp_path, server, retry_for="120s", pause=pause)
+    pause.wait(train)
     server.kill()
+    pause.release()
     time.sleep(3)  # it is waiting for the server now
     train.send_signal(signal.SIGINT)
     _, err = train.communicate(timeout=120)
@@ -319,12 +317,11 @@ def test_a_late_relog_leaves_challenger_on_the_newer_model(server: Server, tmp_p
     env = {"MLFLOW_TRACKING_URI": server.url}
     project = str(write_project(tmp_path, PROJECT))
     assert mm("train", project, cwd=tmp_path, env=env).returncode == 0  # version 1, champion
-    late = _train(tmp_path, server, retry_for="0")
-    server.wait_for(
-        "select count(*) from tags where key = 'mm.attempt_part' and value = 'parent' "
-        "having count(*) >= 2"
-    )
+    pause = Pause(tmp_path / "faults", PARENT_RUN)
+    late = _train(tmp_path, server, retry_for="0", pause=pause)
+    pause.wait(late)
     server.kill()
+    pause.release()
     assert late.wait(120) == 3
     server.start()
     newer = mm("train", project, cwd=tmp_path, env=env)  # trained after the late one

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import SEED_LINEAR, free_port, write_project
+from tests.support import SEED_LINEAR, first_line, free_port, write_project
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -79,7 +79,7 @@ def test_mlflow_ui_runs_table_and_compare_view_render(store: str, tmp_path: Path
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        assert "MLflow UI" in ui.stdout.readline()
+        assert "MLflow UI" in first_line(ui)
         base = f"http://127.0.0.1:{port}"
         table = render(f"{base}/#/experiments/{experiment.experiment_id}/runs",
                        tmp_path / "mlflow-runs-table.png", tmp_path / "profile")  # fmt: skip

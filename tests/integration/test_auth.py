@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import SEED_LINEAR, free_port, mm, write_project
+from tests.support import SEED_LINEAR, first_line, free_port, mm, write_project
 
 
 @dataclass
@@ -48,7 +48,7 @@ def auth_server(tmp_path: Path) -> Iterator[AuthServer]:
         stdout=subprocess.PIPE, stderr=server_log, text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        banner = server.stdout.readline()
+        banner = first_line(server)
         assert "basic auth" in banner, (tmp_path / "server.log").read_text()[-3000:]
         for user, password in (("alice", alice_pw), ("bob", bob_pw)):
             created = requests.post(f"{url}/api/2.0/mlflow/users/create", timeout=10,

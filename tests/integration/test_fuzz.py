@@ -122,8 +122,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     """seed_linear's champion behind `mlflow models serve`, monitored, for the whole module."""
     import os
 
+    from mm_platform.serving.launcher import build_monitored_model, start_server
     from mm_platform.tracking.server import stop_process_group
-    from mm_platform.tracking.serving import build_monitored_model, start_server
     from tests.support import free_port, write_project
 
     folder = tmp_path_factory.mktemp("served")
@@ -209,7 +209,7 @@ def test_every_request_the_fuzzed_server_answered_is_in_the_log_once(served: str
 
     import requests
 
-    from mm_platform.serving.predlog.writer import read_dataset
+    from mm_platform.serving.predlog.reader import read_window
 
     answer = requests.post(
         served, json={"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}, timeout=30
@@ -217,7 +217,7 @@ def test_every_request_the_fuzzed_server_answered_is_in_the_log_once(served: str
     assert answer.status_code == 200
     ACKNOWLEDGED.extend(answer.json()["predictions"]["request_id"])
     time.sleep(1.0)  # a few flush intervals
-    logged = read_dataset(str(Path(served_folder[0]) / "log"), "predictions", "tiny")
+    logged = read_window(str(Path(served_folder[0]) / "log"), "predictions", "tiny")
     assert set(ACKNOWLEDGED) <= set(logged["request_id"])
     assert not logged["request_id"].duplicated().any()
     assert logged["x"].dtype == "float64"
@@ -246,7 +246,7 @@ def test_random_bytes_in_the_journal_never_raise_nor_lose_intact_records(
     before: bytes, after: bytes, marker: bytes
 ) -> None:
     from mm_platform.serving.predlog.journal import recover
-    from mm_platform.serving.predlog.store import read_log
+    from mm_platform.serving.predlog.reader import read_window
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "_journal" / "model=m"
@@ -256,6 +256,6 @@ def test_random_bytes_in_the_journal_never_raise_nor_lose_intact_records(
         (folder / "wjunkx00000000-00000001.j2.v1.journal").write_bytes(junk)
         (folder / "wjunkx00000000-00000002.j2.v1.journal").write_bytes(marker + before)
         recover(tmp, "m")
-        logged = set(read_log(tmp, "predictions", "m")["request_id"])
+        logged = set(read_window(tmp, "predictions", "m")["request_id"])
         assert {"good-0", "inside-0"} <= logged
         assert list(folder.glob("*.journal")) == []

@@ -290,6 +290,7 @@ def test_drift_ui_serves_the_workspace_without_telemetry(store: str, tmp_path: P
     ui = subprocess.Popen(
         [sys.executable, "-m", "mm_platform", "drift-ui", str(path), "--port", str(port)],
         cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k != "DO_NOT_TRACK"},  # mm must set it
     )  # fmt: skip
     try:
         deadline, answer = time.monotonic() + 90, None

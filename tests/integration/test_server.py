@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import SEED_LINEAR, free_port, mm, write_project
+from tests.support import SEED_LINEAR, first_line, free_port, mm, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def test_mm_ui_serves_the_store_and_prints_runs_table_url(store: str, tmp_path: 
         text=True,
     )  # fmt: skip
     try:
-        line = process.stdout.readline()  # printed once /health answers
+        line = first_line(process)  # printed once /health answers
         assert f"http://127.0.0.1:{port}/#/experiments/" in line
         assert line.strip().split(": ", 1)[1].split()[0].endswith("/runs")
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name"

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import requests
 
-from mm_platform.serving.predlog.writer import PredictionLogWriter, read_dataset
-from tests.support import SEED_LINEAR, free_port, mm, write_project
+from mm_platform.serving.predlog.journal import recover
+from mm_platform.serving.predlog.reader import read_window
+from mm_platform.serving.predlog.writer import PredictionLogWriter
+from tests.support import SEED_LINEAR, first_line, free_port, mm, write_project
 
 
 def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> None:
@@ -24,18 +26,18 @@ def test_writer_appends_flushes_atomically_and_reads_back(tmp_path: Path) -> Non
     ids = writer.append(pd.DataFrame({"x": [1.0, 2.0], "prediction": [10.0, 20.0]}))
     ids += writer.append(pd.DataFrame({"x": [3.0], "prediction": [30.0]}))
     assert len(set(ids)) == 3
-    assert read_dataset(root, "predictions", "m").empty  # buffered, not yet written
+    assert read_window(root, "predictions", "m").empty  # buffered, not yet written
     writer.close()
     files = list((tmp_path / "log" / "predictions" / "model=m").rglob("*"))
     parquet = [f for f in files if f.is_file()]
     assert len(parquet) == 1 and parquet[0].parent.name.startswith("date=")
     assert not any(f.name.startswith(".tmp-") for f in parquet)
-    frame = read_dataset(root, "predictions", "m")
+    frame = read_window(root, "predictions", "m")
     assert list(frame["request_id"]) == ids
     assert list(frame["prediction"]) == [10.0, 20.0, 30.0]
     assert set(frame["model_version"]) == {"3"} and set(frame["model_name"]) == {"m"}
     later = pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=1)
-    assert read_dataset(root, "predictions", "m", start=later).empty
+    assert read_window(root, "predictions", "m", start=later).empty
 
 
 def test_files_with_int_and_float_columns_read_together(tmp_path: Path) -> None:
@@ -44,7 +46,7 @@ def test_files_with_int_and_float_columns_read_together(tmp_path: Path) -> None:
     root = str(tmp_path / "log")
     write_partition(root, "labels", "m", pd.DataFrame({"request_id": ["a"], "label": [1]}))
     write_partition(root, "labels", "m", pd.DataFrame({"request_id": ["b"], "label": [1.5]}))
-    assert sorted(read_dataset(root, "labels", "m")["label"]) == [1.0, 1.5]
+    assert sorted(read_window(root, "labels", "m")["label"]) == [1.0, 1.5]
 
 
 def test_a_failed_write_keeps_the_records(tmp_path: Path) -> None:
@@ -59,7 +61,7 @@ def test_a_failed_write_keeps_the_records(tmp_path: Path) -> None:
     blocker.unlink()  # the disk is usable again: nothing was lost
     assert writer.flush() == 1
     writer.close()
-    assert len(read_dataset(str(root), "predictions", "m")) == 1
+    assert len(read_window(str(root), "predictions", "m")) == 1
     assert not list(root.rglob(".tmp-*"))
 
 
@@ -70,7 +72,7 @@ def test_half_written_files_are_invisible(tmp_path: Path) -> None:
     writer.close()
     folder = next((root / "predictions" / "model=m").iterdir())
     (folder / ".tmp-part-crashed.parquet").write_bytes(b"PAR1 half a file")
-    assert len(read_dataset(str(root), "predictions", "m")) == 1
+    assert len(read_window(str(root), "predictions", "m")) == 1
 
 
 @pytest.fixture
@@ -89,7 +91,7 @@ def test_batch_predict_logs_every_row_and_labels_join(trained: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "scored 3 rows with tiny version 1" in result.stdout
     scored = pd.read_csv(tmp_path / "batch.predictions.csv")
-    logged = read_dataset(str(tmp_path / "prediction_log"), "predictions", "tiny")
+    logged = read_window(str(tmp_path / "prediction_log"), "predictions", "tiny")
     assert sorted(logged["request_id"]) == sorted(scored["request_id"])
 
     labels = pd.DataFrame(
@@ -104,7 +106,7 @@ def test_batch_predict_logs_every_row_and_labels_join(trained: Path, tmp_path: P
     assert "1 rows had no label value and were not stored" in result.stdout
     assert "1 labels name request ids not in the prediction log" in result.stdout
     assert "unknown-id" in result.stdout
-    stored = read_dataset(str(tmp_path / "prediction_log"), "labels", "tiny")
+    stored = read_window(str(tmp_path / "prediction_log"), "labels", "tiny")
     assert len(stored) == 3
     assert stored.set_index("request_id").loc[scored["request_id"][0], "label"] == 3.6
 
@@ -124,7 +126,7 @@ def test_batch_predict_bad_input(trained: Path, tmp_path: Path, frame, message: 
     result = mm("predict", str(trained), str(tmp_path / "batch.csv"), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert re.search(message, result.stderr), result.stderr
-    assert read_dataset(str(tmp_path / "prediction_log"), "predictions", "tiny").empty
+    assert read_window(str(tmp_path / "prediction_log"), "predictions", "tiny").empty
 
 
 @pytest.mark.slow
@@ -137,11 +139,12 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/invocations"
     try:
-        banner = server.stdout.readline()
+        banner = first_line(server)
         assert "serving tiny version 1" in banner and url in banner
         ids = []
         for rows in ([[1.0]], [[2.0], [3.0]]):
-            answer = requests.post(url, json={"dataframe_split": {"columns": ["x"], "data": rows}})
+            body = {"dataframe_split": {"columns": ["x"], "data": rows}}
+            answer = requests.post(url, json=body, timeout=60)
             assert answer.status_code == 200
             ids += answer.json()["predictions"]["request_id"]
         for body in (
@@ -149,7 +152,7 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
             {"dataframe_split": {"columns": ["x", "z"], "data": [[1.0, 2.0]]}},  # extra
             {"dataframe_split": {"columns": ["x"], "data": [["abc"]]}},  # mistyped
         ):
-            bad = requests.post(url, json=body)
+            bad = requests.post(url, json=body, timeout=60)
             assert bad.status_code == 400, bad.text
         server.send_signal(signal.SIGTERM)  # graceful: what was acknowledged must be written
         server.wait(60)
@@ -157,7 +160,7 @@ def test_mm_serve_logs_each_good_request_and_flushes_on_sigterm(trained: Path, t
         if server.poll() is None:
             server.kill()
     time.sleep(0.2)
-    logged = read_dataset(str(tmp_path / "prediction_log"), "predictions", "tiny")
+    logged = read_window(str(tmp_path / "prediction_log"), "predictions", "tiny")
     assert sorted(logged["request_id"]) == sorted(ids)
     assert sorted(logged["x"]) == [1.0, 2.0, 3.0]
     with pytest.raises(requests.ConnectionError):
@@ -179,20 +182,23 @@ def test_a_dead_writers_journal_is_recovered_once(tmp_path: Path) -> None:
     journal = tmp_path / "log" / "_journal" / "model=m"
     assert len(list(journal.glob("*.journal"))) == 1
 
-    logged = read_dataset(root, "predictions", "m")  # readers recover dead writers first
+    assert read_window(root, "predictions", "m").empty  # reading recovers nothing
+    assert recover(root, "m") == 3
+    logged = read_window(root, "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(ids)
     assert set(logged["model_version"]) == {"7"} and sorted(logged["x"]) == [1.0, 2.0, 3.0]
     assert list(journal.glob("*.journal")) == []
-    assert len(read_dataset(root, "predictions", "m")) == 3  # not twice
+    assert recover(root, "m") == 0
+    assert len(read_window(root, "predictions", "m")) == 3  # not twice
 
 
 def test_a_live_writers_journal_is_left_alone(tmp_path: Path) -> None:
     root = str(tmp_path / "log")
     writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
     writer.append(pd.DataFrame({"x": [1.0], "prediction": [2.0]}))
-    assert read_dataset(root, "predictions", "m").empty  # buffered by a live writer
+    assert read_window(root, "predictions", "m").empty  # buffered by a live writer
     writer.close()
-    assert len(read_dataset(root, "predictions", "m")) == 1
+    assert len(read_window(root, "predictions", "m")) == 1
     assert list((tmp_path / "log" / "_journal" / "model=m").glob("*.journal")) == []
 
 
@@ -200,7 +206,7 @@ def test_a_live_writers_journal_is_left_alone(tmp_path: Path) -> None:
 def test_sigkill_under_load_loses_only_in_flight_requests(trained: Path, tmp_path: Path):
     import threading
 
-    from mm_platform.tracking.serving import build_monitored_model, start_server
+    from mm_platform.serving.launcher import build_monitored_model, start_server
 
     log = tmp_path / "prediction_log"
     model_dir = build_monitored_model("tiny", "1", str(log), tmp_path / "monitored")
@@ -249,7 +255,8 @@ def test_sigkill_under_load_loses_only_in_flight_requests(trained: Path, tmp_pat
     visible = [p for p in log.rglob("*.parquet") if not p.name.startswith(".")]
     for path in visible:  # every visible file is whole
         pd.read_parquet(path)
-    logged = read_dataset(str(log), "predictions", "tiny")  # recovers the dead journal
+    recover(str(log), "tiny")  # the dead server's journal
+    logged = read_window(str(log), "predictions", "tiny")
     missing = set(acknowledged) - set(logged["request_id"])
     assert missing == set(), f"{len(missing)} acknowledged records lost"
     # at most the in-flight requests (3 rows each) are logged without an answer
@@ -285,9 +292,10 @@ def test_a_crash_after_a_retried_flush_writes_nothing_twice(
     writer._closed = True
     journal = tmp_path / "log" / "_journal" / "model=m"
     assert len(list(journal.glob("*.journal"))) >= 2
-    logged = read_dataset(root, "predictions", "m")
+    recover(root, "m")
+    logged = read_window(root, "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(ids)  # once each
-    assert len(read_dataset(root, "predictions", "m")) == 2
+    assert len(read_window(root, "predictions", "m")) == 2
 
 
 def test_a_corrupt_journal_segment_is_set_aside_and_the_log_stays_readable(
@@ -300,6 +308,7 @@ def test_a_corrupt_journal_segment_is_set_aside_and_the_log_stays_readable(
     journal = tmp_path / "log" / "_journal" / "model=m"
     bad = journal / "wdeadx00000000-00000001.j1.v1.journal"
     bad.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00junk!")
-    assert len(read_dataset(root, "predictions", "m")) == 1
+    recover(root, "m")
+    assert len(read_window(root, "predictions", "m")) == 1
     assert not bad.exists() and bad.with_name(bad.name + ".corrupt").exists()
     assert "has format j1, this mm reads j2; not read" in caplog.text

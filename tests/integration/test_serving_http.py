@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 import requests
 
-from mm_platform.serving.predlog.writer import read_dataset
-from tests.support import free_port, mm, write_project
+from mm_platform.serving.predlog.journal import recover
+from mm_platform.serving.predlog.reader import read_window
+from tests.support import first_line, free_port, mm, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,7 @@ class Served:
 
     def logged(self) -> pd.DataFrame:
         time.sleep(0.6)  # a few flush intervals
-        return read_dataset(str(self.log), "predictions", "churn")
+        return read_window(str(self.log), "predictions", "churn")
 
 
 def start_serve(folder: Path, project: Path, env: dict[str, str], *args: str):
@@ -80,7 +81,7 @@ def start_serve(folder: Path, project: Path, env: dict[str, str], *args: str):
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=(folder / "serve.log").open("ab"),
         start_new_session=True,
     )  # fmt: skip
-    banner = server.stdout.readline().decode()  # printed once /ping answers
+    banner = first_line(server).decode()  # printed once /ping answers
     assert "serving churn version" in banner, (folder / "serve.log").read_text()[-2000:]
     return server, f"http://127.0.0.1:{port}"
 
@@ -364,7 +365,8 @@ def test_a_full_disk_is_a_503_until_space_returns_and_loses_no_acknowledged_requ
                 acknowledged += answer.json()["predictions"]["request_id"]
         finally:
             stop(server)
-        logged = read_dataset(str(mount), "predictions", "churn")
+        recover(str(mount), "churn")  # what a failed final write left in the journal
+        logged = read_window(str(mount), "predictions", "churn")
         missing = set(acknowledged) - set(logged["request_id"])
         assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged rows lost"
         assert not logged["request_id"].duplicated().any()

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
 
 from mm_platform.tracking.server import free_port
 
-__all__ = ["PROJECTS", "REPO", "SEED_LINEAR", "free_port", "mm", "write_project"]
+__all__ = [
+    "PROJECTS",
+    "REPO",
+    "SEED_LINEAR",
+    "first_line",
+    "free_port",
+    "mm",
+    "write_project",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECTS = REPO / "projects"
@@ -45,3 +55,25 @@ def mm(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float 
         text=True,
         timeout=timeout,
     )
+
+
+def first_line(process: subprocess.Popen, timeout: float = 180) -> str | bytes:
+    """The first line `process` writes to its stdout pipe (a start-up banner).
+
+    A server that hangs before printing it fails the test after `timeout` seconds instead
+    of hanging the suite: the process (its whole group when it leads one) is killed.
+    """
+    line: list[str | bytes] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not reader.is_alive():
+        return line[0]
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except ProcessLookupError:
+        pass
+    raise AssertionError(f"{process.args!r} printed no line within {timeout:g} s")

@@ -22,15 +22,16 @@ import pytest
 
 from mm_platform.serving.predlog import journal, maintenance
 from mm_platform.serving.predlog import store as logstore
+from mm_platform.serving.predlog.journal import recover
+from mm_platform.serving.predlog.reader import read_file, read_window, row_groups_in
 from mm_platform.serving.predlog.writer import (
     LogUnavailable,
     PredictionLogWriter,
     compact,
-    read_dataset,
-    recover,
     write_partition,
 )
 from tests.support import REPO
+from tests.support.faults import Pause
 
 
 def good(x: float, rows: int = 1) -> pd.DataFrame:
@@ -77,7 +78,7 @@ def test_poison_records_become_counted_dead_letters_and_never_block_the_others(
     assert open_fds() <= fds + 1
     writer.close()
 
-    logged = read_dataset(str(root), "predictions", "m")
+    logged = read_window(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(ids)
     letters = dead_letters(root)
     assert sorted(i for letter in letters for i in letter["request_ids"]) == sorted(refused)
@@ -96,7 +97,7 @@ def test_records_of_different_types_are_both_logged(tmp_path: Path) -> None:
     second = writer.append(pd.DataFrame({"x": ["a string"], "prediction": [2.0]}))
     third = writer.append(pd.DataFrame({"x": [3], "prediction": [3.0]}))  # int: unifies
     writer.close()
-    logged = read_dataset(root, "predictions", "m").set_index("request_id")
+    logged = read_window(root, "predictions", "m").set_index("request_id")
     assert logged.loc[first[0], "x"] == 1.5 and logged.loc[second[0], "x"] == "a string"
     assert logged.loc[third[0], "x"] == 3
     assert writer.status()["dead_letters"] == 0
@@ -118,7 +119,7 @@ def test_too_much_waiting_is_refused_and_the_writer_recovers(tmp_path: Path) -> 
         time.sleep(0.05)
     assert writer.healthy and writer.status()["buffered_rows"] == 0
     writer.close()
-    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)
 
 
 @contextlib.contextmanager
@@ -160,7 +161,7 @@ def test_a_full_disk_refuses_requests_loses_none_it_acknowledged_and_heals(
         acknowledged += writer.append(good(-1.0))
         writer.close()
         assert not list(root.rglob(".tmp-*"))
-        logged = read_dataset(str(root), "predictions", "m")
+        logged = read_window(str(root), "predictions", "m")
         assert not logged["request_id"].duplicated().any()
         assert set(logged["request_id"]) == set(acknowledged)
         assert len(list((root / "_journal" / "model=m").iterdir())) == 0
@@ -184,7 +185,8 @@ def test_a_killed_writer_on_a_full_disk_is_recovered_without_loss(tmp_path: Path
             if segment is not None:
                 segment.close()
         filler.unlink()
-        logged = read_dataset(str(root), "predictions", "m")
+        recover(str(root), "m")
+        logged = read_window(str(root), "predictions", "m")
         assert sorted(logged["request_id"]) == sorted(acknowledged)
 
 
@@ -226,7 +228,7 @@ def test_a_crafted_pickle_in_the_journal_runs_nothing(
     write_segment(folder, "wdeadx00000000-00000003.j2.v1.journal", [request(1)])
     caplog.set_level(logging.WARNING)
     PredictionLogWriter(str(root), "m", "1").close()  # writers recover on start
-    assert len(read_dataset(str(root), "predictions", "m")) == 1
+    assert len(read_window(str(root), "predictions", "m")) == 1
     assert not evidence.exists()
     assert old.with_name(old.name + ".corrupt").read_bytes().endswith(payload)
     assert disguised.with_name(disguised.name + ".corrupt").read_bytes() == payload
@@ -255,7 +257,8 @@ def test_a_damaged_journal_record_is_set_aside_and_the_others_recovered(
     segment = folder / "wdeadx00000000-00000001.j2.v4.journal"
     segment.write_bytes(b"".join([*records[:2], bytes(broken), *records[3:]]))
     caplog.set_level(logging.WARNING)
-    logged = read_dataset(str(root), "predictions", "m")
+    recover(str(root), "m")
+    logged = read_window(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == ["r0-0", "r1-0", "r3-0", "r4-0"]
     assert set(logged["model_version"]) == {"4"}
     assert (folder / (segment.name + ".corrupt")).read_bytes() == bytes(broken)
@@ -272,8 +275,8 @@ def test_a_truncated_parquet_file_is_moved_aside_and_the_rest_still_reads(
     bad_file = Path(write_partition(str(root), "predictions", "m", pd.DataFrame({"x": [3.0]})))
     bad_file.write_bytes(bad_file.read_bytes()[:-20])
     caplog.set_level(logging.WARNING)
-    assert sorted(read_dataset(str(root), "predictions", "m")["x"]) == [1.0, 2.0]
-    assert sorted(read_dataset(str(root), "predictions", "m")["x"]) == [1.0, 2.0]
+    assert sorted(read_window(str(root), "predictions", "m")["x"]) == [1.0, 2.0]
+    assert sorted(read_window(str(root), "predictions", "m")["x"]) == [1.0, 2.0]
     assert not bad_file.exists() and Path(good_file).exists()
     moved = root / "_corrupt" / bad_file.relative_to(root)
     assert moved.exists()
@@ -295,13 +298,13 @@ def test_a_window_reads_only_the_days_it_overlaps(tmp_path: Path) -> None:
     trap.parent.mkdir()
     trap.write_bytes(b"not parquet: opening it would move it aside")
     now = pd.Timestamp.now(tz="UTC")
-    window = read_dataset(str(root), "predictions", "m", start=now - pd.Timedelta(hours=1))
+    window = read_window(str(root), "predictions", "m", start=now - pd.Timedelta(hours=1))
     assert sorted(window["request_id"]) == sorted(today_ids)
     assert trap.exists()  # never opened
-    day = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2020-01-01"),
+    day = read_window(str(root), "predictions", "m", start=pd.Timestamp("2020-01-01"),
                        end=pd.Timestamp("2020-01-02"))  # fmt: skip
     assert list(day["request_id"]) == ["old-0"] and trap.exists()
-    assert len(read_dataset(str(root), "predictions", "m")) == 4 and not trap.exists()
+    assert len(read_window(str(root), "predictions", "m")) == 4 and not trap.exists()
 
 
 def many_small_files(root: Path, files: int = 60) -> list[str]:
@@ -323,11 +326,11 @@ def parquet_files(root: Path) -> list[Path]:
 def test_compaction_merges_a_days_files_into_one_with_the_same_rows(tmp_path: Path) -> None:
     root = tmp_path / "log"
     many_small_files(root)
-    before = read_dataset(str(root), "predictions", "m")
+    before = read_window(str(root), "predictions", "m")
     result = compact(str(root), "m")
     assert (result.files_before, result.files_after, result.rows) == (60, 1, len(before))
     assert len(parquet_files(root)) == 1
-    after = read_dataset(str(root), "predictions", "m")
+    after = read_window(str(root), "predictions", "m")
     key = ["request_id"]
     pd.testing.assert_frame_equal(
         before.sort_values(key).reset_index(drop=True),
@@ -341,31 +344,24 @@ def test_a_reader_during_compaction_never_sees_a_row_twice_or_misses_one(
 ) -> None:
     root = tmp_path / "log"
     expected = sorted(many_small_files(root))
-    real_merge = maintenance._merge
-    renamed = threading.Event()
-
-    def merge_then_pause(*args, **kwargs):
-        rows = real_merge(*args, **kwargs)
-        renamed.set()
-        time.sleep(0.5)  # compacted file visible, sources not yet deleted
-        return rows
-
-    monkeypatch.setattr(maintenance, "_merge", merge_then_pause)
-    seen, stop = [], threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            seen.append(sorted(read_dataset(str(root), "predictions", "m")["request_id"]))
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    pause = Pause(tmp_path / "faults", "compaction:merged")  # merged file and sources visible
+    for name, value in pause.env.items():
+        monkeypatch.setenv(name, value)
+    compaction = threading.Thread(target=compact, args=(str(root), "m"))
+    compaction.start()
     try:
-        compact(str(root), "m")
+        seen = []
+        deadline = time.monotonic() + 60
+        while not pause.held():
+            assert time.monotonic() < deadline, "compaction never merged"
+            seen.append(sorted(read_window(str(root), "predictions", "m")["request_id"]))
+        held = [sorted(read_window(str(root), "predictions", "m")["request_id"]) for _ in range(3)]
     finally:
-        stop.set()
-        thread.join()
-    assert renamed.is_set() and len(seen) >= 3
-    assert all(ids == expected for ids in seen)
+        pause.release()
+        compaction.join(60)
+    assert len(parquet_files(root)) == 1  # the sources are gone now
+    after = sorted(read_window(str(root), "predictions", "m")["request_id"])
+    assert all(ids == expected for ids in [*seen, *held, after])
 
 
 def test_journal_recovery_after_compaction_writes_nothing_twice(
@@ -382,9 +378,23 @@ def test_journal_recovery_after_compaction_writes_nothing_twice(
     monkeypatch.undo()
     result = compact(str(root), "m")
     assert (result.files_before, result.files_after, result.left_for_later) == (6, 2, 1)
-    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    recover(str(root), "m")
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)
     assert compact(str(root), "m").files_after == 1
-    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+
+
+def test_reading_leaves_a_dead_writers_journal_for_an_explicit_recovery(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    folder = root / "_journal" / "model=m"
+    folder.mkdir(parents=True)
+    segment = folder / "wdeadx00000000-00000001.j2.v1.journal"
+    data = write_segment(folder, segment.name, [request(1), request(2)])
+    assert read_window(str(root), "predictions", "m").empty  # reading writes nothing
+    assert segment.read_bytes() == data and not (root / "predictions").exists()
+    assert recover(str(root), "m") == 2
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == ["r1-0", "r2-0"]
+    assert not segment.exists()
 
 
 def test_recover_is_quiet_and_idempotent_without_dead_writers(tmp_path: Path) -> None:
@@ -396,32 +406,7 @@ def test_recover_is_quiet_and_idempotent_without_dead_writers(tmp_path: Path) ->
     assert recover(str(root), "m") == 0
 
 
-def test_mm_log_status_and_compact(tmp_path: Path) -> None:
-    from tests.support import SEED_LINEAR, mm, write_project
-
-    project = write_project(tmp_path, SEED_LINEAR)
-    root = tmp_path / "prediction_log"
-    for i in range(3):
-        writer = PredictionLogWriter(str(root), "tiny", "1", flush_seconds=3600)
-        writer.append(good(float(i), rows=2))
-        writer.close()
-    status = mm("log", "status", str(project), cwd=tmp_path)
-    assert status.returncode == 0, status.stderr
-    assert "predictions: 6 rows in 3 files over 1 days" in status.stdout
-    assert "dead letters: 0" in status.stdout
-    result = mm("log", "compact", str(project), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "tiny: 3 files -> 1 (1 days compacted, 6 rows rewritten)" in result.stdout
-    assert (
-        "predictions: 6 rows in 1 files" in mm("log", "status", str(project), cwd=tmp_path).stdout
-    )
-    bad = mm("log", "compact", str(project), "--before", "yesterday", cwd=tmp_path)
-    assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr
-
-
 def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) -> None:
-    from mm_platform.serving.predlog.store import read_file
-
     stamps = pd.date_range("2026-01-01", periods=300_000, freq="s", tz="UTC")
     path = tmp_path / "big.parquet"
     pq.write_table(
@@ -429,7 +414,7 @@ def test_a_window_inside_a_big_file_reads_only_its_row_groups(tmp_path: Path) ->
     )
     start, end = pd.Timestamp("2026-01-02", tz="UTC"), pd.Timestamp("2026-01-02 01:00", tz="UTC")
     parquet = pq.ParquetFile(path)
-    assert maintenance.logstore._row_groups_in(parquet, parquet.schema_arrow, start, end) == [1]
+    assert row_groups_in(parquet, parquet.schema_arrow, start, end) == [1]
     table = read_file(pa.fs.LocalFileSystem(), str(tmp_path), str(path), start, end)
     assert table.num_rows == 3600 and table["x"][0].as_py() == 86_400
 
@@ -475,7 +460,7 @@ def flushed_then_killed(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[li
     return ids, flushed
 
 
-@pytest.mark.parametrize("recovered_by", ["a reader", "a new writer"])
+@pytest.mark.parametrize("recovered_by", ["an explicit recovery", "a new writer"])
 def test_a_damaged_file_of_a_dead_writers_flush_is_set_aside_and_its_rows_recovered(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -488,7 +473,9 @@ def test_a_damaged_file_of_a_dead_writers_flush_is_set_aside_and_its_rows_recove
     caplog.set_level(logging.WARNING)
     if recovered_by == "a new writer":
         PredictionLogWriter(str(root), "m", "1").close()
-    logged = read_dataset(str(root), "predictions", "m")
+    else:
+        recover(str(root), "m")
+    logged = read_window(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(ids)  # from the journal, once each
     assert (root / "_corrupt" / flushed.relative_to(root)).exists()
     assert sum(flushed.name in r.getMessage() for r in caplog.records) == 1
@@ -509,9 +496,9 @@ def test_a_damaged_compacted_file_is_set_aside_and_its_remaining_sources_read(
     assert maintenance.inventory(str(root), "m").files["predictions"] == 4  # mm log status
     assert (root / "_corrupt" / compacted.relative_to(root)).exists()
     assert sum(compacted.name in r.getMessage() for r in caplog.records) == 1
-    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)
     assert compact(str(root), "m").files_after == 1
-    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)
 
 
 def test_a_damaged_compacted_file_blocks_neither_reads_nor_compaction(tmp_path: Path) -> None:
@@ -521,7 +508,7 @@ def test_a_damaged_compacted_file_blocks_neither_reads_nor_compaction(tmp_path: 
     (compacted,) = parquet_files(root)
     compacted.write_bytes(compacted.read_bytes()[:-20])
     assert compact(str(root), "m").files_after == 0
-    assert read_dataset(str(root), "predictions", "m").empty
+    assert read_window(str(root), "predictions", "m").empty
     assert maintenance.inventory(str(root), "m").corrupt_files == 1
 
 
@@ -551,7 +538,7 @@ def test_a_journal_record_without_the_logs_own_columns_is_set_aside(
     write_segment(folder, "wdeadx00000000-00000002.j2.v1.journal", [request(2)])
     caplog.set_level(logging.WARNING)
     PredictionLogWriter(str(root), "m", "1").close()  # writers recover on start
-    assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == ["r1-0", "r2-0"]
+    assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == ["r1-0", "r2-0"]
     assert (folder / (segment.name + ".corrupt")).read_bytes() == bad
     assert list(folder.glob("*.journal")) == []
     assert sum(segment.name in r.getMessage() for r in caplog.records) == 1
@@ -569,7 +556,8 @@ def test_a_journal_segment_whose_recovery_fails_is_set_aside_and_the_others_reco
     data = write_segment(folder, segment.name, [twice])
     write_segment(folder, "wdeadx00000000-00000002.j2.v1.journal", [request(2)])
     caplog.set_level(logging.WARNING)
-    assert list(read_dataset(str(root), "predictions", "m")["request_id"]) == ["r2-0"]
+    recover(str(root), "m")
+    assert list(read_window(str(root), "predictions", "m")["request_id"]) == ["r2-0"]
     assert (folder / (segment.name + ".corrupt")).read_bytes() == data
     assert list(folder.glob("*.journal")) == []
     lines = [r.getMessage() for r in caplog.records if segment.name in r.getMessage()]
@@ -585,7 +573,7 @@ def test_a_record_parquet_refuses_sends_only_itself_to_the_dead_letters(tmp_path
     writer.flush()
     assert writer.status()["dead_letters"] == 1
     writer.close()
-    logged = read_dataset(str(root), "predictions", "m")
+    logged = read_window(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(i for k, r in enumerate(ids) if k != 3 for i in r)
     assert [letter["request_ids"] for letter in dead_letters(root)] == [ids[3]]
 
@@ -599,7 +587,8 @@ def test_recovery_sends_only_the_record_parquet_refuses_to_the_dead_letters(
     tables = [request(i) for i in range(5)]
     tables.insert(3, request(9).append_column("y", pa.array([{}], pa.struct([]))))
     write_segment(folder, "wdeadx00000000-00000001.j2.v1.journal", tables)
-    logged = read_dataset(str(root), "predictions", "m")
+    recover(str(root), "m")
+    logged = read_window(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == [f"r{i}-0" for i in range(5)]
     assert [letter["request_ids"] for letter in dead_letters(root)] == [["r9-0"]]
 
@@ -611,10 +600,10 @@ def test_a_window_finds_rows_an_old_writer_stored_under_the_next_day(tmp_path: P
     folder = root / "predictions" / "model=m" / "date=2026-03-02"  # the day it was written
     folder.mkdir(parents=True)
     late.to_parquet(folder / "part-1-old.parquet", index=False)
-    day = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-01"),
+    day = read_window(str(root), "predictions", "m", start=pd.Timestamp("2026-03-01"),
                        end=pd.Timestamp("2026-03-02"))  # fmt: skip
     assert list(day["request_id"]) == ["late-0"]
-    after = read_dataset(str(root), "predictions", "m", start=pd.Timestamp("2026-03-02"))
+    after = read_window(str(root), "predictions", "m", start=pd.Timestamp("2026-03-02"))
     assert after.empty  # the time filter keeps it out of the next day's window
 
 
@@ -629,14 +618,14 @@ def test_a_read_of_some_columns_returns_only_them_with_nulls_where_a_file_lacks_
     write_partition(str(root), "predictions", "m", pd.DataFrame(without))
     window = {"start": now - pd.Timedelta(hours=1), "end": now + pd.Timedelta(hours=1)}
     for bounds in ({}, window):  # a window reads the timestamp for its filter, yet drops it
-        frame = read_dataset(str(root), "predictions", "m", columns=["label", "request_id"],
+        frame = read_window(str(root), "predictions", "m", columns=["label", "request_id"],
                              **bounds)  # fmt: skip
         assert list(frame.columns) == ["label", "request_id"]
         labels = dict(zip(frame["request_id"], frame["label"], strict=True))
         assert labels["a"] == "yes" and pd.isna(labels["b"])
-    everything = read_dataset(str(root), "predictions", "m")
+    everything = read_window(str(root), "predictions", "m")
     assert sorted(everything.columns) == ["label", "request_id", "timestamp", "x"]
-    empty = read_dataset(str(root), "labels", "m", columns=["request_id", "label"])
+    empty = read_window(str(root), "labels", "m", columns=["request_id", "label"])
     assert empty.empty and list(empty.columns) == ["request_id", "label"]
 
 
@@ -664,7 +653,8 @@ def test_a_writer_that_flushes_and_dies_as_compaction_starts_is_left_for_recover
     result = compact(str(root), "m")
     monkeypatch.undo()
     assert (result.files_before, result.files_after, result.left_for_later) == (4, 2, 1)
-    logged = read_dataset(str(root), "predictions", "m")
+    recover(str(root), "m")
+    logged = read_window(str(root), "predictions", "m")
     assert sorted(logged["request_id"]) == sorted(ids)  # none twice
 
 
@@ -697,4 +687,4 @@ def test_a_journal_short_of_room_for_the_refused_record_stays_unhealthy_until_it
         lines = [r.getMessage() for r in caplog.records]
         assert sum("refusing requests (503)" in line for line in lines) == 1
         assert sum("the journal works again" in line for line in lines) == 1
-        assert sorted(read_dataset(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+        assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)

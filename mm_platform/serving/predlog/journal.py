@@ -13,7 +13,8 @@ marker lets a reader find the next intact one after it.
 Segments are named `<writer>-<seq>.j2.v<model version>.journal`. A flush starts a new
 segment, writes the old ones' requests as Parquet files tagged `<writer>-<seq>` (the
 newest segment flushed), then deletes those segments. A segment whose writer is dead (its
-flock is free) is recovered by the next writer or reader of that model's log: its
+flock is free) is recovered by `recover`, which a new writer runs on start and the
+commands that read the log (drift, labels) run before reading (reading alone never does): its
 requests not already in a file of that writer tagged with its number or a later one are
 written, then it is deleted. A segment of another format (such as the pickled `j1`) is
 never decoded: it is renamed `.corrupt` with one warning; damaged records of a `j2`
@@ -34,7 +35,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -72,7 +73,7 @@ def encode_record(table: pa.Table) -> Record:
 
 class Record(NamedTuple):
     header: bytes
-    payload: object  # bytes or a pyarrow Buffer
+    payload: Any  # bytes or a pyarrow Buffer
 
     @property
     def nbytes(self) -> int:
@@ -147,7 +148,7 @@ class Segment:
         """Write one record whole, or raise OSError leaving the file as it was."""
         total = record.nbytes
         try:
-            written = os.writev(self.fd, record)
+            written = os.writev(self.fd, (record.header, record.payload))
             if written < total:  # a short write is continued, not dropped
                 rest = memoryview(bytes(record))[written:]
                 while rest:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mm_platform.faults import pause_point
 from mm_platform.serving.predlog import store as logstore
 from mm_platform.serving.predlog.deadletter import count_dead_letters
 from mm_platform.serving.predlog.journal import flush_tag, open_segments
@@ -93,13 +94,14 @@ def _compact_day(
     keys = list(schemas)
     empty = [pa.table({f.name: pa.array([], f.type) for f in schemas[k]}) for k in keys]
     for indices, merged in schema_groups(empty):
-        sources = sorted(keys[i] for i in indices)
-        if len(sources) == 1:  # alone in its schema: nothing to merge it with
+        group = sorted(keys[i] for i in indices)
+        if len(group) == 1:  # alone in its schema: nothing to merge it with
             result.files_after += 1
             continue
-        result.rows += _merge(fs, base, folder, sources, merged.schema)
+        result.rows += _merge(fs, base, folder, group, merged.schema)
         result.files_after += 1
-        for name in sources:
+        pause_point("compaction:merged")  # the merged file is visible, its sources too
+        for name in group:
             with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(f"{folder}/{name}")
 

@@ -1,10 +1,11 @@
-"""The prediction log: the writer the served model appends to, and the readers.
+"""The prediction log's writer: what the served model appends to.
 
 Four rules (ARCHITECTURE.md): a record is what the model saw; acknowledged means durable,
 or `append` raises `LogUnavailable` (the server answers 503); one bad record never blocks
 another (it becomes a counted dead letter); reading runs no code, and damaged parts are
-set aside loudly. The files are described in `logstore`, the journal in `journal`,
-compaction in `maintenance`.
+set aside loudly. The files are described in `store`, reading them in `reader`, the
+journal (and the recovery of killed writers' journals) in `journal`, compaction in
+`maintenance`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import threading
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -38,7 +38,6 @@ from mm_platform.serving.predlog.records import (
 )
 from mm_platform.serving.predlog.store import (
     log_root,
-    read_log,
     write_partition,
     write_requests,
     write_table,
@@ -50,7 +49,6 @@ __all__ = [
     "PredictionLogWriter",
     "compact",
     "log_root",
-    "read_dataset",
     "recover",
     "write_partition",
 ]
@@ -66,27 +64,6 @@ class LogUnavailable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(f"prediction log not durable: {reason}; the request was not logged")
         self.reason = reason
-
-
-def read_dataset(
-    root: str,
-    kind: str,
-    model: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    columns: list[str] | None = None,
-) -> pd.DataFrame:
-    """All rows of dataset `kind` for `model` (with timestamps in [start, end) when given),
-    with only `columns` when given: a frame of exactly those, in that order, null where a
-    file lacks one; only they are read from the files.
-
-    For predictions, the journals of killed writers are recovered into the log first (that
-    writes: their acknowledged requests are part of the log); the read itself writes
-    nothing but moves damaged files aside.
-    """
-    if kind == "predictions":
-        recover(root, model)
-    return read_log(root, kind, model, start, end, columns)
 
 
 class PredictionLogWriter:
@@ -381,7 +358,7 @@ class PredictionLogWriter:
 
     def close(self) -> None:
         """Stop the thread and write what is left (idempotent). What cannot be written now
-        stays in the journal, for the next reader or writer of the log to recover."""
+        stays in the journal, for the next writer or reading command to recover."""
         if self._closed:
             return
         self._closed = True
@@ -407,8 +384,8 @@ class PredictionLogWriter:
         for segment in segments:
             segment.close()  # unlocked, not deleted: recovery writes them
         where = (
-            f"stay in the journal {self._folder} and are recovered by the next reader or "
-            "writer of this log"
+            f"stay in the journal {self._folder} and are recovered by the next writer of this "
+            "log or command that reads it"
             if self._folder
             else "are lost (a remote log has no journal)"
         )

@@ -3,6 +3,10 @@
 The monitored model folder is served by `mm_platform.serving.app` (MLflow's scoring app
 with request limits and a health check that includes the prediction log); any other model
 folder or URI by `mlflow models serve`.
+
+This module imports MLflow although it lies outside `tracking/` (a named exception): the
+monitored model it builds is an MLflow pyfunc folder (`mlflow.pyfunc.save_model` with this
+package's loader), and telling a monitored folder from any other reads its `MLmodel`.
 """
 
 from __future__ import annotations
