@@ -355,7 +355,8 @@ def test_every_mlproject_entry_point_but_train_runs_with_mlflow_run(
     assert versions["2"].tags["mm.run_type"] == "compress"
     assert versions["3"].tags["mm.run_type"] == "finetune"
     assert _aliases(client, "tiny") == {"champion": "3", "previous": "1"}  # promoted
-    (drift,) = client.search_runs([client.get_experiment_by_name("tiny-monitoring").experiment_id])
+    monitoring = client.get_experiment_by_name("tiny-monitoring").experiment_id
+    (drift,) = client.search_runs([experiment, monitoring], "tags.`mm.run_type` = 'drift'")
     assert drift.data.tags["mm.status"] == "no_drift"
     assert drift.data.metrics["n_current_rows"] == 60.0
     assert drift.data.tags["mm.model_version"] == "1"
