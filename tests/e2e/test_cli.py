@@ -176,6 +176,12 @@ def test_demo_trains_each_project_and_leaves_champions(store: str, tmp_path: Pat
     promoted = "promoted v8 to @champion" in result.stdout
     champion = str(client.get_model_version_by_alias("seed_linear", "champion").version)
     assert champion == ("8" if promoted else "1")
+    # ... and the outcome is the right one for the figures the gate recorded
+    reasons = _gate_reasons(client, "seed_linear")
+    assert promoted == (reasons == []), result.stdout
+    if not promoted:  # it names what stopped it
+        line = next(line for line in result.stdout.splitlines() if "promotion gate on" in line)
+        assert [r.split()[0] for r in line.split("refused: ")[1].split("; ")] == reasons
     assert "holdout_rmse" in result.stdout
     assert "mm compress: seed_linear version 1" in result.stdout  # seed_linear has compression
     assert "l1-0.1" in result.stdout and "int8" in result.stdout
@@ -251,3 +257,19 @@ def test_library_warnings_reach_stderr_as_bare_lines_once() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (out.stdout, out.stderr) == ("", "waiting for the server\n")
+
+
+def _gate_reasons(client, name: str) -> list[str]:
+    """The metrics that should stop the promotion recorded in `name`'s one promote run, by
+    the documented rule: the selection metric (rmse) improves by at least min_improvement,
+    no other metric regresses by more than max_regression (relative changes)."""
+    experiment = client.get_experiment_by_name(name).experiment_id
+    (run,) = client.search_runs([experiment], "tags.`mm.run_type` = 'promote'")
+    metrics, params = run.data.metrics, run.data.params
+    lower_is_better = {"rmse": True, "mae": True, "r2": False}
+    losses = {}
+    for metric, lower in lower_is_better.items():
+        old, new = metrics[f"champion_{metric}"], metrics[f"challenger_{metric}"]
+        losses[metric] = ((new - old) if lower else (old - new)) / abs(old)
+    reasons = ["rmse"] if -losses["rmse"] < float(params["min_improvement"]) else []
+    return reasons + [m for m in ("mae", "r2") if losses[m] > float(params["max_regression"])]

@@ -1,5 +1,7 @@
 """Four concurrent `mm train` processes and a drift schedule against one store, on the
-SQLite default and on PostgreSQL (through `mm server`): every run recorded, none failed."""
+SQLite default and on PostgreSQL (through `mm server`): every run recorded, none failed,
+and each of the 18 catch-up windows holds traffic, so Evidently runs under that load and
+every window gets the verdict its traffic was built for."""
 
 from __future__ import annotations
 
@@ -15,14 +17,58 @@ import pytest
 from tests.support import SEED_LINEAR, write_project
 
 PROJECTS = 4
+WINDOWS = 18  # ten-minute windows in the three hours the schedule catches up on
+ROWS = 30  # per window: above min_rows, so every window runs the real drift path
 
 
-def _concurrent_work(folder: Path, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
-    """Train one project first (for the drift job to have a model), then start four trains
-    of four projects and a catch-up drift schedule at once; wait for all."""
+def _window_traffic(k: int) -> np.ndarray:
+    """Window k's inputs: even windows like the training data (no drift), odd ones entirely
+    outside its range (drift)."""
+    return np.linspace(0.2, 9.8, ROWS) if k % 2 == 0 else np.linspace(12.0, 22.0, ROWS)
+
+
+def _backdate(folder: Path, base: pd.Timestamp) -> None:
+    """Move the rows `mm predict` logged into the windows the schedule will catch up on:
+    block k (from 0) of ROWS rows gets timestamps in [base + 10k min, base + 10(k+1) min),
+    the window the schedule's (k+1)-th fire time closes.
+    The log is a hive-partitioned Parquet dataset (model=, date=), rewritten here with
+    plain pyarrow; the files `mm predict` wrote are removed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    written = sorted((folder / "log" / "predictions" / "model=p0").rglob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in written])
+    frame = table.to_pandas().drop(columns=["model", "date"], errors="ignore")
+    assert len(frame) == WINDOWS * ROWS
+    calm, drifted = frame[frame["x"] <= 10].copy(), frame[frame["x"] > 10].copy()
+    blocks = []
+    for k in range(WINDOWS):
+        pool = calm if k % 2 == 0 else drifted
+        block = pool.iloc[(k // 2) * ROWS : (k // 2 + 1) * ROWS].copy()
+        assert len(block) == ROWS
+        start = base + pd.Timedelta(minutes=10 * k + 1)
+        block["timestamp"] = [start + pd.Timedelta(seconds=j) for j in range(ROWS)]
+        blocks.append(block)
+    frame = pd.concat(blocks)
+    for path in written:
+        path.unlink()
+    for day, part in frame.groupby(frame["timestamp"].dt.strftime("%Y-%m-%d")):
+        target = folder / "log" / "predictions" / "model=p0" / f"date={day}"
+        target.mkdir(parents=True, exist_ok=True)
+        out = pa.Table.from_pandas(part, preserve_index=False)
+        out = out.select(table.schema.names).cast(table.schema)
+        pq.write_table(out, target / f"part-{pd.Timestamp.now().value}-backdated.parquet")
+
+
+def _concurrent_work(
+    folder: Path, env: dict[str, str]
+) -> tuple[list[subprocess.CompletedProcess], pd.Timestamp]:
+    """Train one project first (for the drift job to have a model), log traffic into each
+    of the windows the drift schedule will catch up on, then start four trains of four
+    projects and that catch-up schedule at once; wait for all."""
     files = []
     for i in range(PROJECTS):
-        monitoring = {"schedule": "*/10 * * * *", "window": "1h", "min_rows": 5}
+        monitoring = {"schedule": "*/10 * * * *", "window": "10m", "min_rows": 5}
         data = {**SEED_LINEAR, "name": f"p{i}", "serving": {"prediction_log": "log"},
                 "monitoring": monitoring}  # fmt: skip
         files.append(write_project(folder, data, f"p{i}.yaml"))
@@ -36,18 +82,17 @@ def _concurrent_work(folder: Path, env: dict[str, str]) -> list[subprocess.Compl
     first = start("train", str(files[0]))
     first.communicate(timeout=300)
     assert first.returncode == 0
-    rng = np.random.default_rng(0)
-    pd.DataFrame({"x": rng.uniform(0, 10, 50)}).to_csv(folder / "traffic.csv", index=False)
+    traffic = np.concatenate([_window_traffic(k) for k in range(WINDOWS)])
+    pd.DataFrame({"x": traffic}).to_csv(folder / "traffic.csv", index=False)
     predict = start("predict", str(files[0]), str(folder / "traffic.csv"))
-    predict.communicate(timeout=300)
+    _, err = predict.communicate(timeout=300)
+    assert predict.returncode == 0, err
+    base = pd.Timestamp.now(tz="UTC").floor("10min") - pd.Timedelta(hours=3)
+    _backdate(folder, base)
     state = folder / "state"
     state.mkdir()
     # a schedule whose state is 3 hours old: it catches up 18 windows while the trains run
-    (state / "p0.json").write_text(
-        '{"last_end": "'
-        + (pd.Timestamp.now(tz="UTC").floor("10min") - pd.Timedelta(hours=3)).isoformat()
-        + '"}'
-    )
+    (state / "p0.json").write_text('{"last_end": "' + base.isoformat() + '"}')
     processes = [start("train", str(f)) for f in files]
     processes.append(start("schedule", str(files[0]), "--once", "--state-dir", str(state)))
     results = []
@@ -59,15 +104,19 @@ def _concurrent_work(folder: Path, env: dict[str, str]) -> list[subprocess.Compl
         for process in processes:  # a timeout must not leave writers behind
             if process.poll() is None:
                 process.kill()
-    return results
+    return results, base
 
 
-def _check(results: list[subprocess.CompletedProcess], tracking_uri: str) -> None:
+def _check(work: tuple[list[subprocess.CompletedProcess], pd.Timestamp], tracking_uri: str) -> None:
     from mlflow import MlflowClient
 
+    results, base = work
     for result in results:
         assert "database is locked" not in result.stderr, result.stderr[-2000:]
-        assert result.returncode in (0, 5, 6), (result.args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    for result in results[:-1]:
+        assert result.returncode == 0, (result.args, result.stderr[-2000:])
+    assert results[-1].returncode == 5, results[-1].stdout + results[-1].stderr[-2000:]  # drift
     client = MlflowClient(tracking_uri=tracking_uri)
     for i in range(PROJECTS):
         experiment = client.get_experiment_by_name(f"p{i}")
@@ -86,6 +135,16 @@ def _check(results: list[subprocess.CompletedProcess], tracking_uri: str) -> Non
     assert len(drift) == windows and all(r.info.status == "FINISHED" for r in drift)
     ends = [r.data.tags["mm.window_end"] for r in drift]
     assert len(set(ends)) == windows  # each window once
+    # every window with traffic ran Evidently and got the verdict its traffic was built for
+    verdicts = {}
+    for run in drift:
+        k = (pd.Timestamp(run.data.tags["mm.window_end"]) - base) // pd.Timedelta(minutes=10)
+        verdicts[k] = (run.data.tags["mm.status"], run.data.metrics.get("n_current_rows"))
+    expected = {k + 1: ("no_drift" if k % 2 == 0 else "drift", float(ROWS))
+                for k in range(WINDOWS)}  # fmt: skip
+    if windows == 19:  # the window after the last one with traffic
+        expected[19] = ("not_enough_data", 0.0)
+    assert verdicts == expected
 
 
 @pytest.mark.slow
