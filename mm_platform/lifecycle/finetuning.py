@@ -18,13 +18,14 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from mm_platform.clock import utc_now
 from mm_platform.data.sources import load_dataset
 from mm_platform.data.splits import split_holdout
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
@@ -355,7 +356,7 @@ def _finetune_spec(project: Project, reference: pd.DataFrame, lineage: dict[str,
     from mm_platform.tracking.durable import RunSpec
     from mm_platform.training.search import REFERENCE_ARTIFACT
 
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     return RunSpec(
         part="finetune",
         name=f"finetune/{now:%Y-%m-%d}",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mm_platform.clock import utc_now
 from mm_platform.data.sources import load_dataset
 from mm_platform.data.splits import split_holdout
 from mm_platform.errors import RegistryError
@@ -176,7 +176,7 @@ def _spec(project: Project, run_type: str, extra: dict[str, str]) -> Any:
     """The RunSpec of a promote or rollback run, named `<run type>/<UTC minute>`."""
     from mm_platform.tracking.durable import RunSpec
 
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     stamp = int(now.timestamp() * 1000)
     run_tags = {tags.RUN_TYPE: run_type, tags.PROJECT: project.name, **extra}
     return RunSpec(run_type, f"{run_type}/{now:%Y-%m-%dT%H:%M}", run_tags, stamp, stamp)

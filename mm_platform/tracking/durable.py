@@ -114,6 +114,8 @@ def write_command(
             where.append((found or experiment_id_for(experiment), outer))
         log = Attempt(key, where[0][0])
         log.outer_run_id = where[0][1]
+        if log.outer_run_id is None:  # the runs go to `experiment` itself: say which
+            log.step = f"create a run in experiment '{experiment}'"
         if passes:  # what an earlier pass got to
             log.version, log.alias, log.name = passes[-1].version, passes[-1].alias, passes[-1].name
         passes.append(log)

@@ -10,7 +10,6 @@ import itertools
 import time
 import uuid
 import warnings
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from sklearn.model_selection import (
     cross_validate,
 )
 
+from mm_platform.clock import utc_now
 from mm_platform.data.sources import LoadedData, load_dataset
 from mm_platform.data.splits import split_holdout
 from mm_platform.errors import ProjectConfigError
@@ -201,7 +201,7 @@ def fit_project(
     primary = f"cv_{project.selection.metric}_mean"
     reference = reference_sample(project, pipeline, X_hold, y_hold)
     figure_file, figure_png = artifacts.holdout_figure(project, pipeline, X_hold, y_hold)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = utc_now().strftime("%Y%m%dT%H%M%S")
     return TrainRecord(
         project=project,
         attempt=f"{stamp}-{uuid.uuid4().hex[:8]}",

@@ -30,7 +30,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from mm_platform.clock import utc_now
 from mm_platform.serving.predlog.records import schema_groups, with_model_columns
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def model_folder(base: str, kind: str, model: str) -> str:
 
 
 def today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return utc_now().strftime("%Y-%m-%d")
 
 
 def write_table(
