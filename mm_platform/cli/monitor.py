@@ -11,6 +11,7 @@ import click
 from mm_platform.cli.options import moment
 from mm_platform.cli.render import print_drift
 from mm_platform.errors import ExitCode, MmError
+from mm_platform.tracking.tags import CHAMPION
 
 
 @click.command()
@@ -29,7 +30,7 @@ from mm_platform.errors import ExitCode, MmError
     default=None,
     help="CSV/Parquet file of current data instead of the prediction log.",
 )
-@click.option("--alias", default="champion", show_default=True, help="Version to monitor.")
+@click.option("--alias", default=CHAMPION, show_default=True, help="Version to monitor.")
 @click.option("--version", default=None, help="A version number instead of --alias.")
 def drift(
     project: str, window: str | None, start: str | None, end: str | None,

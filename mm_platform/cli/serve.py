@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from mm_platform.tracking.tags import CHAMPION
+
 
 @click.command()
 @click.argument("project")
-@click.option("--alias", default="champion", show_default=True, help="Serve this alias.")
+@click.option("--alias", default=CHAMPION, show_default=True, help="Serve this alias.")
 @click.option("--version", default=None, help="Serve this registered version instead.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5001, show_default=True, type=int)
@@ -51,7 +53,7 @@ def serve(
 @click.command()
 @click.argument("project")
 @click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--alias", default="champion", show_default=True, help="Score with this alias.")
+@click.option("--alias", default=CHAMPION, show_default=True, help="Score with this alias.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Where to write predictions (default: INPUT.predictions.csv).")  # fmt: skip
 def predict(project: str, input_file: Path, alias: str, output: Path | None) -> None:

@@ -24,12 +24,10 @@ from mm_platform.modeling.metrics import (
 from mm_platform.project.catalog import METRICS
 from mm_platform.serving.batch import labelled_production, target_name
 from mm_platform.tracking import tags
-from mm_platform.tracking.tags import CHALLENGER, CHAMPION
+from mm_platform.tracking.tags import CHALLENGER, CHAMPION, PREVIOUS
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
-
-PREVIOUS = "previous"  # the champion before the last promotion, for mm rollback
 
 
 @dataclass

@@ -49,7 +49,9 @@ def test_lifecycle_over_http_on_postgresql(tracking_server: str, tmp_path: Path)
     run("labels", str(project), str(work / "labels.csv"))
     run("finetune", str(project), "--from-production")
     promoted = run("promote", str(project), ok=(0, 4)).returncode == 0
-    run("drift", str(project), "--window", "1h", "--version", "1", ok=(0, 5))  # the served one
+    # the traffic is x ~ U(4, 14) against training's U(0, 10): version 1 (the one that served
+    # it) must see drift
+    run("drift", str(project), "--window", "1h", "--version", "1", ok=(5,))
 
     client = MlflowClient(tracking_uri=tracking_server)
     experiments = {e.name: e.experiment_id for e in client.search_experiments()}
@@ -69,6 +71,7 @@ def test_lifecycle_over_http_on_postgresql(tracking_server: str, tmp_path: Path)
                                           str(tmp_path))  # fmt: skip
     assert len(pd.read_parquet(reference)) == 80
     (drift,) = by_type["drift"]
+    assert drift.data.tags["mm.status"] == "drift" and drift.data.metrics["n_current_rows"] == 120
     assert "drift_share" in drift.data.metrics
     assert {a.path for a in client.list_artifacts(drift.info.run_id)} >= {
         "drift_report.html",

@@ -264,6 +264,7 @@ def test_labels_join_by_a_business_key_and_drift_reports_roc_auc(served: Served)
     client = MlflowClient(served.env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("churn-monitoring")
     run = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])[0]
+    assert drift.returncode == {"no_drift": 0, "drift": 5}[run.data.tags["mm.status"]]
     metrics = run.data.metrics
     assert metrics["n_labelled_rows"] >= 80
     assert 0.5 < metrics["current_roc_auc"] <= 1.0 and "reference_roc_auc" in metrics
