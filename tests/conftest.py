@@ -123,3 +123,21 @@ def tracking_server(postgres_uri: str, tmp_path: Path):
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
         assert password not in (tmp_path / "server.log").read_text()
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One real local[2] Spark session for the whole test process (its JVM takes ~9 s to
+    start). Without PySpark or Java the Spark tests skip, unless MM_REQUIRE_SPARK is set
+    (CI sets it): then they fail."""
+    from mm_platform.errors import MmError
+    from mm_platform.project.config import Spark
+    from mm_platform.spark import session
+
+    try:
+        active = session(Spark(master="local[2]", conf={"spark.sql.shuffle.partitions": "8"}))
+    except MmError as exc:
+        if os.environ.get("MM_REQUIRE_SPARK"):
+            raise
+        pytest.skip(f"no Spark here: {exc}")
+    yield active

@@ -30,7 +30,13 @@ from mm_platform.project.loading import (
     project_params,
     resolve_project_path,
 )
-from mm_platform.project.monitoring import DRIFT_METHODS, ColumnDrift, Monitoring, Retrain
+from mm_platform.project.monitoring import (
+    DRIFT_METHODS,
+    ColumnDrift,
+    Monitoring,
+    Retrain,
+    names_path,
+)
 from mm_platform.project.schema import Project, monitoring_experiment
 from mm_platform.project.search import (
     Candidate,
@@ -46,6 +52,7 @@ from mm_platform.project.search import (
     Sparsity,
     Student,
 )
+from mm_platform.project.spark import Spark, check_master
 
 __all__ = [
     "DRIFT_METHODS",
@@ -74,14 +81,17 @@ __all__ = [
     "Selection",
     "Serving",
     "SklearnDataset",
+    "Spark",
     "Sparsity",
     "Split",
     "StrictModel",
     "Student",
     "SyntheticDataset",
+    "check_master",
     "describe_validation_error",
     "load_project",
     "monitoring_experiment",
+    "names_path",
     "parse_duration",
     "project_params",
     "resolve_project_path",

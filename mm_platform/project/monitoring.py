@@ -53,6 +53,14 @@ class Retrain(StrictModel):
         return self
 
 
+def names_path(value: str) -> bool:
+    """Whether a `reference:` value names a file or folder rather than a table: it has a
+    path separator, a file suffix, or a leading `.` or `~`."""
+    return "/" in value or "\\" in value or value.startswith((".", "~")) or value.endswith(
+        (".csv", ".parquet", ".pq")
+    )
+
+
 class Monitoring(StrictModel):
     """Drift jobs: windows, schedule, methods, sampling, alerts and the retrain policy."""
 
@@ -65,6 +73,10 @@ class Monitoring(StrictModel):
     workspace: str | None = None  # Evidently workspace folder, relative to the project file
     webhook: str | None = None  # POSTed a JSON summary when drift is found
     retrain: Retrain | None = None
+    engine: Literal["pandas", "spark"] = "pandas"  # where drift is computed; same scores
+    # the reference: a CSV/Parquet file or Parquet folder (relative to the project file) or,
+    # on the Spark engine, a table name; None: the sample logged with the version
+    reference: str | None = None
 
     @field_validator("window")
     @classmethod
@@ -92,6 +104,15 @@ class Monitoring(StrictModel):
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"'{value}' is not an http(s) URL")
         return value
+
+    @field_validator("reference")
+    @classmethod
+    def _resolve_reference(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None or "://" in value or not names_path(value):
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else Path(base) / path)
 
     @field_validator("workspace")
     @classmethod

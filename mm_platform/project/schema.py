@@ -23,6 +23,7 @@ from mm_platform.project.base import (
 from mm_platform.project.catalog import ESTIMATORS, METRICS, Task, task_family
 from mm_platform.project.monitoring import Monitoring
 from mm_platform.project.search import Candidate, Compression, Selection
+from mm_platform.project.spark import Spark
 
 
 class Project(StrictModel):
@@ -42,6 +43,7 @@ class Project(StrictModel):
     finetune: Finetune = Field(default_factory=Finetune)
     promotion: Promotion = Field(default_factory=Promotion)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    spark: Spark = Field(default_factory=Spark)
 
     _source: Path | None = PrivateAttr(default=None)
 

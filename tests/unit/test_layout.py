@@ -27,6 +27,7 @@ LAYERS = [
     "progress",
     "project",
     "data",
+    "spark",
     "modeling",
     "tracking",
     "serving",
