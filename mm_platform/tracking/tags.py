@@ -14,6 +14,7 @@ PREVIOUS = "previous"
 
 # what a run is and whose
 RUN_TYPE = "mm.run_type"
+ENGINE = "mm.engine"  # where the work ran: pandas (this process) or spark
 PROJECT = "mm.project"
 ERROR = "mm.error"
 STATUS = "mm.status"
