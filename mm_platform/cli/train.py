@@ -18,7 +18,15 @@ from mm_platform.cli.render import (
 @click.command()
 @click.argument("project")
 @retry_option
-def train(project: str, retry_for: str | None) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["pandas", "spark"]),
+    default="pandas",
+    show_default=True,
+    help="Where the CV fits run: this process, or the project's Spark cluster (spark: "
+    "section, MM_SPARK_MASTER) through joblib's Spark backend. Same scores either way.",
+)
+def train(project: str, retry_for: str | None, engine: str) -> None:
     """Search PROJECT's candidates by CV, refit the best and register it.
 
     PROJECT is a project file (projects/diabetes.yaml) or the name of one in ./projects.
@@ -32,7 +40,7 @@ def train(project: str, retry_for: str | None) -> None:
     budget = retry_seconds(retry_for)
     loaded = load_project(project)
     with progress_bar() as report:
-        result = train_project(loaded, progress=report, retry_for=budget)
+        result = train_project(loaded, progress=report, retry_for=budget, engine=engine)
     print_train_result(result)
 
 

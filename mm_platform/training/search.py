@@ -5,8 +5,10 @@ Logging what the search found is training/log.py's work; this module logs nothin
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
+import logging
 import time
 import uuid
 import warnings
@@ -39,8 +41,11 @@ from mm_platform.progress import Progress, silent
 from mm_platform.project.catalog import METRICS, estimator_path, metrics_for
 from mm_platform.project.config import Distribution, Project
 from mm_platform.training import artifacts
+from mm_platform.training.engines import DEFAULT_ENGINE, check_engine
 from mm_platform.training.log import log_training
 from mm_platform.training.record import TrainRecord, TrainResult, Trial, TrialResult, now_ms
+
+logger = logging.getLogger(__name__)
 
 
 def estimator_class(name: str, task: str) -> type:
@@ -155,11 +160,16 @@ def _cv(project: Project) -> Any:
 
 
 def train_project(
-    project: Project, progress: Progress | None = None, retry_for: float | None = None
+    project: Project,
+    progress: Progress | None = None,
+    retry_for: float | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> TrainResult:
     """Search every candidate by CV, refit the best, then log it all under one parent run
     and register it. A tracking server that goes away while logging is waited for up to
-    `retry_for` seconds (default 2 min); after that the model is kept locally."""
+    `retry_for` seconds (default 2 min); after that the model is kept locally. With
+    `engine="spark"` the CV fits run on the project's Spark cluster (same scores)."""
+    check_engine(engine)
     data = load_dataset(project)
     trials = expand_trials(project)
     k = project.features.select_k_best
@@ -170,25 +180,51 @@ def train_project(
                 f"{project.label}: features.select_k_best is {k} but preprocessing makes only "
                 f"{made} features; lower it or drop the key"
             )
+    if engine == "spark":  # Spark that cannot start fails now, before any run exists
+        from mm_platform.training.engines import start_spark
+
+        start_spark(project)
     from mm_platform import tracking
 
     tracking.connect()  # an unusable store fails now, not after the search
-    record = fit_project(project, data, trials, progress)
-    return log_training(record, retry_for=retry_for, progress=progress)
+    record = fit_project(project, data, trials, progress, engine=engine)
+    result = log_training(record, retry_for=retry_for, progress=progress)
+    _tag_engine(result.run_id, engine)
+    return result
+
+
+def _tag_engine(run_id: str, engine: str) -> None:
+    """Tag the parent run with the engine its fits ran on; a store that refuses this one
+    tag leaves the registered model as it is, with a warning."""
+    from mm_platform import tracking
+    from mm_platform.tracking import tags
+
+    try:
+        tracking.set_run_tags(run_id, {tags.ENGINE: engine})
+    except Exception as exc:  # the model is registered: a missing tag must not undo that
+        logger.warning("could not tag run %s with %s=%s: %s", run_id, tags.ENGINE, engine, exc)
 
 
 def fit_project(
-    project: Project, data: LoadedData, trials: list[Trial], progress: Progress | None = None
+    project: Project,
+    data: LoadedData,
+    trials: list[Trial],
+    progress: Progress | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> TrainRecord:
-    """Cross-validate every trial, refit the best and score it on the holdout; log nothing."""
+    """Cross-validate every trial (here, or on Spark with `engine="spark"`), refit the best
+    and score it on the holdout; log nothing."""
     X_train, X_hold, y_train, y_hold = split_holdout(project, data)
     report = progress or silent
     total = len(trials) + 1
     start_ms = now_ms()
-    results = []
-    for done, trial in enumerate(trials):
-        report(f"{project.name}: {trial.candidate}", done, total)
-        results.append(_cross_validate(trial, project, X_train, y_train))
+    if check_engine(engine) == "spark":
+        project, results = _search_on_spark(project, trials, X_train, y_train, report)
+    else:
+        results = []
+        for done, trial in enumerate(trials):
+            report(f"{project.name}: {trial.candidate}", done, total)
+            results.append(_cross_validate(trial, project, X_train, y_train))
     report(f"{project.name}: refit", len(trials), total)
     best = _best(project, results)
     pipeline = build_pipeline(
@@ -237,26 +273,74 @@ def _cross_validate(trial: Trial, project: Project, X: pd.DataFrame, y: pd.Serie
     )
     scorers = cv_scorers(project.task, y)
     start_ms = now_ms()
+    folds = _fit_folds(pipeline, X, y, scorers, _cv(project))
+    if isinstance(folds, str):
+        return TrialResult(trial, {}, folds, start_ms, now_ms())
+    return TrialResult(trial, _cv_scores(project, scorers, folds), None, start_ms, now_ms())
+
+
+def _fit_folds(
+    pipeline: Any, X: pd.DataFrame, y: pd.Series, scorers: dict[str, Any], cv: Any
+) -> dict[str, Any] | str:
+    """sklearn's cross_validate of `pipeline` over the folds `cv` gives, or the one line of
+    the error that stopped it: whatever one estimator raises fails only its own trial."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter belongs in the scores
-            cv = cross_validate(
-                clone(pipeline),
-                X,
-                y,
-                cv=_cv(project),
-                scoring={m: s for m, s in scorers.items()},
-                error_score="raise",
+            return cross_validate(
+                clone(pipeline), X, y, cv=cv, scoring=dict(scorers), error_score="raise"
             )
-    except Exception as exc:  # MemoryError too: whatever one estimator raises fails only it
-        return TrialResult(trial, {}, _one_line(exc), start_ms, now_ms())
+    except Exception as exc:  # MemoryError too
+        return _one_line(exc)
+
+
+def _cv_scores(project: Project, scorers: dict[str, Any], cv: dict[str, Any]) -> dict[str, float]:
+    """A trial's CV metrics (mean and std over folds, in the project's sign) from
+    cross_validate's arrays."""
     scores: dict[str, float] = {}
     for metric in scorers:
         values = cv[f"test_{metric}"] * cv_sign(project.task, metric)
         scores[f"cv_{metric}_mean"] = float(np.mean(values))
         scores[f"cv_{metric}_std"] = float(np.std(values))
     scores["cv_fit_seconds"] = float(np.mean(cv["fit_time"]))
-    return TrialResult(trial, scores, None, start_ms, now_ms())
+    return scores
+
+
+def _search_on_spark(
+    project: Project, trials: list[Trial], X: pd.DataFrame, y: pd.Series, report: Progress
+) -> tuple[Project, list[TrialResult]]:
+    """Every fold of every trial as one Spark task, all at once; the project as it ran
+    (its spark.master is the session's) and each trial's result, as `_cross_validate`
+    would give it. The folds are split here, so every task sees the local search's folds."""
+    from mm_platform.training.engines import run_on_spark, start_spark
+
+    master = start_spark(project)
+    scorers = cv_scorers(project.task, y)
+    splits = list(_cv(project).split(X, y))
+    pipelines = [
+        build_pipeline(project.features, list(X.columns), make_estimator(t, project), project.task)
+        for t in trials
+    ]
+    calls = [
+        functools.partial(_fit_folds, pipeline, X, y, scorers, [split])
+        for pipeline in pipelines
+        for split in splits
+    ]
+    report(f"{project.name}: {len(calls)} CV fits on Spark ({master})", 0, len(trials) + 1)
+    start_ms = now_ms()
+    folds = run_on_spark(calls)
+    end_ms = now_ms()
+    results = []
+    for index, trial in enumerate(trials):
+        mine = folds[index * len(splits) : (index + 1) * len(splits)]
+        error = next((f for f in mine if isinstance(f, str)), None)
+        if error is not None:
+            results.append(TrialResult(trial, {}, error, start_ms, end_ms))
+            continue
+        cv = {key: np.concatenate([f[key] for f in mine]) for key in mine[0]}  # type: ignore[index]
+        results.append(TrialResult(trial, _cv_scores(project, scorers, cv), None, start_ms, end_ms))
+    ran_on = project.spark.model_copy(update={"master": master})
+    return project.model_copy(update={"spark": ran_on}), results
 
 
 def _one_line(exc: BaseException, limit: int = 500) -> str:

@@ -1,0 +1,71 @@
+"""Where `mm train`'s cross-validation fits run: in this process (`pandas`, the default) or
+as Spark tasks on executors, through joblib's Spark backend (`joblibspark`).
+
+The engine decides only where a fit runs, never what it computes: the folds are split on
+the driver, the estimators are seeded by the project, and every fold is fitted and scored
+by the same scikit-learn code, so both engines give the same scores and the same winner.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from mm_platform.spark import SparkUnavailable, session
+
+if TYPE_CHECKING:
+    from mm_platform.project.config import Project
+
+T = TypeVar("T")
+
+ENGINES = ("pandas", "spark")
+DEFAULT_ENGINE = "pandas"
+_INSTALL = 'pip install -e ".[spark]" (or pip install joblibspark)'
+
+
+def check_engine(engine: str) -> str:
+    """`engine` if it is one `mm train` knows, ValueError otherwise."""
+    if engine not in ENGINES:
+        raise ValueError(
+            f"The 'engine' parameter of train_project must be one of {', '.join(ENGINES)}. "
+            f"Got {engine!r} instead."
+        )
+    return engine
+
+
+def start_spark(project: Project) -> str:
+    """Start (or reuse) the project's Spark session and register joblib's Spark backend;
+    the master the fits will run on. SparkUnavailable, one line, when Spark cannot start."""
+    spark = session(project.spark)
+    try:
+        from joblibspark import register_spark
+    except ImportError as exc:
+        raise SparkUnavailable(
+            f"the Spark search needs joblibspark, which is not installed: {_INSTALL}"
+        ) from exc
+    register_spark()
+    return master_of(spark, project)
+
+
+def master_of(spark: object, project: Project) -> str:
+    """The master `spark` runs on: the running context's (a reused session may not be the
+    project's), or, under Spark Connect (no context on the client), the configured one."""
+    from mm_platform.spark import settings_of
+
+    try:
+        return str(spark.sparkContext.master)  # type: ignore[attr-defined]
+    except Exception:  # Spark Connect has no SparkContext on the client
+        return settings_of(project.spark).master
+
+
+def run_on_spark(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run every call as a Spark task, as many at once as the cluster runs; their results
+    in order. A call must not raise for its own bad input: one that does stops them all."""
+    import joblib
+
+    with warnings.catch_warnings():
+        # joblibspark warns that local mode has no stage-level scheduling: true, and harmless
+        warnings.simplefilter("ignore", UserWarning)
+        with joblib.parallel_config(backend="spark", n_jobs=-1):
+            return list(joblib.Parallel()(joblib.delayed(call)() for call in calls))
