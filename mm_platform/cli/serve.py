@@ -4,10 +4,14 @@ MLflow processes `mm server` and `mm ui`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mm_platform.tracking.tags import CHAMPION
+
+if TYPE_CHECKING:
+    from mm_platform.project.config import Project
 
 
 @click.command()
@@ -52,35 +56,72 @@ def serve(
 
 @click.command()
 @click.argument("project")
-@click.argument("input_file", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_file", metavar="INPUT")
 @click.option("--alias", default=CHAMPION, show_default=True, help="Score with this alias.")
+@click.option("--version", default=None, help="Score with this registered version instead.")
+@click.option("--engine", type=click.Choice(["pandas", "spark"]), default="pandas",
+              show_default=True,
+              help="pandas: in this process; spark: mlflow's spark_udf on the project's "
+              "spark.master.")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Where to write predictions (default: INPUT.predictions.csv).")  # fmt: skip
-def predict(project: str, input_file: Path, alias: str, output: Path | None) -> None:
-    """Score a CSV or Parquet file in batch; every row goes to the prediction log.
+              help="Where to write predictions: CSV, or Parquet for a .parquet name or an "
+              "existing folder (default: INPUT.predictions.csv). Spark: a Parquet folder, "
+              "required.")  # fmt: skip
+@click.option("--log/--no-log", "log", default=None,
+              help="Append the scored rows to the prediction log (pandas: on by default; "
+              "spark: off by default).")  # fmt: skip
+def predict(
+    project: str, input_file: str, alias: str, version: str | None, engine: str,
+    output: Path | None, log: bool | None,
+) -> None:  # fmt: skip
+    """Score INPUT in batch: a CSV or Parquet file or a folder of Parquet parts (with
+    --engine spark also a table name).
 
-    The file may also hold the project's dropped columns (ids such as customer_id), which
+    INPUT may also hold the project's dropped columns (ids such as customer_id), which
     are carried into the output and the log, and the target, which is ignored.
     """
     from mm_platform import tracking
     from mm_platform.project.config import load_project
-    from mm_platform.serving.batch import predict_file
     from mm_platform.serving.predlog.writer import log_root
 
+    if engine == "spark" and output is None:
+        raise click.UsageError("--engine spark needs --output (a Parquet folder to write)")
     loaded = load_project(project)
     tracking.connect()
-    chosen = tracking.resolve_version(loaded.name, alias=alias)
-    model = tracking.load_pyfunc(tracking.verify_model_files(loaded.name, str(chosen.version)))
-    result = predict_file(
-        loaded, input_file, version=str(chosen.version), model=model,
-        schema=tracking.model_input_schema(model),
-        log_root=log_root(loaded.serving.prediction_log),
-        output=output,
-    )  # fmt: skip
+    chosen = tracking.resolve_version(loaded.name, alias=alias, version=version)
+    root = log_root(loaded.serving.prediction_log)
+    if engine == "spark":
+        from mm_platform.serving.spark_batch import predict_spark
+
+        assert output is not None
+        done = predict_spark(
+            loaded, input_file, version=str(chosen.version), output=output, log=bool(log),
+            log_root=root,
+        )  # fmt: skip
+        rows, where, logged = done.rows, done.output, done.log_root
+    else:
+        rows, where, logged = _predict_pandas(loaded, Path(input_file), str(chosen.version),
+                                              output, root, log is not False)  # fmt: skip
     click.echo(
-        f"scored {result.rows} rows with {loaded.name} version {result.version}; "
-        f"predictions and request ids in {result.output}; logged to {result.log_root}"
+        f"scored {rows} rows with {loaded.name} version {chosen.version} on {engine}; "
+        f"predictions and request ids in {where}; "
+        + (f"logged to {logged}" if logged else "not logged (--log to log them)")
     )
+
+
+def _predict_pandas(
+    loaded: Project, path: Path, version: str, output: Path | None, root: str, log: bool
+) -> tuple[int, Path, str | None]:
+    """`mm predict` in this process: (rows, output file, log root or None)."""
+    from mm_platform import tracking
+    from mm_platform.serving.batch import predict_file
+
+    model = tracking.load_pyfunc(tracking.verify_model_files(loaded.name, version))
+    result = predict_file(
+        loaded, path, version=version, model=model,
+        schema=tracking.model_input_schema(model), log_root=root, output=output, log=log,
+    )  # fmt: skip
+    return result.rows, result.output, root if log else None
 
 
 @click.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -12,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 from mm_platform.data.columns import target_name
-from mm_platform.data.tables import read_table
+from mm_platform.data.tables import read_table, write_frame
 from mm_platform.errors import DataError
 from mm_platform.serving.inputs import InputError, InputSpec, as_text, conform
 from mm_platform.serving.predlog.journal import recover
 from mm_platform.serving.predlog.reader import read_window
+from mm_platform.serving.predlog.records import request_ids as request_id_list
 from mm_platform.serving.predlog.writer import (
     LogUnavailable,
     PredictionLogWriter,
@@ -57,9 +59,11 @@ class BatchResult:
 def predict_file(
     project: Project, path: Path, *, version: str, model: object,
     schema: list[tuple[str, str]], log_root: str, output: Path | None = None,
+    log: bool = True,
 ) -> BatchResult:  # fmt: skip
-    """Score a file with the loaded model, log every row, and write predictions + request ids
-    (with the file's id columns) to `output`."""
+    """Score a file (or a folder of Parquet parts) with the loaded model, log every row
+    (unless `log` is False), and write predictions + request ids (with the file's id
+    columns) to `output`: CSV, or Parquet for a .parquet name or an existing folder."""
     features, ids = conform_file(path, read_table(path), input_spec(project, schema))
     try:
         scores = score(model, raw_model(model), features)
@@ -67,9 +71,30 @@ def predict_file(
         message = str(getattr(exc, "message", exc)).splitlines()[0]
         raise DataError(f"{path}: the model refuses this data: {message}") from exc
     record = log_record(features, ids, scores)
+    if log:
+        request_ids = _append_to_log(project, path, version, record, log_root)
+    else:
+        request_ids = request_id_list(uuid.uuid4().hex, len(record))[0]
+    output = output or path.with_name(f"{path.stem}.predictions.csv")
+    result = record[[*ids, *features.columns, *scores.columns()]]
+    result.insert(0, "request_id", request_ids)
+    try:
+        output = write_frame(result, output)
+    except OSError as exc:
+        raise DataError(
+            f"{output}: cannot write the predictions ({exc.strerror}); the rows are logged, "
+            "with request ids, in the prediction log"
+        ) from exc
+    return BatchResult(len(features), version, output, log_root)
+
+
+def _append_to_log(
+    project: Project, path: Path, version: str, record: pd.DataFrame, log_root: str
+) -> list[str]:
+    """Append the scored rows to the prediction log; their request ids."""
     writer = PredictionLogWriter(log_root, project.name, version)
     try:
-        request_ids = writer.append(record)
+        return writer.append(record)
     except LogUnavailable as exc:
         raise DataError(
             f"{path}: the prediction log {log_root} cannot take these rows ({exc.reason}); "
@@ -77,17 +102,6 @@ def predict_file(
         ) from exc
     finally:
         writer.close()
-    output = output or path.with_name(f"{path.stem}.predictions.csv")
-    result = record[[*ids, *features.columns, *scores.columns()]]
-    result.insert(0, "request_id", request_ids)
-    try:
-        result.to_csv(output, index=False)
-    except OSError as exc:
-        raise DataError(
-            f"{output}: cannot write the predictions ({exc.strerror}); the rows are logged, "
-            "with request ids, in the prediction log"
-        ) from exc
-    return BatchResult(len(features), version, output, log_root)
 
 
 @dataclass

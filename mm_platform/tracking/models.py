@@ -164,3 +164,38 @@ def input_schema(model_uri: str) -> list[tuple[str, str]]:
     with_files = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/MLmodel")
     signature = Model.load(with_files).signature
     return [] if signature is None else signature_pairs(signature)
+
+
+def save_wrapper_model(
+    model_uri: str, dest: str, *, loader_module: str, config: dict[str, Any]
+) -> str:
+    """Save at `dest` a pyfunc model whose loader is `loader_module` (its `_load_pyfunc`
+    gets the data folder): the model at `model_uri` under `data/inner`, `config` as
+    `data/config.json`. No signature: the loader conforms its input itself."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="mm-wrapper-") as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        if Path(model_uri).is_dir():
+            shutil.copytree(model_uri, data / "inner")
+        else:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+            shutil.move(local, data / "inner")
+        (data / "config.json").write_text(json.dumps(config))
+        mlflow.pyfunc.save_model(
+            dest, loader_module=loader_module, data_path=str(data),
+            pip_requirements=pip_requirements(),
+        )  # fmt: skip
+    return dest
+
+
+def spark_udf(spark: Any, model_uri: str, result_type: Any = None) -> Any:
+    """MLflow's Spark UDF of the pyfunc at `model_uri` (`mlflow.pyfunc.spark_udf`), run in
+    this Python environment (`env_manager="local"`: executors use the driver's packages,
+    as on local[N] or a cluster built from the same image). `result_type` is a Spark type
+    or DDL string; a struct takes the columns of a pyfunc that returns a frame."""
+    return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
