@@ -1,0 +1,89 @@
+"""Spark that cannot start, end to end: one `mm ... --engine spark` process each, one line
+on stderr with the fix, exit status 2, no traceback, and nothing trained or logged.
+
+Each case takes away one thing for real in the child process only: Java (a PATH with no
+java on it, JAVA_HOME unset), PySpark (a `pyspark` package first on PYTHONPATH whose import
+fails, as a missing one does), or the master (a port nothing listens on).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support import SEED_LINEAR, free_port, mm, write_project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    data = copy.deepcopy(SEED_LINEAR)
+    data["spark"] = {"master": "local[1]"}
+    return write_project(tmp_path, data)
+
+
+@pytest.fixture(autouse=True)
+def _no_spark_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child inherits this environment (mm() adds to it): no master or conf from CI."""
+    monkeypatch.delenv("MM_SPARK_MASTER", raising=False)
+    monkeypatch.delenv("MM_SPARK_CONF", raising=False)
+
+
+def _train_on_spark(project: Path, **env: str) -> tuple[int, str]:
+    done = mm("train", str(project), "--engine", "spark", cwd=project.parent, env=env)
+    return done.returncode, done.stderr
+
+
+def _assert_one_line(status: int, stderr: str, project: Path) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert status == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1, stderr
+    assert not (project.parent / "mlflow.db").exists()  # it failed before any run
+    assert not (project.parent / "mlruns").exists()
+    return lines[0]
+
+
+def test_no_java_is_one_line_naming_java_and_the_debian_package(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    empty = tmp_path / "bin"
+    empty.mkdir()  # mm() runs sys.executable, so the child needs nothing on PATH
+    status, stderr = _train_on_spark(project, PATH=str(empty))
+    line = _assert_one_line(status, stderr, project)
+    assert line.startswith("error: the Spark engine needs Java 17 or newer"), line
+    assert "no java on PATH, JAVA_HOME unset" in line, line
+    assert "apt-get install openjdk-17-jre-headless" in line, line
+
+
+def test_a_java_home_without_java_is_named(project: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    home = tmp_path / "jdk"
+    home.mkdir()
+    status, stderr = _train_on_spark(project, PATH=str(empty), JAVA_HOME=str(home))
+    line = _assert_one_line(status, stderr, project)
+    assert f"JAVA_HOME={home} has no bin/java" in line, line
+
+
+def test_no_pyspark_is_one_line_with_the_install_command(project: Path, tmp_path: Path) -> None:
+    shadow = tmp_path / "no-pyspark" / "pyspark"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'pyspark'\")\n")
+    path = os.pathsep.join(filter(None, [str(shadow.parent), os.environ.get("PYTHONPATH")]))
+    status, stderr = _train_on_spark(project, PYTHONPATH=path)
+    line = _assert_one_line(status, stderr, project)
+    assert "needs PySpark, which is not installed" in line, line
+    assert 'pip install -e ".[spark]"' in line, line
+
+
+@pytest.mark.parametrize("scheme", ["spark", "sc"])
+def test_an_unreachable_master_is_one_line_naming_it(project: Path, scheme: str) -> None:
+    master = f"{scheme}://127.0.0.1:{free_port()}"  # nothing listens there
+    status, stderr = _train_on_spark(project, MM_SPARK_MASTER=master)
+    line = _assert_one_line(status, stderr, project)
+    assert f"the Spark master {master} does not answer at 127.0.0.1:" in line, line
+    assert "Connection refused" in line and "MM_SPARK_MASTER" in line, line
