@@ -26,15 +26,28 @@ from mm_platform.tracking.tags import CHAMPION
 @click.option(
     "--current",
     "current_file",
-    type=click.Path(path_type=Path),
     default=None,
-    help="CSV/Parquet file of current data instead of the prediction log.",
+    help="Current data instead of the prediction log: a CSV/Parquet file or Parquet folder "
+    "(on Spark also a table name).",
+)
+@click.option(
+    "--reference",
+    default=None,
+    help="Reference data instead of the sample logged with the version: a CSV/Parquet file "
+    "or Parquet folder (on Spark also a table name); default: monitoring.reference.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["pandas", "spark"]),
+    default=None,
+    help="Where drift is computed (same scores); default: monitoring.engine, else pandas.",
 )
 @click.option("--alias", default=CHAMPION, show_default=True, help="Version to monitor.")
 @click.option("--version", default=None, help="A version number instead of --alias.")
 def drift(
     project: str, window: str | None, start: str | None, end: str | None,
-    current_file: Path | None, alias: str, version: str | None,
+    current_file: str | None, reference: str | None, engine: str | None, alias: str,
+    version: str | None,
 ) -> None:  # fmt: skip
     """Drift of PROJECT's production data against its model's reference sample (Evidently).
 
@@ -52,12 +65,13 @@ def drift(
     end_at: datetime | None = None
     if current_file is None:
         start_at, end_at = _window(loaded.monitoring.window_seconds, window, start, end)
-    click.echo("computing drift (loading Evidently)...", err=True)
+    on_spark = (engine or loaded.monitoring.engine) == "spark"
+    click.echo(f"computing drift{' on Spark' if on_spark else ''} (loading Evidently)...", err=True)
     from mm_platform.monitoring.job import run_drift
 
     outcome = run_drift(
-        loaded, start=start_at, end=end_at, current_path=current_file, alias=alias,
-        version=version,
+        loaded, start=start_at, end=end_at, current_path=current_file or None, alias=alias,
+        version=version, engine=engine, reference=reference or None,
     )  # fmt: skip
     print_drift(outcome)
     sys.exit(outcome.exit_code)

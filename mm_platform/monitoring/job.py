@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mm_platform.data.columns import target_name
-from mm_platform.errors import DataError, ExitCode
+from mm_platform.errors import ExitCode
 from mm_platform.monitoring.alerts import post_alert
 from mm_platform.monitoring.performance import labelled_rows, performance_metrics
 from mm_platform.monitoring.report import (
@@ -32,19 +32,24 @@ from mm_platform.monitoring.report import (
 )
 from mm_platform.monitoring.retrain import apply_retrain_policy
 from mm_platform.monitoring.window import (
+    Computed,
+    Inputs,
     Window,
     check_rows,
+    column_options,
     column_specs,
     reference_frame,
+    reference_from_file,
     rows_from_file,
     rows_from_log,
+    tested_specs,
 )
 from mm_platform.project.config import monitoring_experiment
 from mm_platform.tracking import tags
 from mm_platform.tracking.tags import CHAMPION
 
 if TYPE_CHECKING:
-    from mm_platform.monitoring.drift import ColumnSpec, DriftResult
+    from mm_platform.monitoring.drift import ColumnOptions, DriftResult
     from mm_platform.project.config import Project
 
 EXIT_NO_DRIFT = ExitCode.OK
@@ -80,60 +85,64 @@ class DriftOutcome:
         return STATUS_EXIT[self.status]
 
 
-@dataclass
-class _Inputs:
-    """The monitored version's side of the comparison and the window's rows."""
-
-    reference: pd.DataFrame
-    specs: list[ColumnSpec]
-    current: pd.DataFrame
-
-
 def run_drift(
     project: Project,
     *,
     start: datetime | None = None,
     end: datetime | None = None,
-    current_path: Path | None = None,
+    current_path: Path | str | None = None,
     alias: str | None = CHAMPION,
     version: str | None = None,
     log_root: str | None = None,
     retrain: bool = True,
+    engine: str | None = None,
+    reference: str | None = None,
 ) -> DriftOutcome:
-    """Run the drift job for one window (or one file) and record it; see the module doc."""
+    """Run the drift job for one window (or one file) and record it; see the module doc.
+    `engine` (pandas or spark) and `reference` (a file, folder or, on Spark, a table)
+    default to the project's `monitoring.engine` and `monitoring.reference`."""
     from mm_platform import tracking
 
     window = Window.of(
-        project,
-        start=start,
-        end=end,
-        current_path=current_path,
-        alias=alias,
-        version=version,
-        log_root=log_root,
-    )
+        project, start=start, end=end, current_path=current_path, alias=alias,
+        version=version, log_root=log_root, engine=engine, reference=reference,
+    )  # fmt: skip
     tracking.connect()
     model = tracking.resolve_version(
         project.name, alias=window.alias, version=version, source=project.label
     )
     number = str(model.version)
     uri = tracking.verify_model_files(project.name, number)  # a checked local copy
-    reference = reference_frame(project, model, uri)
-    specs = column_specs(project, uri, reference)
-    if window.current_path is not None:
-        current = rows_from_file(project, window.current_path, specs, uri)
+    if window.engine == "spark":
+        from mm_platform.monitoring.spark_job import spark_inputs
+
+        inputs = spark_inputs(project, window, model, uri)
     else:
-        current = rows_from_log(project, window, number)
+        inputs = _pandas_inputs(project, window, model, uri)
     outcome = DriftOutcome(
         project.name, number, window.alias or None, window.start, window.end, "no_drift", "",
-        len(current), "",
+        inputs.n_current, "",
     )  # fmt: skip
-    if _record(project, window, outcome, _Inputs(reference, specs, current)):
+    if _record(project, window, outcome, inputs):
         _decide(project, outcome, window.log_root, retrain)
     return outcome
 
 
-def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: _Inputs) -> bool:
+def _pandas_inputs(project: Project, window: Window, model: Any, uri: str) -> Inputs:
+    """The reference, column kinds and current rows of `window` as pandas frames."""
+    if window.reference is None:
+        reference = reference_frame(project, model, uri)
+    else:
+        reference = reference_from_file(project, window.reference, uri)
+    specs = column_specs(project, uri, reference)
+    if window.current_path is not None:
+        current = rows_from_file(project, Path(window.current_path), specs, uri)
+    else:
+        current = rows_from_log(project, window, str(model.version))
+    return Inputs(reference, specs, current, len(current))
+
+
+def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: Inputs) -> bool:
     """Compute the window's verdict, then write its run (metrics, report and snapshot)
     through the outage-proof writer. False when the window has too few rows to compute
     anything."""
@@ -187,34 +196,82 @@ def _now_ms() -> int:
 
 
 def _analyse(
-    project: Project, window: Window, outcome: DriftOutcome, inputs: _Inputs
+    project: Project, window: Window, outcome: DriftOutcome, inputs: Inputs
 ) -> tuple[DriftResult, Any, dict[str, Any]]:
     """Drift and performance of the window (filled into `outcome`), the Evidently snapshot
     and the run's params."""
     from mm_platform.monitoring.drift import metric_key
 
     monitoring, target = project.monitoring, target_name(project)
-    current, window_rows = inputs.current, outcome.n_current
-    if monitoring.sample_rows and window_rows > monitoring.sample_rows:
-        current = current.sample(monitoring.sample_rows, random_state=project.seed)
-    current = check_rows(current, inputs.specs, target, window.source)
-    result, performance = _compute(project, inputs.reference, current, inputs.specs, target)
+    options = column_options(project, inputs.specs)
+    if inputs.spark is not None:
+        from mm_platform.monitoring.spark_job import compute_on_spark
+
+        computed = compute_on_spark(project, window, inputs, options)
+    else:
+        computed = _compute(project, window, inputs, options)
+    result, performance = computed.result, _performance(project, computed, target)
     metrics = result.metrics()
     metrics.update(performance)
-    metrics["window_rows"] = window_rows
+    metrics["window_rows"] = outcome.n_current
     outcome.metrics = metrics
     outcome.drifted_columns = [c.spec.name for c in result.columns if c.drifted]
     outcome.status = "drift" if result.detected else "no_drift"
-    outcome.message = describe(result, performance, project)
+    notes = list(computed.notes)
+    if computed.reference is None:
+        notes.append(f"the reference has no target column '{target}': no target drift, "
+                     "no performance on the reference")  # fmt: skip
+    outcome.message = "; ".join([describe(result, performance, project), *notes])
     params = {
         **{f"method.{metric_key(c.spec.name)}": c.method for c in result.columns},
         **{f"threshold.{metric_key(c.spec.name)}": c.threshold for c in result.columns},
         "drift_share_threshold": monitoring.drift_share,
-        "sample_rows": len(current) if len(current) < window_rows else "none",
         "min_rows": monitoring.min_rows,
+        **computed.params,
     }
-    snapshot = drift_report(project, result, inputs.reference, current, window.end, outcome.version)
+    labelled, reference = computed.labelled, computed.reference
+    if reference is None:  # no performance section: the report compares with the reference
+        labelled, reference = labelled.drop(columns=[target], errors="ignore"), pd.DataFrame()
+    snapshot = drift_report(project, result, reference, labelled, window.end, outcome.version)
     return result, snapshot, params
+
+
+def _compute(
+    project: Project, window: Window, inputs: Inputs, options: dict[str, ColumnOptions]
+) -> Computed:
+    """Drift of every column on pandas (the target only with enough labels), on a sample of
+    `monitoring.sample_rows` rows when the window is larger."""
+    from mm_platform.monitoring.drift import compute
+
+    monitoring, target = project.monitoring, target_name(project)
+    reference, current = inputs.reference, inputs.current
+    assert reference is not None and current is not None  # the pandas engine's inputs
+    if monitoring.sample_rows and len(current) > monitoring.sample_rows:
+        current = current.sample(monitoring.sample_rows, random_state=project.seed)
+    current = check_rows(current, inputs.specs, target, window.source)
+    has_target = target in reference.columns
+    labelled = labelled_rows(current, reference if has_target else current, target)
+    tested = tested_specs(inputs.specs, len(labelled) >= monitoring.min_rows)
+    result = compute(
+        reference, current, tested, options=options, drift_share=monitoring.drift_share
+    )
+    sample = len(current) if len(current) < inputs.n_current else "none"
+    return Computed(result, labelled, reference if has_target else None, len(labelled),
+                    {"sample_rows": sample}, [])  # fmt: skip
+
+
+def _performance(project: Project, computed: Computed, target: str) -> dict[str, float]:
+    """The performance metrics; only the current ones when the reference has no target."""
+    if computed.reference is not None:
+        performance = performance_metrics(project, computed.labelled, computed.reference, target)
+    else:
+        performance = performance_metrics(project, computed.labelled, computed.labelled, target)
+        performance = {
+            k: v for k, v in performance.items()
+            if not k.startswith("reference_") and k != "performance_drop"
+        }  # fmt: skip
+    performance["n_labelled_rows"] = float(computed.n_labelled)
+    return performance
 
 
 def _decide(project: Project, outcome: DriftOutcome, log_root: str, retrain: bool) -> None:
@@ -243,31 +300,3 @@ def _stale_runs(project: Project, number: str, end: datetime | None) -> list[str
         100,
     )
     return [run.info.run_id for run in runs]
-
-
-def _compute(
-    project: Project,
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    specs: list[ColumnSpec],
-    target: str,
-) -> tuple[DriftResult, dict[str, float]]:
-    """Drift of every column (the target only with enough labels) and the performance."""
-    from mm_platform.monitoring.drift import ColumnOptions, compute
-
-    labelled = labelled_rows(current, reference, target)
-    enough_labels = len(labelled) >= project.monitoring.min_rows
-    tested = [s for s in specs if s.role != "target" or enough_labels]
-    options = {
-        name: ColumnOptions(c.method, c.threshold) for name, c in project.monitoring.columns.items()
-    }
-    unknown = sorted(set(options) - {s.name for s in specs})
-    if unknown:
-        raise DataError(
-            f"{project.label}: monitoring.columns names {unknown}, which the model does not "
-            f"have; its columns are {[s.name for s in specs]}"
-        )
-    result = compute(
-        reference, current, tested, options=options, drift_share=project.monitoring.drift_share
-    )
-    return result, performance_metrics(project, labelled, reference, target)

@@ -3,6 +3,7 @@ sample and column kinds, and the current rows, checked before anything is comput
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from mm_platform.serving.scoring import raw_model, score
 from mm_platform.tracking import tags
 
 if TYPE_CHECKING:
-    from mm_platform.monitoring.drift import ColumnSpec
+    from mm_platform.monitoring.drift import ColumnOptions, ColumnSpec, DriftResult
     from mm_platform.project.config import Project
 
 _NUMERIC_TYPES = {"double", "float", "long", "integer"}
@@ -34,14 +35,18 @@ _INTEGER_CARDINALITY_LIMIT = 10
 @dataclass(frozen=True)
 class Window:
     """The slice of production one drift job compares: a time window of the prediction log
-    (or a file), of one version named by alias or number."""
+    (or a file, or on Spark a table), of one version named by alias or number, the
+    reference it is compared with (None: the sample logged with the version) and the
+    engine that computes it."""
 
     start: datetime | None
     end: datetime | None
     alias: str | None  # None when a version number was asked for
     version: str | None
     log_root: str
-    current_path: Path | None = None
+    current_path: str | None = None
+    engine: str = "pandas"
+    reference: str | None = None
 
     @classmethod
     def of(
@@ -50,13 +55,16 @@ class Window:
         *,
         start: datetime | None,
         end: datetime | None,
-        current_path: Path | None,
+        current_path: Path | str | None,
         alias: str | None,
         version: str | None,
         log_root: str | None,
+        engine: str | None = None,
+        reference: str | None = None,
     ) -> Window:
         """The window asked for; a missing bound of a log window defaults to the project's
-        `monitoring.window` ending now."""
+        `monitoring.window` ending now; the engine and the reference default to the
+        project's `monitoring.engine` and `monitoring.reference`."""
         from mm_platform.serving.predlog.writer import log_root as default_log_root
 
         start, end = as_utc(start), as_utc(end)
@@ -66,7 +74,13 @@ class Window:
         if start is not None and end is not None and start >= end:
             raise DataError(f"the window start {start.isoformat()} is not before its end")
         root = log_root or default_log_root(project.serving.prediction_log)
-        return cls(start, end, None if version else alias, version, root, current_path)
+        engine = engine or project.monitoring.engine
+        if engine not in ("pandas", "spark"):
+            raise DataError(f"the engine must be pandas or spark, got '{engine}'")
+        current = None if current_path is None else str(current_path)
+        reference = reference or project.monitoring.reference
+        return cls(start, end, None if version else alias, version, root, current, engine,
+                   reference)  # fmt: skip
 
     @property
     def source(self) -> str:
@@ -90,7 +104,56 @@ class Window:
             tags.WINDOW_START: self.start.isoformat() if self.start else "",
             tags.WINDOW_END: self.end.isoformat() if self.end else "",
             tags.SOURCE: self.source,
+            tags.ENGINE: self.engine,
         }
+
+
+@dataclass
+class Inputs:
+    """The monitored version's side of the comparison and the window's rows: pandas frames
+    on the pandas engine; on Spark, `spark` holds both sides as Spark DataFrames and
+    `reference` is the logged sample when it is the reference (else None)."""
+
+    reference: pd.DataFrame | None
+    specs: list[ColumnSpec]
+    current: pd.DataFrame | None
+    n_current: int  # rows of the window
+    spark: Any = None  # spark_job.SparkFrames
+
+
+@dataclass
+class Computed:
+    """What an engine computed of one window: the drift, the labelled rows performance is
+    scored on (a sample on Spark beyond a bound) and the reference rows it is compared with
+    (None: the reference has no target), run params and notes for the run's message."""
+
+    result: DriftResult
+    labelled: pd.DataFrame
+    reference: pd.DataFrame | None
+    n_labelled: int
+    params: dict[str, Any]
+    notes: list[str]
+
+
+def tested_specs(specs: list[ColumnSpec], enough_labels: bool) -> list[ColumnSpec]:
+    """The columns to test: the target only with enough labelled rows."""
+    return [s for s in specs if s.role != "target" or enough_labels]
+
+
+def column_options(project: Project, specs: list[ColumnSpec]) -> dict[str, ColumnOptions]:
+    """`monitoring.columns` as drift options; a column the model does not have is an error."""
+    from mm_platform.monitoring.results import ColumnOptions
+
+    options = {
+        name: ColumnOptions(c.method, c.threshold) for name, c in project.monitoring.columns.items()
+    }
+    unknown = sorted(set(options) - {s.name for s in specs})
+    if unknown:
+        raise DataError(
+            f"{project.label}: monitoring.columns names {unknown}, which the model does not "
+            f"have; its columns are {[s.name for s in specs]}"
+        )
+    return options
 
 
 def reference_frame(project: Project, model: Any, uri: str) -> pd.DataFrame:
@@ -121,18 +184,37 @@ def reference_frame(project: Project, model: Any, uri: str) -> pd.DataFrame:
     )
 
 
-def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[ColumnSpec]:
+@dataclass(frozen=True)
+class ReferenceColumns:
+    """What `column_specs` needs of a reference, whatever engine holds its rows: its
+    columns, which are numeric, and whether a column has at most `limit` distinct values."""
+
+    names: list[str]
+    numeric: set[str]
+    at_most_distinct: Callable[[str, int], bool]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> ReferenceColumns:
+        numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
+        return cls(list(frame.columns), numeric, lambda c, k: frame[c].nunique() <= k)
+
+
+def column_specs(
+    project: Project, uri: str, reference: pd.DataFrame | ReferenceColumns
+) -> list[ColumnSpec]:
     """Features with their kinds from the model's signature (and the project's categorical
-    list), then the prediction and the target; Evidently infers nothing."""
+    list), then the prediction and the target (when the reference has it); Evidently
+    infers nothing."""
     from mm_platform import tracking
     from mm_platform.monitoring.drift import ColumnSpec
 
+    ref = reference if isinstance(reference, ReferenceColumns) else ReferenceColumns.of(reference)
     target = target_name(project)
     schema = tracking.input_schema(uri)
     if not schema:  # no signature: the reference's own columns and dtypes
         schema = [
-            (c, "double" if pd.api.types.is_numeric_dtype(reference[c]) else "string")
-            for c in reference.columns
+            (c, "double" if c in ref.numeric else "string")
+            for c in ref.names
             if c not in (target, "prediction")
         ]
     categorical = set(project.features.categorical)
@@ -140,16 +222,17 @@ def column_specs(project: Project, uri: str, reference: pd.DataFrame) -> list[Co
     def kind_of(name: str, kind: str) -> Literal["num", "cat"]:
         if name in categorical or kind not in _NUMERIC_TYPES:
             return "cat"
-        if kind in ("long", "integer") and name in reference.columns:
+        if kind in ("long", "integer") and name in ref.names:
             # Evidently's own rule (evidently.core.datasets.infer_column_type): integers
             # with at most 10 distinct values are categories
-            return "cat" if reference[name].nunique() <= _INTEGER_CARDINALITY_LIMIT else "num"
+            return "cat" if ref.at_most_distinct(name, _INTEGER_CARDINALITY_LIMIT) else "num"
         return "num"
 
     specs = [ColumnSpec(name, kind_of(name, kind)) for name, kind in schema]
     label_kind: Literal["num", "cat"] = "num" if project.task == "regression" else "cat"
     specs.append(ColumnSpec("prediction", label_kind, "prediction"))
-    specs.append(ColumnSpec(target, label_kind, "target"))
+    if target in ref.names:  # a reference without it: no target drift
+        specs.append(ColumnSpec(target, label_kind, "target"))
     return specs
 
 
@@ -165,25 +248,46 @@ def rows_from_log(project: Project, window: Window, number: str) -> pd.DataFrame
 def rows_from_file(project: Project, path: Path, specs: list[ColumnSpec], uri: str) -> pd.DataFrame:
     """Features (and optionally target and predictions), checked before anything is logged;
     predictions are made with the monitored version when the file has none."""
-    from mm_platform import tracking
     from mm_platform.monitoring.drift import check_current
 
     frame = read_table(path)
     features = [s for s in specs if s.role == "feature"]
     check_current(frame, features, source=str(path))
-    if "prediction" not in frame.columns:
-        model = tracking.load_pyfunc(uri)
-        spec = input_spec(project, tracking.model_input_schema(model))
-        known = [c for c in frame.columns if c in {*spec.columns, *spec.ids, *spec.ignored}]
-        conformed, _ = conform_file(path, frame[known], spec)
-        try:
-            scores = score(model, raw_model(model), conformed)
-        except Exception as exc:  # MLflow's schema enforcement names the column and type
-            message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
-            raise DataError(f"{path}: the model refuses this data: {message}") from exc
-        frame = frame.reset_index(drop=True).assign(**scores.columns())
+    frame = with_predictions(project, frame, uri, path)
     check_rows(frame, specs, target_name(project), str(path))
     return frame
+
+
+def reference_from_file(project: Project, source: str, uri: str) -> pd.DataFrame:
+    """A reference given as a CSV/Parquet file or a Parquet folder (`--reference`,
+    `monitoring.reference`), scored with the monitored version when it has no predictions."""
+    from mm_platform.project.config import names_path
+
+    path = Path(source).expanduser()
+    if not names_path(source) and not path.exists():
+        raise DataError(
+            f"{source}: no such file or folder; a table as the reference needs the Spark "
+            "engine (--engine spark or monitoring.engine: spark)"
+        )
+    return with_predictions(project, read_table(path), uri, path)
+
+
+def with_predictions(project: Project, frame: pd.DataFrame, uri: str, path: Path) -> pd.DataFrame:
+    """`frame`, with the monitored version's predictions added when it has none."""
+    from mm_platform import tracking
+
+    if "prediction" in frame.columns:
+        return frame
+    model = tracking.load_pyfunc(uri)
+    spec = input_spec(project, tracking.model_input_schema(model))
+    known = [c for c in frame.columns if c in {*spec.columns, *spec.ids, *spec.ignored}]
+    conformed, _ = conform_file(path, frame[known], spec)
+    try:
+        scores = score(model, raw_model(model), conformed)
+    except Exception as exc:  # MLflow's schema enforcement names the column and type
+        message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
+        raise DataError(f"{path}: the model refuses this data: {message}") from exc
+    return frame.reset_index(drop=True).assign(**scores.columns())
 
 
 def check_rows(
