@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +39,7 @@ from mm_platform.errors import DataError, MmError
 from mm_platform.serving.batch import input_spec
 from mm_platform.serving.inputs import InputError, InputSpec, conform
 from mm_platform.serving.scoring import raw_model, score
+from mm_platform.spark.session import SparkUnavailable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -171,8 +173,9 @@ def _require_rows(frame: DataFrame, source: str) -> None:
 
 
 def _run(action: Callable[[], Any], source: str) -> Any:
-    """`action()` (a Spark job), its failures as DataErrors naming the file and column:
-    a Parquet part of another type, or a value `conform` refused on an executor."""
+    """`action()` (a Spark job), its failures in one line: a Parquet part of another type
+    (the file and the column), a value `conform` refused on an executor (the column and
+    the value), a Python worker without the driver's packages (the fix)."""
     from mm_platform.spark.frames import spark_data_error
 
     try:
@@ -180,15 +183,24 @@ def _run(action: Callable[[], Any], source: str) -> Any:
     except MmError:
         raise
     except Exception as exc:  # Py4JJavaError, PythonException, AnalysisException
-        refused = _input_error(str(exc))
+        text = str(exc)
+        refused = _raised_in_worker(text, InputError.__name__)
         if refused is not None:
             raise DataError(f"{source}: {refused}") from exc
+        missing = _raised_in_worker(text, "ModuleNotFoundError")
+        if missing is not None:
+            raise SparkUnavailable(
+                f"Spark's Python workers cannot import what scoring needs ({missing}); give "
+                f"them this Python: PYSPARK_PYTHON={sys.executable} (or spark.pyspark.python "
+                "in the project's spark.conf), or install mm-platform on the executors"
+            ) from exc
         raise spark_data_error(exc, source) from exc
 
 
-def _input_error(text: str) -> str | None:
-    """The message of an InputError raised in a Python worker, if `text` holds one."""
-    marker = f"{InputError.__name__}: "
+def _raised_in_worker(text: str, error: str) -> str | None:
+    """The message of exception class `error` raised in a Python worker, if `text` (a
+    Spark failure) holds one."""
+    marker = f"{error}: "
     if marker not in text:
         return None
     return text.split(marker, 1)[1].splitlines()[0].strip()
