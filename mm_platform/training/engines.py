@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from mm_platform.spark import SparkUnavailable, session
+from mm_platform.spark import SparkUnavailable, session, spark_error
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
@@ -38,6 +38,12 @@ def start_spark(project: Project) -> str:
     """Start (or reuse) the project's Spark session and register joblib's Spark backend;
     the master the fits will run on. SparkUnavailable, one line, when Spark cannot start."""
     spark = session(project.spark)
+    _register_backend()
+    return master_of(spark, project)
+
+
+def _register_backend() -> None:
+    """joblib's `spark` backend, registered (again: it is cheap) for this process."""
     try:
         from joblibspark import register_spark
     except ImportError as exc:
@@ -45,7 +51,6 @@ def start_spark(project: Project) -> str:
             f"the Spark search needs joblibspark, which is not installed: {_INSTALL}"
         ) from exc
     register_spark()
-    return master_of(spark, project)
 
 
 def master_of(spark: object, project: Project) -> str:
@@ -59,13 +64,31 @@ def master_of(spark: object, project: Project) -> str:
         return settings_of(project.spark).master
 
 
-def run_on_spark(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Run every call as a Spark task, as many at once as the cluster runs; their results
-    in order. A call must not raise for its own bad input: one that does stops them all."""
+def run_on_spark(calls: Sequence[Callable[[], T]], master: str) -> list[T]:
+    """Run every call as a Spark task on `master`, as many at once as the cluster runs;
+    their results in order. A call must return its own errors, not raise them: a Spark
+    task that fails (a call that raised, a worker that crashed, an executor that could not
+    import the call's modules) stops them all, with SparkUnavailable."""
     import joblib
 
+    _register_backend()
     with warnings.catch_warnings():
-        # joblibspark warns that local mode has no stage-level scheduling: true, and harmless
+        # joblibspark warns that local mode has no stage-level scheduling: true, harmless
         warnings.simplefilter("ignore", UserWarning)
         with joblib.parallel_config(backend="spark", n_jobs=-1):
-            return list(joblib.Parallel()(joblib.delayed(call)() for call in calls))
+            parallel = joblib.Parallel()
+            try:
+                return list(parallel(joblib.delayed(call)() for call in calls))
+            except Exception as exc:
+                raise _task_failed(master, exc) from exc
+
+
+def _task_failed(master: str, exc: Exception) -> SparkUnavailable:
+    # joblibspark 0.6 hands joblib a failed Spark job as a result, which joblib then fails
+    # to unpack (a TypeError): the job's own reason is in the Spark log, not in `exc`
+    reason = "" if isinstance(exc, TypeError) else f" ({spark_error(exc)})"
+    return SparkUnavailable(
+        f"a Spark task of the search failed on {master}{reason}: a Python worker crashed, "
+        "an executor was lost, or the executors lack mm_platform (install it on every "
+        "node); see the Spark log above"
+    )

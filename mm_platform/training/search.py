@@ -328,7 +328,7 @@ def _search_on_spark(
     ]
     report(f"{project.name}: {len(calls)} CV fits on Spark ({master})", 0, len(trials) + 1)
     start_ms = now_ms()
-    folds = run_on_spark(calls)
+    folds = run_on_spark(calls, master)
     end_ms = now_ms()
     results = []
     for index, trial in enumerate(trials):

@@ -145,3 +145,16 @@ def test_an_unreachable_master_is_one_line_exit_2_and_no_run(store: str, tmp_pat
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(experiments) == []
+
+
+def _fails_on_the_executor() -> int:
+    raise RuntimeError("not an estimator error: the task itself fails")
+
+
+def test_a_spark_task_that_fails_stops_the_search_with_one_line(spark: object) -> None:
+    from mm_platform.spark import SparkUnavailable
+    from mm_platform.training.engines import run_on_spark
+
+    assert run_on_spark([int, int], "local[2]") == [0, 0]
+    with pytest.raises(SparkUnavailable, match=r"a Spark task of the search failed on local\[2\]"):
+        run_on_spark([int, _fails_on_the_executor, int], "local[2]")
