@@ -19,7 +19,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")  # before Evidently is imported: no t
 
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -63,6 +63,20 @@ def resolve_test(
     spec: ColumnSpec, reference: pd.Series, current: pd.Series, options: ColumnOptions
 ) -> StatTest:
     """The configured test, or the one Evidently's `DataDriftPreset` would choose."""
+    return choose_test(
+        spec,
+        options,
+        small=reference.shape[0] <= 1000,
+        more_unique=lambda k: _more_unique(reference, current, k),
+    )
+
+
+def choose_test(
+    spec: ColumnSpec, options: ColumnOptions, *, small: bool, more_unique: Callable[[int], bool]
+) -> StatTest:
+    """The test of a column whose cleaned reference has at most 1000 values (`small`) and
+    whose cleaned values hold more than k distinct ones (`more_unique(k)`): the configured
+    one, or Evidently's default; both engines decide with this rule."""
     ctype = _TYPES[spec.kind]
     if options.method is not None:
         if spec.kind == "num" and options.method in ("chisquare", "z"):
@@ -80,17 +94,14 @@ def resolve_test(
             ) from exc
     # Evidently's rule (stattests.registry._get_default_stattest), without its full
     # nunique of both columns concatenated: only "more than 2 / more than 5" matters
-    small = reference.shape[0] <= 1000
     if spec.kind == "cat" and not small:
         return _stattests.jensenshannon_stat_test
-    if spec.kind == "num" and _more_unique(reference, current, 5):
+    if spec.kind == "num" and more_unique(5):
         return _stattests.ks_stat_test if small else _stattests.wasserstein_stat_test
     if spec.kind == "num" and not small:
         return _stattests.jensenshannon_stat_test
     # few values (or a small categorical column): chi-square, or the z-test for two values
-    return (
-        _stattests.chi_stat_test if _more_unique(reference, current, 2) else _stattests.z_stat_test
-    )
+    return _stattests.chi_stat_test if more_unique(2) else _stattests.z_stat_test
 
 
 def _more_unique(reference: pd.Series, current: pd.Series, k: int) -> bool:
