@@ -132,11 +132,18 @@ def predict_spark(
 
 
 def _check_output(output: Path, source: str) -> None:
-    """Refuse an output folder that would replace the input (it is read while written)."""
+    """Refuse an output that is a file, or a folder that holds the input or lies in it
+    (the input is read while the output is replaced)."""
+    if output.is_file():
+        raise DataError(f"{output}: is a file; the Spark engine writes a folder of Parquet "
+                        "parts: give --output a folder path")  # fmt: skip
     given = Path(source).expanduser()
-    if given.exists() and (given.resolve() == output or output in given.resolve().parents):
-        raise DataError(f"{output}: the output would replace the input {source}; give --output "
-                        "a folder of its own")  # fmt: skip
+    if not given.exists():
+        return
+    given = given.resolve()
+    if output == given or output in given.parents or given in output.parents:
+        raise DataError(f"{output}: the output would overwrite the input {source}; give "
+                        "--output a folder of its own")  # fmt: skip
 
 
 def _full_spec(project: Project, schema: list[tuple[str, str]], columns: list[str]) -> InputSpec:

@@ -290,3 +290,22 @@ def test_spark_data_error_reads_both_spark_messages(text: str) -> None:
         "other parts of /d/batch have double; rewrite this part with 'usage' as double, or "
         "move it out of the folder"
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (".", r"batch: the output would overwrite the input"),
+        ("scored", r"scored: the output would overwrite the input"),
+        ("part-00000.parquet", r"part-00000\.parquet: is a file; the Spark engine writes a folder"),
+    ],
+)
+def test_an_output_that_would_overwrite_the_input_is_refused(
+    trained: Path, batch: Path, where: str, message: str
+) -> None:
+    from mm_platform.project.config import load_project
+    from mm_platform.serving.spark_batch import predict_spark
+
+    with pytest.raises(DataError, match=message):
+        predict_spark(load_project(trained), str(batch), version="1", output=batch / where)
+    assert sorted(p.name for p in batch.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
