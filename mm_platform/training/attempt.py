@@ -147,6 +147,7 @@ def _parent_spec(
             tags.DATASET_DIGEST: digest,
             tags.HOLDOUT_DIGEST: hold_digest,
             tags.CANDIDATE: best.trial.candidate,
+            tags.ENGINE: record.engine,
         },
         start_ms=record.start_ms,
         end_ms=record.end_ms,

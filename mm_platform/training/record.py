@@ -89,6 +89,7 @@ class TrainRecord:
     experiment_id: str | None = None
     outer_run_id: str | None = None
     kept_in: str | None = None  # the pending folder, once kept
+    engine: str = "pandas"  # where the CV fits ran: the parent run's mm.engine tag
 
     @property
     def best_result(self) -> TrialResult:

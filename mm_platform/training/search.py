@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import importlib
 import itertools
-import logging
 import time
 import uuid
 import warnings
@@ -44,8 +43,6 @@ from mm_platform.training import artifacts
 from mm_platform.training.engines import DEFAULT_ENGINE, check_engine
 from mm_platform.training.log import log_training
 from mm_platform.training.record import TrainRecord, TrainResult, Trial, TrialResult, now_ms
-
-logger = logging.getLogger(__name__)
 
 
 def estimator_class(name: str, task: str) -> type:
@@ -188,21 +185,7 @@ def train_project(
 
     tracking.connect()  # an unusable store fails now, not after the search
     record = fit_project(project, data, trials, progress, engine=engine)
-    result = log_training(record, retry_for=retry_for, progress=progress)
-    _tag_engine(result.run_id, engine)
-    return result
-
-
-def _tag_engine(run_id: str, engine: str) -> None:
-    """Tag the parent run with the engine its fits ran on; a store that refuses this one
-    tag leaves the registered model as it is, with a warning."""
-    from mm_platform import tracking
-    from mm_platform.tracking import tags
-
-    try:
-        tracking.set_run_tags(run_id, {tags.ENGINE: engine})
-    except Exception as exc:  # the model is registered: a missing tag must not undo that
-        logger.warning("could not tag run %s with %s=%s: %s", run_id, tags.ENGINE, engine, exc)
+    return log_training(record, retry_for=retry_for, progress=progress)
 
 
 def fit_project(
@@ -263,6 +246,7 @@ def fit_project(
         artifacts={REFERENCE_ARTIFACT: artifacts.parquet_bytes(reference), figure_file: figure_png},
         start_ms=start_ms,
         end_ms=now_ms(),
+        engine=engine,
     )
 
 
