@@ -1,4 +1,4 @@
-"""Spark that cannot start, end to end: one `mm ... --engine spark` process each, one line
+"""Spark that cannot start, end to end: one `mm train`/`mm drift` on Spark each, one line
 on stderr with the fix, exit status 2, no traceback, and nothing trained or logged.
 
 Each case takes away one thing for real in the child process only: Java (a PATH with no
@@ -36,6 +36,14 @@ def _train_on_spark(project: Path, **env: str) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
+def _without_pyspark(tmp_path: Path) -> str:
+    """A PYTHONPATH whose first entry holds a `pyspark` package that fails to import."""
+    shadow = tmp_path / "no-pyspark" / "pyspark"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'pyspark'\")\n")
+    return os.pathsep.join(filter(None, [str(shadow.parent), os.environ.get("PYTHONPATH")]))
+
+
 def _assert_one_line(status: int, stderr: str, project: Path) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert status == 2, stderr
@@ -70,11 +78,7 @@ def test_a_java_home_without_java_is_named(project: Path, tmp_path: Path) -> Non
 
 
 def test_no_pyspark_is_one_line_with_the_install_command(project: Path, tmp_path: Path) -> None:
-    shadow = tmp_path / "no-pyspark" / "pyspark"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'pyspark'\")\n")
-    path = os.pathsep.join(filter(None, [str(shadow.parent), os.environ.get("PYTHONPATH")]))
-    status, stderr = _train_on_spark(project, PYTHONPATH=path)
+    status, stderr = _train_on_spark(project, PYTHONPATH=_without_pyspark(tmp_path))
     line = _assert_one_line(status, stderr, project)
     assert "needs PySpark, which is not installed" in line, line
     assert 'pip install -e ".[spark]"' in line, line
@@ -87,3 +91,49 @@ def test_an_unreachable_master_is_one_line_naming_it(project: Path, scheme: str)
     line = _assert_one_line(status, stderr, project)
     assert f"the Spark master {master} does not answer at 127.0.0.1:" in line, line
     assert "Connection refused" in line and "MM_SPARK_MASTER" in line, line
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project with a registered champion (trained on pandas) whose drift jobs run
+    on Spark: `monitoring.engine: spark` in the project file."""
+    folder = tmp_path_factory.mktemp("trained")
+    data = copy.deepcopy(SEED_LINEAR)
+    data["spark"] = {"master": "local[1]"}
+    data["monitoring"] = {"engine": "spark"}
+    path = write_project(folder, data)
+    done = mm("train", str(path), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def _drift_error(project: Path, *args: str, **env: str) -> str:
+    done = mm("drift", str(project), *args, cwd=project.parent, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 1 and done.stderr.strip().endswith(errors[0]), done.stderr
+    return errors[0]
+
+
+def test_drift_on_spark_from_the_project_file_without_java_says_so(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    line = _drift_error(trained, PATH=str(empty))
+    assert "needs Java 17 or newer" in line and "openjdk-17-jre-headless" in line, line
+
+
+def test_drift_engine_spark_without_pyspark_says_how_to_install(
+    trained: Path, tmp_path: Path
+) -> None:
+    line = _drift_error(trained, "--engine", "spark", PYTHONPATH=_without_pyspark(tmp_path))
+    assert 'pip install -e ".[spark]"' in line, line
+
+
+def test_drift_engine_spark_on_an_unreachable_master_names_it(trained: Path) -> None:
+    master = f"spark://127.0.0.1:{free_port()}"
+    line = _drift_error(trained, "--engine", "spark", MM_SPARK_MASTER=master)
+    assert f"the Spark master {master} does not answer" in line, line
