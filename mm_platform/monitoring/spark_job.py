@@ -273,8 +273,8 @@ def _score_udf(spark: SparkSession, uri: str, inner: Any, schema: list[tuple[str
         fields += [StructField(proba_column(c), DoubleType()) for c in classes]
     dest = Path(tempfile.mkdtemp(prefix="mm-drift-model-"))
     try:
-        wrapper = save_wrapper_model(uri, str(dest / "model"), loader_module=LOADER,
-                                     config={"schema": [list(p) for p in schema]})  # fmt: skip
+        config = {"schema": [list(p) for p in schema], "outputs": [f.name for f in fields]}
+        wrapper = save_wrapper_model(uri, str(dest / "model"), loader_module=LOADER, config=config)
         return spark_udf(spark, wrapper, result_type=StructType(fields))
     finally:  # spark_udf keeps its own copy of the files
         shutil.rmtree(dest, ignore_errors=True)

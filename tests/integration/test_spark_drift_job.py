@@ -264,3 +264,46 @@ def _log_rows(values: list, day: str) -> pa.Table:
         "model_name": ["m"] * len(values), "model_version": ["1"] * len(values),
         "x": values,
     })  # fmt: skip
+
+
+def test_mm_drift_takes_the_engine_and_reference_from_the_project_file_or_the_flags(
+    trained: Trained, spark
+) -> None:
+    """`monitoring.engine: spark` and `monitoring.reference: <table>` in the project file;
+    `--engine pandas` wins over the file, and a table needs the Spark engine."""
+    from click.testing import CliRunner
+    from mlflow import MlflowClient
+
+    from mm_platform.cli.main import main
+
+    spark.createDataFrame(homes(500, 9)).createOrReplaceTempView("homes_reference")
+    config = {**PROJECT, "monitoring": {**PROJECT["monitoring"], "engine": "spark",
+                                        "reference": "homes_reference"}}  # fmt: skip
+    project_file = write_project(trained.folder, config, name="on-spark.yaml")
+    current = trained.folder / "current.parquet"
+    trained.scored.drop(columns=["request_id"]).to_parquet(current, index=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["drift", str(project_file), "--current", str(current)])
+    assert result.exit_code == 5, result.output  # area drifted
+    run_id = result.output.split("run: ")[1].split()[0]
+    tags, metrics = (lambda d: (d.tags, d.metrics))(MlflowClient().get_run(run_id).data)
+    assert tags["mm.engine"] == "spark" and metrics["n_reference_rows"] == 500
+    refused = runner.invoke(
+        main, ["drift", str(project_file), "--current", str(current), "--engine", "pandas"]
+    )
+    assert refused.exit_code == 2
+    assert "homes_reference: no such file or folder; a table as the reference needs the " \
+        "Spark engine" in refused.output  # fmt: skip
+
+
+def test_performance_on_spark_takes_a_bounded_sample_of_the_labelled_rows(
+    trained: Trained, spark: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mm_platform.monitoring import spark_job
+
+    monkeypatch.setattr(spark_job, "PERFORMANCE_ROWS", 50)
+    outcome = run(trained, "spark")
+    metrics, params, tags = recorded(outcome)
+    assert metrics["n_labelled_rows"] == 200  # counted by Spark, all of them
+    assert 20 <= int(params["performance_rows"]) <= 50 and "current_rmse" in metrics
+    assert f"performance on a sample of {params['performance_rows']} of 200" in tags["mm.message"]
