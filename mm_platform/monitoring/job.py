@@ -1,12 +1,14 @@
 """`mm drift`: one window of production data against the monitored version's reference.
 
-The job reads the reference sample logged with the version (features, target and its
-predictions), takes the current rows from the prediction log window (joined with any
-labels) or from a file, checks them (`window`), computes drift with Evidently
-(`mm_platform.monitoring.drift`) and performance on labelled rows (`performance`), and
-records everything as one run of experiment `<project>-monitoring`: tags, flat metrics,
-the HTML report and a reloadable snapshot (`report`). Then it posts the configured alert
-(`alerts`) and applies the retrain policy (`retrain`).
+The job reads the reference (the sample logged with the version: features, target and
+its predictions; or `--reference`/`monitoring.reference`), takes the current rows from the
+prediction log window (joined with any labels) or from a file, checks them (`window`),
+computes drift with Evidently (`mm_platform.monitoring.drift`) and performance on labelled
+rows (`performance`), and records everything as one run of experiment
+`<project>-monitoring`: tags, flat metrics, the HTML report and a reloadable snapshot
+(`report`). Then it posts the configured alert (`alerts`) and applies the retrain policy
+(`retrain`). On the Spark engine (`spark_job`) the rows stay in Spark; the run is the same,
+tagged `mm.engine=spark`.
 """
 
 from __future__ import annotations

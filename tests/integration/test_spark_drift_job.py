@@ -307,3 +307,29 @@ def test_performance_on_spark_takes_a_bounded_sample_of_the_labelled_rows(
     assert metrics["n_labelled_rows"] == 200  # counted by Spark, all of them
     assert 20 <= int(params["performance_rows"]) <= 50 and "current_rmse" in metrics
     assert f"performance on a sample of {params['performance_rows']} of 200" in tags["mm.message"]
+
+
+def test_the_latest_label_of_a_request_is_joined_as_on_pandas(tmp_path: Path, spark) -> None:
+    """Labels of one request ingested twice (an int label, then a float one): the later
+    wins, labels of other requests are not joined, unlabelled rows get null."""
+    from mm_platform.serving.batch import join_labels as join_on_pandas
+    from mm_platform.serving.predlog.reader import read_window
+    from mm_platform.serving.predlog.spark_reader import logged_with_labels
+    from mm_platform.serving.predlog.store import write_partition, write_table
+
+    root, day = str(tmp_path / "log"), "2026-01-01"
+    write_table(root, "predictions", "m", _log_rows([1.0, 2.0, 3.0], day), day=day)
+    for stamp, ids, values in ((1, ["2026-01-01-1.0", "2026-01-01-2.0"], [10, 20]),
+                               (2, ["2026-01-01-1.0", "elsewhere"], [11.5, 99.0])):  # fmt: skip
+        when = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=stamp)
+        labels = pd.DataFrame({"request_id": ids, "label": values, "labelled_at": when})
+        write_partition(root, "labels", "m", labels)
+    joined = logged_with_labels(spark, root, "m", "y")
+    assert joined is not None
+    got = joined.toPandas().set_index("request_id")["y"]
+    expected = join_on_pandas(
+        read_window(root, "predictions", "m"), read_window(root, "labels", "m"), "y"
+    ).set_index("request_id")["y"]
+    assert got["2026-01-01-1.0"] == 11.5 and got["2026-01-01-2.0"] == 20.0
+    assert pd.isna(got["2026-01-01-3.0"]) and "elsewhere" not in got.index
+    assert got.sort_index().astype(float).equals(expected.sort_index().astype(float))
