@@ -59,28 +59,29 @@ class ScoringModel:
     """The pyfunc `spark_udf` runs: conform each batch as the pandas path does and answer
     `prediction` (+ `proba_<class>` columns) as a frame."""
 
-    def __init__(self, inner: Any, spec: InputSpec) -> None:
+    def __init__(self, inner: Any, spec: InputSpec, outputs: tuple[str, ...] = ()) -> None:
         self.inner = inner
         self.raw = raw_model(inner)
         self.spec = spec
+        self.outputs = outputs or ("prediction",)
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """The scores of one batch of rows."""
         frame = pd.DataFrame(model_input)
-        if not len(frame):
-            return pd.DataFrame({"prediction": pd.Series(dtype=float)})
+        if not len(frame):  # conform refuses no rows; an empty batch has empty scores
+            return pd.DataFrame({name: pd.Series(dtype=float) for name in self.outputs})
         features, _ = conform(frame, self.spec)
         return pd.DataFrame(score(self.inner, self.raw, features).columns())
 
 
 def _load_pyfunc(data_path: str) -> ScoringModel:
-    """MLflow pyfunc entry point (`loader_module`) of the wrapper `scoring_model` saves."""
+    """MLflow pyfunc entry point (`loader_module`) of the wrapper `_score_udf` saves."""
     from mm_platform.tracking.models import load_pyfunc
 
     folder = Path(data_path)
     config = json.loads((folder / CONFIG_FILE).read_text())
     spec = InputSpec.build([tuple(pair) for pair in config["schema"]])
-    return ScoringModel(load_pyfunc(str(folder / "inner")), spec)
+    return ScoringModel(load_pyfunc(str(folder / "inner")), spec, tuple(config["outputs"]))
 
 
 @dataclass
@@ -230,7 +231,8 @@ def _score_udf(spark: Any, folder: str, spec: InputSpec, inner: Any) -> Any:
     try:
         wrapper = save_wrapper_model(
             folder, str(dest / "model"), loader_module=LOADER,
-            config={"schema": [list(pair) for pair in spec.features]},
+            config={"schema": [list(pair) for pair in spec.features],
+                    "outputs": [f.name for f in fields]},
         )  # fmt: skip
         return spark_udf(spark, wrapper, result_type=StructType(fields))
     finally:  # spark_udf keeps its own copy of the model files
