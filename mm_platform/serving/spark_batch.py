@@ -75,7 +75,7 @@ class ScoringModel:
 
 
 def _load_pyfunc(data_path: str) -> ScoringModel:
-    """MLflow pyfunc entry point (`loader_module`) of the wrapper `_score_udf` saves."""
+    """MLflow pyfunc entry point (`loader_module`) of the wrapper `scoring_udf` saves."""
     from mm_platform.tracking.models import load_pyfunc
 
     folder = Path(data_path)
@@ -120,7 +120,7 @@ def predict_spark(
     check_columns(frame.columns, spec, source)
     check_types(frame, dict(spec.features), source)
     _require_rows(frame, source)
-    scored = _scored(frame, spec, _score_udf(spark, folder, spec, inner))
+    scored = _scored(frame, spec, scoring_udf(spark, folder, inner, list(spec.features)))
     _run(lambda: scored.write.mode("overwrite").parquet(str(output)), source)
     written = spark.read.parquet(str(output))
     rows = written.count()
@@ -214,9 +214,10 @@ def _raised_in_worker(text: str, error: str) -> str | None:
     return text.split(marker, 1)[1].splitlines()[0].strip()
 
 
-def _score_udf(spark: Any, folder: str, spec: InputSpec, inner: Any) -> Any:
-    """`spark_udf` of the wrapper around the version's files, answering a struct of
-    `prediction` and the class probabilities."""
+def scoring_udf(spark: Any, folder: str, inner: Any, schema: list[tuple[str, str]]) -> Any:
+    """`spark_udf` of the wrapper around the version's files (`folder`, loaded as `inner`;
+    `schema` its input signature), answering a struct of `prediction` and the class
+    probabilities as `scoring.score` makes them. Call it on the struct of the columns."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
     from mm_platform.modeling.metrics import model_classes, proba_column
@@ -231,7 +232,7 @@ def _score_udf(spark: Any, folder: str, spec: InputSpec, inner: Any) -> Any:
     try:
         wrapper = save_wrapper_model(
             folder, str(dest / "model"), loader_module=LOADER,
-            config={"schema": [list(pair) for pair in spec.features],
+            config={"schema": [list(pair) for pair in schema],
                     "outputs": [f.name for f in fields]},
         )  # fmt: skip
         return spark_udf(spark, wrapper, result_type=StructType(fields))
