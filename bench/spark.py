@@ -13,14 +13,18 @@ and 5 string categories, 2-10 % missing, a third of them shifted in the current 
 - scaling: local[1] against local[2], as the speed-up per core;
 - batch scoring: Spark (mlflow.pyfunc.spark_udf) against `mm predict` on 5M rows, rows/s.
 
-Every measurement runs in its own fresh process (on Spark, its own JVM), so the peaks do not
+Each engine runs in its own fresh process (on Spark, its own JVM), so the peaks do not
 mix: the Python driver's peak resident memory (ru_maxrss) and, on Spark, the driver JVM's
-(VmHWM of the java child; in local mode the executors run inside it). Times leave out
+(VmHWM of the java child; in local mode the executors run inside it). Drift times leave out
 imports, the JVM's start and making the data; they include reading the Parquet files.
+Batch-scoring times are whole `mm predict` commands (start-up included); the full run also
+times a 1,000-row command of each engine and reports the rate over the difference.
 
-The legacy engine takes minutes for a few columns of 200k rows (issue 13), so it runs on a
-slice of the data (the first 25 columns at --legacy-rows rows a side) under a time limit,
-and ours and the pandas engine are timed on that same slice too.
+The legacy engine takes 10-25 s per column here, whatever the size (many small Spark jobs
+per column), so it runs on a slice: the first 200k rows of each side (full: all 25
+columns; quick: one), under a time limit. Each process runs the slice first, then the
+whole window, so every JVM is equally cold on the slice, and ours and the pandas engine are
+timed on that same slice with the same methods.
 
 Run: python bench/spark.py [--quick]  (--quick: 20k against 10k rows of 6 columns, a
 one-column 5k-row legacy slice, a 3M-row two-column window with a 512 MB driver against
