@@ -38,9 +38,10 @@ from mm_platform.tracking.tags import CHAMPION
 )
 @click.option(
     "--engine",
-    type=click.Choice(["pandas", "spark"]),
     default=None,
-    help="Where drift is computed (same scores); default: monitoring.engine, else pandas.",
+    callback=lambda _ctx, _param, value: _engine(value),
+    metavar="[pandas|spark]",
+    help="Where drift is computed (same scores); default (or ''): monitoring.engine.",
 )
 @click.option("--alias", default=CHAMPION, show_default=True, help="Version to monitor.")
 @click.option("--version", default=None, help="A version number instead of --alias.")
@@ -75,6 +76,15 @@ def drift(
     )  # fmt: skip
     print_drift(outcome)
     sys.exit(outcome.exit_code)
+
+
+def _engine(value: str | None) -> str | None:
+    """`--engine`: pandas or spark; empty (an MLproject run's default) keeps the project's."""
+    if not value:
+        return None
+    if value not in ("pandas", "spark"):
+        raise click.BadParameter(f"'{value}' is not one of pandas, spark")
+    return value
 
 
 def _window(

@@ -14,11 +14,8 @@ engine, with the rows read and summarised by Spark.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -195,7 +192,7 @@ def compute_on_spark(
         labelled = labelled_rows(labelled, reference, target)
     else:
         reference = None
-    params: dict[str, Any] = {"sample_rows": "none", "spark_master": frames.master}
+    params: dict[str, Any] = {"sample_rows": "none", "spark.master": frames.master}
     notes = []
     if len(labelled) < n_labelled:
         params["performance_rows"] = len(labelled)
@@ -233,6 +230,7 @@ def with_predictions(
         return frame
     from pyspark.sql import functions as F
 
+    from mm_platform.serving.spark_batch import scoring_udf
     from mm_platform.tracking.models import load_pyfunc, model_input_schema
 
     inner = load_pyfunc(uri)
@@ -241,43 +239,9 @@ def with_predictions(
     if missing:
         raise DataError(f"{source}: no 'prediction' column to compare, and the model's "
                         f"column(s) {missing} to make it are missing")  # fmt: skip
-    udf = _score_udf(spark, uri, inner, schema)
+    udf = scoring_udf(spark, uri, inner, schema)
     scores = udf(F.struct(*[F.col(f"`{name}`") for name, _ in schema]))
     return frame.withColumn("_mm_scores", scores).select("*", "_mm_scores.*").drop("_mm_scores")
-
-
-def _score_udf(spark: SparkSession, uri: str, inner: Any, schema: list[tuple[str, str]]) -> Any:
-    """`spark_udf` of the batch engine's scoring wrapper around the version's files: a
-    struct of `prediction` and the class probabilities, as `scoring.score` makes them."""
-    import numpy as np
-    from pyspark.sql.types import (
-        BooleanType,
-        DoubleType,
-        LongType,
-        StringType,
-        StructField,
-        StructType,
-    )
-
-    from mm_platform.modeling.metrics import model_classes, proba_column
-    from mm_platform.serving.scoring import raw_model
-    from mm_platform.serving.spark_batch import LOADER
-    from mm_platform.tracking.models import save_wrapper_model, spark_udf
-
-    raw = raw_model(inner)
-    classes = model_classes(raw) if raw is not None else None
-    kind = "f" if classes is None else np.asarray(classes).dtype.kind
-    label = {"b": BooleanType(), "i": LongType(), "u": LongType(), "f": DoubleType()}
-    fields = [StructField("prediction", label.get(kind, StringType()))]
-    if classes is not None and hasattr(raw, "predict_proba"):
-        fields += [StructField(proba_column(c), DoubleType()) for c in classes]
-    dest = Path(tempfile.mkdtemp(prefix="mm-drift-model-"))
-    try:
-        config = {"schema": [list(p) for p in schema], "outputs": [f.name for f in fields]}
-        wrapper = save_wrapper_model(uri, str(dest / "model"), loader_module=LOADER, config=config)
-        return spark_udf(spark, wrapper, result_type=StructType(fields))
-    finally:  # spark_udf keeps its own copy of the files
-        shutil.rmtree(dest, ignore_errors=True)
 
 
 def run_spark(action: Callable[[], Any], source: str) -> Any:

@@ -127,21 +127,28 @@ def _plan(counted: list[Any], columns: list[SortedColumn]) -> list[tuple[Any, ..
 def _terms(pooled: Any, plan: Any) -> Any:
     """Every value with U - V at it and its Wasserstein term |U - V| times the gap to the
     next pooled value. A range frame counts all the values equal to this one, so tied
-    values share the CDFs at the end of their run, and only the last of them has a gap."""
+    values share the CDFs at the end of their run, and only the last of them has a gap.
+    The bucket plan is joined after the window, so the shuffle and sort carry four
+    narrow columns."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     ordered = Window.partitionBy("c", "b").orderBy("v")
     upto = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)
-    rows = pooled.join(F.broadcast(plan), ["c", "b"])
-    ref = F.col("ref_below") + F.sum(1 - F.col("s")).over(upto)
-    cur = F.col("cur_below") + F.sum(F.col("s")).over(upto)
+    running = pooled.select(
+        "c",
+        "b",
+        "v",
+        F.sum(1 - F.col("s")).over(upto).alias("ref_upto"),
+        F.sum(F.col("s")).over(upto).alias("cur_upto"),
+        F.lead("v").over(ordered).alias("after"),
+    )
+    rows = running.join(F.broadcast(plan), ["c", "b"])
+    ref = (F.col("ref_below") + F.col("ref_upto")).cast("double")
+    cur = (F.col("cur_below") + F.col("cur_upto")).cast("double")
     # scipy's cdf1 - cdf2: each count divided by its total in float64, then subtracted
-    diff = ref.cast("double") / F.col("n_ref").cast("double") - cur.cast("double") / F.col(
-        "n_cur"
-    ).cast("double")
-    after = F.coalesce(F.lead("v").over(ordered), F.col("next_low"))
-    gap = F.coalesce(after - F.col("v"), F.lit(0.0))
+    diff = ref / F.col("n_ref").cast("double") - cur / F.col("n_cur").cast("double")
+    gap = F.coalesce(F.coalesce(F.col("after"), F.col("next_low")) - F.col("v"), F.lit(0.0))
     return rows.select("c", diff.alias("diff"), (F.abs(diff) * gap).alias("term"))
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -96,6 +97,10 @@ def session(configured: Spark | None = None) -> SparkSession:
         builder = SparkSession.builder.master(master)
         if master.startswith("local"):  # no lookup of this host's name for a local JVM
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # the Python workers of a local master are this Python (PySpark would start
+            # `python3` from PATH, which may lack our packages, e.g. outside the venv)
+            if "spark.pyspark.python" not in settings.conf:
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if "spark.driver.extraJavaOptions" not in settings.conf:
             builder = builder.config(
                 "spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={_LOG4J}"

@@ -125,7 +125,7 @@ def assert_same_drift(pandas_outcome, spark_outcome) -> None:
     for key, value in on_pandas.items():
         assert on_spark[key] == pytest.approx(value, abs=SCORE_TOLERANCE, rel=0), key
     assert (pandas_tags["mm.engine"], spark_tags["mm.engine"]) == ("pandas", "spark")
-    assert spark_params["spark_master"].startswith("local") and "spark_master" not in pandas_params
+    assert spark_params["spark.master"].startswith("local") and "spark.master" not in pandas_params
     assert spark_params["sample_rows"] == "none"
     methods = {k: v for k, v in pandas_params.items() if k.startswith(("method.", "threshold."))}
     assert {k: spark_params[k] for k in methods} == methods
