@@ -64,7 +64,15 @@ def _env_conf(text: str) -> dict[str, str]:
             raise ProjectConfigError(f"{ENV_CONF}: not a JSON object ({exc})") from exc
         if not isinstance(parsed, dict):
             raise ProjectConfigError(f"{ENV_CONF}: not a JSON object")
-        return {str(k): str(v) for k, v in parsed.items()}
+        for key in parsed:
+            if not str(key).startswith("spark."):
+                raise ProjectConfigError(
+                    f"{ENV_CONF}: key '{key}' is not a Spark setting (they start 'spark.')"
+                )
+        # JSON true/false as Spark writes them, as the project file's YAML booleans become
+        return {
+            str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in parsed.items()
+        }
     pairs = {}
     for item in filter(None, (p.strip() for p in text.split(";"))):
         key, sep, value = item.partition("=")

@@ -139,7 +139,6 @@ def test_a_pair_value_may_hold_an_equals_sign(monkeypatch: pytest.MonkeyPatch) -
 
 
 # settings_of passes JSON values through str(): True becomes 'True'; fix in spark/session.py
-@pytest.mark.xfail(strict=True, reason="MM_SPARK_CONF JSON true reads 'True', YAML 'true'")
 def test_json_booleans_become_the_same_text_as_yaml_booleans(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -164,7 +163,6 @@ def test_a_bad_mm_spark_conf_names_the_variable_and_the_form(
 
 # settings_of labels every ValueError of Spark(...) with MM_SPARK_MASTER, and pydantic's
 # several-line text follows; fix in spark/session.py
-@pytest.mark.xfail(strict=True, reason="a bad JSON MM_SPARK_CONF key is reported as MASTER")
 def test_a_non_spark_key_in_mm_spark_conf_json_names_that_variable_in_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
