@@ -69,9 +69,7 @@ def profiles(
             F.min(clean).alias(f"lo{i}"),
             F.max(clean).alias(f"hi{i}"),
             (F.stddev_pop(clean) if with_std else F.lit(0.0)).alias(f"sd{i}"),
-            (F.approx_count_distinct(clean) if spec.kind == "num" else F.lit(0)).alias(
-                f"d{i}"
-            ),
+            (F.approx_count_distinct(clean) if spec.kind == "num" else F.lit(0)).alias(f"d{i}"),
         ]
     row = frame.agg(*exprs).collect()[0]
     rows = int(row["__rows"])

@@ -56,8 +56,11 @@ class Retrain(StrictModel):
 def names_path(value: str) -> bool:
     """Whether a `reference:` value names a file or folder rather than a table: it has a
     path separator, a file suffix, or a leading `.` or `~`."""
-    return "/" in value or "\\" in value or value.startswith((".", "~")) or value.endswith(
-        (".csv", ".parquet", ".pq")
+    return (
+        "/" in value
+        or "\\" in value
+        or value.startswith((".", "~"))
+        or value.endswith((".csv", ".parquet", ".pq"))
     )
 
 
