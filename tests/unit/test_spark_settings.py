@@ -138,7 +138,6 @@ def test_a_pair_value_may_hold_an_equals_sign(monkeypatch: pytest.MonkeyPatch) -
     assert settings_of().conf == {"spark.driver.extraJavaOptions": "-Dx=1 -Dy=2"}
 
 
-# settings_of passes JSON values through str(): True becomes 'True'; fix in spark/session.py
 def test_json_booleans_become_the_same_text_as_yaml_booleans(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -161,8 +160,6 @@ def test_a_bad_mm_spark_conf_names_the_variable_and_the_form(
         settings_of(Spark())
 
 
-# settings_of labels every ValueError of Spark(...) with MM_SPARK_MASTER, and pydantic's
-# several-line text follows; fix in spark/session.py
 def test_a_non_spark_key_in_mm_spark_conf_json_names_that_variable_in_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
