@@ -292,9 +292,13 @@ def measure(name: str, job: dict, folder: Path, timeout: float | None = None) ->
         process.communicate()
         return {"error": f"no result after {timeout:.0f} s (stopped)",
                 "wall": time.perf_counter() - start}  # fmt: skip
-    if process.returncode != 0:
-        last = [x for x in stderr.strip().splitlines() if x.strip()][-1:] or [""]
-        return {"error": f"exit {process.returncode}: {last[0][:160]}",
+    if process.returncode != 0:  # the whole stderr is kept: the data folder is removed
+        kept = Path(tempfile.gettempdir()) / f"mm-bench-spark-{job_file.stem}.stderr"
+        kept.write_text(stderr)
+        lines = [x for x in stderr.splitlines() if "Exception" in x or "Error" in x]
+        last = (lines or [x for x in stderr.splitlines() if x.strip()] or [""])[-1]
+        return {"error": f"exit {process.returncode} after {time.perf_counter() - start:.0f} s: "
+                         f"{last.strip()[-200:]} (stderr: {kept})",
                 "wall": time.perf_counter() - start}  # fmt: skip
     return {**json.loads(Path(job["out"]).read_text()), "wall": time.perf_counter() - start}
 
