@@ -219,18 +219,24 @@ def column_drift(
         cur_dist, ref_dist = get_distribution_for_column(
             column_type=spec.kind, current=cur, reference=ref, bins=_bins(spec, ref, cur)
         )
-        result.evidently = ColumnDataDriftMetrics(
-            column_name=spec.name,
-            column_type=spec.kind,
-            stattest_name=test.display_name,
-            stattest_threshold=result.threshold,
-            drift_score=result.score,
-            drift_detected=result.drifted,
-            current=DriftStatsField(distribution=cur_dist),
-            reference=DriftStatsField(distribution=ref_dist),
-            scatter=None,
-        )
+        result.evidently = drift_metrics(result, cur_dist, ref_dist)
     return result
+
+
+def drift_metrics(result: ColumnResult, current: Any, reference: Any) -> ColumnDataDriftMetrics:
+    """Evidently's per-column drift result for the report, from a column's result and the
+    two sides' distributions (both engines build it here)."""
+    return ColumnDataDriftMetrics(
+        column_name=result.spec.name,
+        column_type=result.spec.kind,
+        stattest_name=result.display,
+        stattest_threshold=result.threshold,
+        drift_score=result.score,
+        drift_detected=result.drifted,
+        current=DriftStatsField(distribution=current),
+        reference=DriftStatsField(distribution=reference),
+        scatter=None,
+    )
 
 
 def _bins(spec: ColumnSpec, reference: pd.Series, current: pd.Series) -> Any:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from evidently.legacy.calculations.data_drift import ColumnDataDriftMetrics, DriftStatsField
+from evidently.legacy.calculations.data_drift import ColumnDataDriftMetrics
 from evidently.legacy.metric_results import Distribution
 
 from mm_platform.errors import ProjectConfigError
 from mm_platform.monitoring import from_counts
-from mm_platform.monitoring.drift import choose_test
+from mm_platform.monitoring.drift import choose_test, drift_metrics
 from mm_platform.monitoring.results import (
     ColumnOptions,
     ColumnResult,
@@ -291,17 +291,7 @@ def _widget(
     else:
         ref_dist = _category_distribution(column.ref_counts or {}, column.cur_counts or {})
         cur_dist = _category_distribution(column.cur_counts or {}, column.ref_counts or {})
-    return ColumnDataDriftMetrics(
-        column_name=column.spec.name,
-        column_type=column.spec.kind,
-        stattest_name=result.display,
-        stattest_threshold=result.threshold,
-        drift_score=result.score,
-        drift_detected=result.drifted,
-        current=DriftStatsField(distribution=cur_dist),
-        reference=DriftStatsField(distribution=ref_dist),
-        scatter=None,
-    )
+    return drift_metrics(result, cur_dist, ref_dist)
 
 
 def _category_distribution(mine: dict[Any, int], other: dict[Any, int]) -> Distribution:
