@@ -9,8 +9,9 @@ exactly, never from rows brought to the driver:
   deviation, and an approximate distinct count used only to know a column has many values);
 - value counts of the categorical columns and of numeric ones with few values: chi-square,
   z, Jensen–Shannon, PSI, KL and Hellinger come from them (`from_counts`);
-- histograms over numpy's own bin edges: the report's 50 bins, and Sturges bins for
-  Jensen–Shannon, PSI and KL on numeric columns with more than 20 values;
+- histograms counted by numpy's own `np.histogram` on each Arrow batch: the report's 50
+  bins, and Sturges bins for Jensen–Shannon, PSI and KL on numeric columns with more than
+  20 values;
 - the sorted pass of `spark_sort`: KS and Wasserstein.
 
 The results carry Evidently's report widgets, so the report and the MLflow run are those

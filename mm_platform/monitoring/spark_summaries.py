@@ -8,13 +8,14 @@ do not count (`spark_sort.finite`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mm_platform.monitoring.results import ColumnSpec
-from mm_platform.monitoring.spark_sort import finite
+from mm_platform.monitoring.spark_sort import as_doubles, finite
 
 _INTEGRAL = ("byte", "short", "int", "long", "bigint", "tinyint", "smallint")
 _NUMERIC = (*_INTEGRAL, "float", "double", "decimal")
@@ -119,34 +120,51 @@ def value_counts(frame: Any, names: list[str]) -> dict[str, dict[Any, int]]:
 def histograms(
     frame: Any, edges: dict[tuple[str, str], np.ndarray]
 ) -> dict[tuple[str, str], np.ndarray]:
-    """Counts of cleaned values per bin, as `np.histogram(values, bins=edges)` counts them:
-    bin i holds edges[i] <= x < edges[i+1], the last bin also its right edge."""
-    from pyspark.sql import functions as F
-
+    """Counts of cleaned values per bin, as `np.histogram(values, bins=edges)` counts them
+    (bin i holds edges[i] <= x < edges[i+1], the last bin also its right edge): numpy's own
+    function on each Arrow batch (`mapInArrow`), so the bin of every value is numpy's, and
+    the partial counts add up on the driver."""
     keys = list(edges)
-    parts = []
-    for k, key in enumerate(keys):
-        value, e = _as_double(key[0]), edges[key]
-        bins = len(e) - 1
-        span = float(e[-1] - e[0])
-        scaled = F.floor((value - F.lit(float(e[0]))) / F.lit(span) * F.lit(float(bins)))
-        guess = F.least(F.lit(bins - 1.0), F.greatest(F.lit(0.0), scaled)).cast("int")
-        table = F.array(*[F.lit(float(x)) for x in e])
-        below, above = F.element_at(table, guess + 1), F.element_at(table, guess + 2)
-        # the guess is at most one bin off (numpy's own correction of its fast path)
-        index = (
-            F.when(value < below, guess - 1)
-            .when((value >= above) & (guess < bins - 1), guess + 1)
-            .otherwise(guess)
+    names = sorted({key[0] for key in keys})
+    rows = (
+        as_doubles(frame, names)
+        .mapInArrow(
+            _histogrammer([names.index(k[0]) for k in keys], [edges[k] for k in keys]),
+            "k int, i int, n long",
         )
-        inside = finite(value) & (value >= F.lit(float(e[0]))) & (value <= F.lit(float(e[-1])))
-        parts.append(F.when(inside, F.struct(F.lit(k).alias("k"), index.alias("i"))))
-    exploded = frame.select(F.explode(F.array(*parts)).alias("e")).where(F.col("e").isNotNull())
-    rows = exploded.select("e.*").groupBy("k", "i").count().collect()
+        .collect()  # bins per partition
+    )
     out = {key: np.zeros(len(edges[key]) - 1, dtype="int64") for key in keys}
     for row in rows:
-        out[keys[int(row["k"])]][int(row["i"])] += int(row["count"])
+        out[keys[int(row["k"])]][int(row["i"])] += int(row["n"])
     return out
+
+
+def _histogrammer(columns: list[int], edges: list[np.ndarray]) -> Any:
+    """mapInArrow: each histogram's counts over the partition (self-contained: executors
+    need numpy and pyarrow, not this package)."""
+
+    def count(batches: Iterator[Any]) -> Iterator[Any]:
+        import numpy as np
+        import pyarrow as pa
+
+        totals = [np.zeros(len(e) - 1, dtype="int64") for e in edges]
+        for batch in batches:
+            clean: dict[int, Any] = {}
+            for k, (i, e) in enumerate(zip(columns, edges, strict=True)):
+                if i not in clean:
+                    values = batch.column(i).to_numpy(zero_copy_only=False)
+                    clean[i] = values[np.isfinite(values)]
+                totals[k] += np.histogram(clean[i], bins=e)[0]
+        which = [np.full(len(t), j, dtype="int32") for j, t in enumerate(totals)]
+        bins = [np.arange(len(t), dtype="int32") for t in totals]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(np.concatenate(which)), pa.array(np.concatenate(bins)),
+             pa.array(np.concatenate(totals))],
+            names=["k", "i", "n"],
+        )  # fmt: skip
+
+    return count
 
 
 def out_of_range(frame: Any, bounds: dict[str, tuple[float, float]]) -> dict[str, int]:
