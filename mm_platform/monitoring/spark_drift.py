@@ -5,10 +5,10 @@ the same `DriftResult` as `drift.compute` gives for the same rows: each column g
 test of the same rule (`drift.choose_test`), and its score from summaries Spark computes
 exactly, never from rows brought to the driver:
 
-- a profile of each column (rows, missing, finite count, range, the reference's standard
-  deviation, and an approximate distinct count used only to know a column has many values);
-- value counts of the categorical columns and of numeric ones with few values: chi-square,
-  z, Jensen–Shannon, PSI, KL and Hellinger come from them (`from_counts`);
+- a profile of each column, one scan a side (rows, missing, finite count, range, the
+  reference's standard deviation, values outside the reference's range, and the value
+  counts of categorical columns and of numeric ones with at most 2,000 values): chi-square,
+  z, Jensen–Shannon, PSI, KL and Hellinger come from those counts (`from_counts`);
 - histograms counted by numpy's own `np.histogram` on each Arrow batch: the report's 50
   bins, and Sturges bins for Jensen–Shannon, PSI and KL on numeric columns with more than
   20 values;
@@ -43,16 +43,9 @@ from mm_platform.monitoring.results import (
     QualityResult,
 )
 from mm_platform.monitoring.spark_sort import CdfStats, SortedColumn, cdf_stats
-from mm_platform.monitoring.spark_summaries import (
-    Profile,
-    histograms,
-    out_of_range,
-    profiles,
-    value_counts,
-)
+from mm_platform.monitoring.spark_summaries import Profile, histograms, profiles
 
 REPORT_BINS = 50
-_FEW_VALUES = 2000  # an estimate (5 % error) above this: surely more than 20 values
 
 
 @dataclass
@@ -96,11 +89,13 @@ def compute_spark(
     for the same rows; `reference` and `current` are Spark DataFrames."""
     options = options or {}
     ref_profiles, n_reference = profiles(reference, specs, with_std=True)
-    cur_profiles, n_current = profiles(current, specs, with_std=False)
+    bounds = {name: (p.low, p.high) for name, p in ref_profiles.items()}
+    cur_profiles, n_current = profiles(current, specs, with_std=False, bounds=bounds)
     columns = {s.name: _Column(s, ref_profiles[s.name], cur_profiles[s.name]) for s in specs}
-    _count_values(reference, current, columns)
+    for column in columns.values():
+        if column.ref.counts is not None and column.cur.counts is not None:
+            column.ref_counts, column.cur_counts = column.ref.counts, column.cur.counts
     quality = {s.name: _quality(columns[s.name]) for s in specs if s.role == "feature"}
-    _count_out_of_range(current, columns, quality)
     tests = {}
     for spec in specs:
         column, check = columns[spec.name], quality.get(spec.name)
@@ -133,23 +128,8 @@ def compute_spark(
     )
 
 
-def _count_values(reference: Any, current: Any, columns: dict[str, _Column]) -> None:
-    """Value counts of the categorical columns and of numeric columns with few values."""
-    few = [
-        c.spec.name
-        for c in columns.values()
-        if c.spec.kind == "cat" or max(c.ref.approx_distinct, c.cur.approx_distinct) <= _FEW_VALUES
-    ]
-    if not few:
-        return
-    ref_counts, cur_counts = value_counts(reference, few), value_counts(current, few)
-    for name in few:
-        columns[name].ref_counts = ref_counts.get(name, {})
-        columns[name].cur_counts = cur_counts.get(name, {})
-
-
 def _quality(column: _Column) -> QualityResult:
-    """Missing values and unseen categories (out-of-range counts come after)."""
+    """Missing values, unseen categories, and values outside the reference's range."""
     cur = column.cur
     result = QualityResult(
         column.spec.name, cur.missing, cur.missing / cur.rows if cur.rows else 0.0
@@ -163,19 +143,9 @@ def _quality(column: _Column) -> QualityResult:
         result.unseen_categories = int(sum(unseen.values()))
         examples = sorted(unseen, key=lambda k: (-unseen[k], str(k)))[:5]
         result.unseen_examples = [str(v) for v in examples]
+    elif column.ref.clean:
+        result.out_of_range = cur.outside
     return result
-
-
-def _count_out_of_range(
-    current: Any, columns: dict[str, _Column], quality: dict[str, QualityResult]
-) -> None:
-    bounds = {
-        name: (columns[name].ref.low, columns[name].ref.high)
-        for name, check in quality.items()
-        if columns[name].spec.kind == "num" and not check.failure and columns[name].ref.clean
-    }
-    for name, n in out_of_range(current, bounds).items():
-        quality[name].out_of_range = n
 
 
 def _test_of(column: _Column, option: ColumnOptions) -> Any:

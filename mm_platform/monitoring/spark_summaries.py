@@ -1,13 +1,16 @@
 """The exact summaries the Spark drift engine computes from rows, each in one Spark job.
 
-Each function scans a DataFrame once and brings to the driver a few numbers per column,
-per distinct value of a column with few values, or per histogram bin, never the rows.
-Values are cleaned as Evidently cleans them before a test: missing values and infinities
-do not count (`spark_sort.finite`).
+Each function scans a DataFrame once, as Arrow batches through a function built here
+(`mapInArrow`), and brings to the driver a few numbers per column, per distinct value of
+a column with few values, or per histogram bin, never the rows. The functions are
+closures that import only numpy and pyarrow (executors need no package of ours). Values
+are cleaned as Evidently cleans them before a test: missing values and infinities do not
+count.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +18,17 @@ from typing import Any
 import numpy as np
 
 from mm_platform.monitoring.results import ColumnSpec
-from mm_platform.monitoring.spark_sort import as_doubles, finite
+from mm_platform.monitoring.spark_sort import as_doubles
 
 _INTEGRAL = ("byte", "short", "int", "long", "bigint", "tinyint", "smallint")
 _NUMERIC = (*_INTEGRAL, "float", "double", "decimal")
+FEW_VALUES = 2000  # value counts are kept for numeric columns with at most this many values
 
 
 @dataclass(frozen=True)
 class Profile:
-    """One column of one side: rows, missing values, cleaned values and their range."""
+    """One column of one side: rows, missing values, cleaned values and their range; its
+    value counts when it is categorical or has few values; values outside given bounds."""
 
     rows: int
     missing: int
@@ -31,7 +36,8 @@ class Profile:
     low: float
     high: float
     std: float  # population standard deviation of the cleaned values (reference only)
-    approx_distinct: int  # HyperLogLog estimate, to know a column has many values
+    counts: dict[Any, int] | None  # cleaned value -> count; None: more than FEW_VALUES
+    outside: int = 0  # present values (infinities too) outside the bounds given
 
 
 def _type_of(frame: Any, name: str) -> str:
@@ -42,79 +48,135 @@ def _numeric(frame: Any, name: str) -> bool:
     return _type_of(frame, name).startswith(_NUMERIC)
 
 
-def _as_double(name: str) -> Any:
-    from pyspark.sql import functions as F
-
-    return F.col(f"`{name}`").cast("double")
-
-
 def profiles(
-    frame: Any, specs: list[ColumnSpec], *, with_std: bool
+    frame: Any,
+    specs: list[ColumnSpec],
+    *,
+    with_std: bool,
+    bounds: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, Profile], int]:
-    """Each spec column's profile, and the number of rows."""
+    """Each spec column's profile, and the number of rows, in one scan."""
     from pyspark.sql import functions as F
 
-    exprs = [F.count(F.lit(1)).alias("__rows")]
-    for i, spec in enumerate(specs):
-        if spec.kind == "num" or _numeric(frame, spec.name):
-            value = _as_double(spec.name)
-            clean = F.when(finite(value), value)
-            missing = value.isNull() | F.isnan(value)
-        else:
-            value = F.col(f"`{spec.name}`")
-            clean = F.when(value.isNotNull(), F.lit(0.0))
-            missing = value.isNull()
-        exprs += [
-            F.sum(F.when(missing, 1).otherwise(0)).alias(f"m{i}"),
-            F.count(clean).alias(f"n{i}"),
-            F.min(clean).alias(f"lo{i}"),
-            F.max(clean).alias(f"hi{i}"),
-            (F.stddev_pop(clean) if with_std else F.lit(0.0)).alias(f"sd{i}"),
-            (F.approx_count_distinct(clean) if spec.kind == "num" else F.lit(0)).alias(f"d{i}"),
-        ]
-    row = frame.agg(*exprs).collect()[0]
-    rows = int(row["__rows"])
+    bounds = bounds or {}
+    numeric = [spec.kind == "num" or _numeric(frame, spec.name) for spec in specs]
+    capped = [spec.kind == "num" for spec in specs]  # categories are always counted
+    selected = [
+        F.col(f"`{spec.name}`").cast("double" if numeric[i] else "string").alias(f"_{i}")
+        for i, spec in enumerate(specs)
+    ]
+    limits = [bounds.get(spec.name, (np.nan, np.nan)) for spec in specs]
+    parts = [
+        pickle.loads(row["p"])
+        for row in frame.select(*selected)
+        .mapInArrow(_profiler(numeric, capped, with_std, limits), "p binary")
+        .collect()  # one small record per partition
+    ]
+    rows = sum(part["rows"] for part in parts)
     out = {}
     for i, spec in enumerate(specs):
+        merged = _merge([part["columns"][i] for part in parts])
+        counts = merged["counts"]
+        if counts is not None and _type_of(frame, spec.name).startswith(_INTEGRAL):
+            counts = {int(k): n for k, n in counts.items()}
+        n, low, high = merged["n"], merged["low"], merged["high"]
         out[spec.name] = Profile(
             rows=rows,
-            missing=int(row[f"m{i}"] or 0),
-            clean=int(row[f"n{i}"] or 0),
-            low=float(row[f"lo{i}"]) if row[f"lo{i}"] is not None else np.nan,
-            high=float(row[f"hi{i}"]) if row[f"hi{i}"] is not None else np.nan,
-            std=float(row[f"sd{i}"] or 0.0),
-            approx_distinct=int(row[f"d{i}"] or 0),
+            missing=merged["missing"],
+            clean=n,
+            low=low if n and numeric[i] else (0.0 if n else np.nan),
+            high=high if n and numeric[i] else (0.0 if n else np.nan),
+            std=float(np.sqrt(merged["m2"] / n)) if n and with_std and numeric[i] else 0.0,
+            counts=counts,
+            outside=merged["outside"],
         )
     return out, rows
 
 
-def value_counts(frame: Any, names: list[str]) -> dict[str, dict[Any, int]]:
-    """Each column's cleaned values and how often each occurs."""
-    from pyspark.sql import functions as F
-
-    parts = []
-    for i, name in enumerate(names):
-        if _numeric(frame, name):
-            value = _as_double(name)
-            part = F.struct(F.lit(i).alias("c"), F.lit(None).cast("string").alias("s"),
-                            value.alias("d"))  # fmt: skip
-            parts.append(F.when(finite(value), part))
-        else:
-            value = F.col(f"`{name}`").cast("string")
-            part = F.struct(F.lit(i).alias("c"), value.alias("s"),
-                            F.lit(None).cast("double").alias("d"))  # fmt: skip
-            parts.append(F.when(value.isNotNull(), part))
-    exploded = frame.select(F.explode(F.array(*parts)).alias("e")).where(F.col("e").isNotNull())
-    rows = exploded.select("e.*").groupBy("c", "s", "d").count().collect()
-    integral = {i for i, n in enumerate(names) if _type_of(frame, n).startswith(_INTEGRAL)}
-    out: dict[str, dict[Any, int]] = {name: {} for name in names}
-    for row in rows:
-        c = int(row["c"])
-        key: Any = row["s"]
-        if key is None:
-            key = int(row["d"]) if c in integral else float(row["d"])
-        out[names[c]][key] = int(row["count"])
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One column's partition summaries as one (Chan's update for the mean and the sum of
+    squared deviations; value counts summed, dropped past FEW_VALUES for numbers)."""
+    out: dict[str, Any] = {"missing": 0, "n": 0, "mean": 0.0, "m2": 0.0, "outside": 0,
+                           "low": np.inf, "high": -np.inf, "counts": {}}  # fmt: skip
+    for part in parts:
+        for key in ("missing", "outside"):
+            out[key] += part[key]
+        if part["n"]:
+            n, m = out["n"] + part["n"], part["mean"] - out["mean"]
+            out["m2"] += part["m2"] + m * m * out["n"] * part["n"] / n
+            out["mean"] += m * part["n"] / n
+            out["n"] = n
+            out["low"], out["high"] = min(out["low"], part["low"]), max(out["high"], part["high"])
+        if out["counts"] is None or part["counts"] is None:
+            out["counts"] = None
+            continue
+        for value, count in part["counts"].items():
+            out["counts"][value] = out["counts"].get(value, 0) + count
+        if part["capped"] and len(out["counts"]) > FEW_VALUES:
+            out["counts"] = None
     return out
+
+
+def _profiler(
+    numeric: list[bool], capped: list[bool], with_std: bool, limits: list[tuple[float, float]]
+) -> Any:
+    """mapInArrow: per column, the partition's missing and finite counts, range, mean and
+    sum of squared deviations, value counts, and values outside the limits."""
+    few = FEW_VALUES
+
+    def profile(batches: Iterator[Any]) -> Iterator[Any]:
+        import pickle
+
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        columns: list[dict[str, Any]] = [{"missing": 0, "n": 0, "mean": 0.0, "m2": 0.0,
+                    "low": np.inf, "high": -np.inf, "outside": 0, "counts": {},
+                    "capped": capped[i]}
+                   for i in range(len(numeric))]  # fmt: skip
+        rows = 0
+        for batch in batches:
+            rows += batch.num_rows
+            for i, col in enumerate(columns):
+                array = batch.column(i)
+                if not numeric[i]:
+                    col["missing"] += array.null_count
+                    col["n"] += len(array) - array.null_count
+                    for pair in pc.value_counts(array.drop_null()).to_pylist():
+                        key = pair["values"]
+                        col["counts"][key] = col["counts"].get(key, 0) + pair["counts"]
+                    continue
+                values = array.to_numpy(zero_copy_only=False)
+                missing = np.isnan(values)
+                col["missing"] += int(missing.sum())
+                low, high = limits[i]
+                present = values[~missing]
+                col["outside"] += int(((present < low) | (present > high)).sum())
+                clean = present[np.isfinite(present)]
+                if not len(clean):
+                    continue
+                n = col["n"] + len(clean)
+                mean = float(clean.mean())
+                if with_std:
+                    m2, m = float(((clean - mean) ** 2).sum()), mean - col["mean"]
+                    col["m2"] += m2 + m * m * col["n"] * len(clean) / n
+                col["mean"] += (mean - col["mean"]) * len(clean) / n
+                col["n"] = n
+                col["low"] = min(col["low"], float(clean.min()))
+                col["high"] = max(col["high"], float(clean.max()))
+                if col["counts"] is not None:
+                    keys, counts = np.unique(clean, return_counts=True)
+                    for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+                        col["counts"][key] = col["counts"].get(key, 0) + count
+                    if col["capped"] and len(col["counts"]) > few:
+                        col["counts"] = None
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([pickle.dumps({"rows": rows, "columns": columns})], pa.binary())],
+            names=["p"],
+        )
+
+    return profile
 
 
 def histograms(
@@ -165,18 +227,3 @@ def _histogrammer(columns: list[int], edges: list[np.ndarray]) -> Any:
         )  # fmt: skip
 
     return count
-
-
-def out_of_range(frame: Any, bounds: dict[str, tuple[float, float]]) -> dict[str, int]:
-    """Per column, the present values (infinities too) outside the reference's range."""
-    from pyspark.sql import functions as F
-
-    if not bounds:
-        return {}
-    exprs = []
-    for i, (name, (low, high)) in enumerate(bounds.items()):
-        value = _as_double(name)
-        outside = value.isNotNull() & ~F.isnan(value) & ((value < low) | (value > high))
-        exprs.append(F.sum(F.when(outside, 1).otherwise(0)).alias(f"o{i}"))
-    row = frame.agg(*exprs).collect()[0]
-    return {name: int(row[f"o{i}"] or 0) for i, name in enumerate(bounds)}

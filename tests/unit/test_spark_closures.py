@@ -67,3 +67,26 @@ def test_bucket_counts_and_exploded_rows_without_our_package() -> None:
     rows = _run_elsewhere(spark_sort._exploder(1, 0, bucket_of), _batches(values, 3))
     assert sorted(v for part in rows for v in part["v"]) == [1.0, 2.0, 2.0, 3.0, 5.0, 9.0]
     assert max(b for part in rows for b in part["b"]) == 3
+
+
+def test_profiles_without_our_package() -> None:
+    import pickle
+
+    import pyarrow as pa
+
+    values = np.array([1.0, np.nan, np.inf, 4.0, 2.0, 2.0, -3.0, np.nan, 8.0])
+    words = pa.array(["a", None, "b", "a", "a", None, "c", "b", "a"])
+    batches = [
+        pa.RecordBatch.from_arrays([pa.array(values[i : i + 4]), words[i : i + 4]], ["_0", "_1"])
+        for i in range(0, len(values), 4)
+    ]
+    profiler = spark_summaries._profiler([True, False], [True, False], True, [(0.0, 5.0)] * 2)
+    (out,) = _run_elsewhere(profiler, batches)
+    number = spark_summaries._merge([pickle.loads(out["p"][0])["columns"][0]])
+    word = spark_summaries._merge([pickle.loads(out["p"][0])["columns"][1]])
+    clean = values[np.isfinite(values)]
+    assert (number["missing"], number["n"], number["outside"]) == (2, 6, 3)  # inf, -3, 8
+    assert (number["low"], number["high"]) == (clean.min(), clean.max())
+    assert np.sqrt(number["m2"] / number["n"]) == pytest.approx(np.std(clean), rel=1e-12)
+    assert number["counts"] == {-3.0: 1, 1.0: 1, 2.0: 2, 4.0: 1, 8.0: 1}
+    assert (word["missing"], word["n"], word["counts"]) == (2, 7, {"a": 4, "b": 2, "c": 1})
