@@ -10,7 +10,8 @@ and 5 string categories, 2-10 % missing, a third of them shifted in the current 
   of that method; ours faster than the legacy engine;
 - scale: a 50M-row window with spark.driver.memory=1g completes on Spark; the pandas
   engine, given the same memory (RLIMIT_AS: its own size after imports plus 1 GB), does not;
-- scaling: local[1] against local[2], as the speed-up per core;
+- scaling: local[1] against local[2] on the first 2M rows of the window, as the speed-up
+  per core;
 - batch scoring: Spark (mlflow.pyfunc.spark_udf) against `mm predict` on 5M rows, rows/s.
 
 Each engine runs in its own fresh process (on Spark, its own JVM), so the peaks do not
@@ -26,7 +27,8 @@ columns; quick: one), under a time limit. Each process runs the slice first, the
 whole window, so every JVM is equally cold on the slice, and ours and the pandas engine are
 timed on that same slice with the same methods.
 
-Run: python bench/spark.py [--quick]  (--quick: 20k against 10k rows of 6 columns, a
+Run: python bench/spark.py [--quick] [--sections accuracy,scale,scaling,batch]
+(--sections: which, in that order; --quick: 20k against 10k rows of 6 columns, a
 one-column 5k-row legacy slice, a 3M-row two-column window with a 512 MB driver against
 pandas in 128 MB, 50k rows scored; about 4 minutes on 2 cores. Its figures are not the
 targets': at these sizes Spark's fixed costs dominate.)
@@ -67,12 +69,12 @@ FULL = {"current": 10_000_000, "reference": 1_000_000, "columns": all_columns(),
         "legacy_rows": 200_000,
         "legacy_columns": all_columns(), "timeout": 1800,
         "scale_rows": 50_000_000, "scale_columns": all_columns(), "scale_memory": "1g",
-        "pandas_limit": "1g", "batch_rows": 5_000_000}  # fmt: skip
+        "pandas_limit": "1g", "batch_rows": 5_000_000, "scaling_rows": 2_000_000}  # fmt: skip
 QUICK = {"current": 20_000, "reference": 10_000,
          "columns": ["num_0", "num_1", "num_3", "num_4", "cat_0", "cat_4"], "legacy_rows": 5_000,
          "legacy_columns": ["num_1"], "timeout": 90,
          "scale_rows": 3_000_000, "scale_columns": ["num_1", "cat_1"], "scale_memory": "512m",
-         "pandas_limit": "128m", "batch_rows": 50_000}  # fmt: skip
+         "pandas_limit": "128m", "batch_rows": 50_000, "scaling_rows": 20_000}  # fmt: skip
 
 
 def make_chunk(rows: int, *, shifted: bool, seed: int):
@@ -345,7 +347,6 @@ def accuracy(sizes: dict, data: dict, folder: Path, figures: dict) -> None:
                  "methods": {c: legacy_methods()[c] for c in sizes["legacy_columns"]}}  # fmt: skip
     job = {"master": "local[2]", "runs": [slice_run, main_run]}
     ours = measure("ours", dict(job), folder)
-    figures["ours_job"] = {**ours, "job": job}
     pandas = measure("pandas", {"runs": [slice_run, main_run]}, folder)
     legacy = measure("legacy", {"master": "local[2]", "memory": "4g", "runs": [slice_run]},
                      folder, timeout=sizes["timeout"])  # fmt: skip
@@ -444,20 +445,25 @@ def scale(sizes: dict, data: dict, folder: Path, figures: dict) -> None:
                         "pandas": seconds(pandas)}  # fmt: skip
 
 
-def scaling(figures: dict, folder: Path) -> None:
-    """The accuracy section's Spark runs again on one core (the same runs, in the same order,
-    so both JVMs are equally warm)."""
-    two = figures["ours_job"]
-    one = measure("ours", {**two["job"], "master": "local[1]"}, folder)
-    if "error" in one:
-        raise SystemExit(f"local[1]: {one['error']}")
-    print("\n## Scaling: the accuracy section's Spark runs on local[1] and local[2]")
-    print("| run | local[1] | local[2] | speed-up | per core |")
-    print("|---|---|---|---|---|")
-    for index, name in enumerate(("legacy slice", "whole window")):
-        t1, t2 = one["runs"][index]["seconds"], two["runs"][index]["seconds"]
-        print(f"| {name} | {t1:.1f} s | {t2:.1f} s | {t1 / t2:.2f}x | {t1 / t2 / 2:.2f} |")
-    figures["scaling"] = {"one": one["runs"][1]["seconds"], "two": two["runs"][1]["seconds"]}
+def scaling(sizes: dict, data: dict, folder: Path, figures: dict) -> None:
+    """The same drift (the first `scaling_rows` of the window against the reference, every
+    column) on local[1] and local[2], each in its own JVM, one core's run first."""
+    rows = sizes["scaling_rows"]
+    window = slice_dataset(data["current"], folder / "scaling", rows, sizes["columns"])
+    run = {"current": str(window), "reference": str(data["reference"]),
+           "columns": sizes["columns"]}  # fmt: skip
+    one = measure("ours", {"master": "local[1]", "runs": [run]}, folder)
+    two = measure("ours", {"master": "local[2]", "runs": [run]}, folder)
+    for name, side in (("local[1]", one), ("local[2]", two)):
+        if "error" in side:
+            raise SystemExit(f"{name}: {side['error']}")
+    t1, t2 = one["runs"][0]["seconds"], two["runs"][0]["seconds"]
+    print(f"\n## Scaling: {rows:,} current rows against {sizes['reference']:,}, "
+          f"{len(sizes['columns'])} columns, on local[1] and local[2]")  # fmt: skip
+    print("| local[1] | local[2] | speed-up | per core |")
+    print("|---|---|---|---|")
+    print(f"| {t1:.1f} s | {t2:.1f} s | {t1 / t2:.2f}x | {t1 / t2 / 2:.2f} |")
+    figures["scaling"] = {"rows": rows, "one": t1, "two": t2}
 
 
 BATCH_PROJECT = """\
@@ -537,11 +543,30 @@ def signature_names(work: Path) -> list[str]:
 
 def summary(sizes: dict, figures: dict) -> None:
     """One markdown table with the figures the docs quote."""
-    main_, legacy, scale_ = figures["main"], figures["legacy"], figures["scale"]
-    scaling_, batch_ = figures["scaling"], figures["batch"]
     print("\n## Summary (paste into docs/benchmarks.md)")
     print("| measure | mm Spark (local[2]) | peer | ratio | target |")
     print("|---|---|---|---|---|")
+    if "main" in figures:
+        summary_accuracy(sizes, figures["main"], figures["legacy"])
+    if "scale" in figures:
+        scale_ = figures["scale"]
+        print(f"| {scale_['rows']:,}-row window ({scale_['need_mb']:,.0f} MB as pandas frames) "
+              f"| {scale_['ours']} with spark.driver.memory={scale_['memory']} | pandas in "
+              f"{scale_['limit_mb']:,.0f} MB: {scale_['pandas']} | | completes |")  # fmt: skip
+    if "scaling" in figures:
+        scaling_ = figures["scaling"]
+        speedup = scaling_["one"] / scaling_["two"]
+        print(f"| local[1] -> local[2], {scaling_['rows']:,} rows | {scaling_['one']:.1f} s "
+              f"-> {scaling_['two']:.1f} s | | {speedup:.2f}x, {speedup / 2:.2f} per core "
+              "| |")  # fmt: skip
+    if "batch" in figures:
+        batch_ = figures["batch"]
+        print(f"| batch scoring, {batch_['rows']:,} rows | {batch_['spark']:,.0f} rows/s | "
+              f"mm predict {batch_['pandas']:,.0f} rows/s | "
+              f"{batch_['spark'] / batch_['pandas']:.2f}x | |")  # fmt: skip
+
+
+def summary_accuracy(sizes: dict, main_: dict, legacy: dict) -> None:
     print(f"| drift, {sizes['current']:,} vs {sizes['reference']:,} rows: time | "
           f"{main_['ours']:.1f} s | pandas engine {main_['pandas']:.1f} s | "
           f"{main_['pandas'] / main_['ours']:.2f}x the speed | |")  # fmt: skip
@@ -561,20 +586,17 @@ def summary(sizes: dict, figures: dict) -> None:
     else:
         print(f"| drift, {sizes['legacy_rows']:,} rows a side: time | {legacy['ours']:.1f} s | "
               f"Evidently legacy Spark: {legacy['error']} | | |")  # fmt: skip
-    print(f"| {scale_['rows']:,}-row window ({scale_['need_mb']:,.0f} MB as pandas frames) "
-          f"| {scale_['ours']} with spark.driver.memory={scale_['memory']} | pandas in "
-          f"{scale_['limit_mb']:,.0f} MB: {scale_['pandas']} | | completes |")  # fmt: skip
-    speedup = scaling_["one"] / scaling_["two"]
-    print(f"| local[1] -> local[2] | {scaling_['one']:.1f} s -> {scaling_['two']:.1f} s | | "
-          f"{speedup:.2f}x, {speedup / 2:.2f} per core | |")  # fmt: skip
-    print(f"| batch scoring, {batch_['rows']:,} rows | {batch_['spark']:,.0f} rows/s | "
-          f"mm predict {batch_['pandas']:,.0f} rows/s | "
-          f"{batch_['spark'] / batch_['pandas']:.2f}x | |")  # fmt: skip
+
+
+SECTIONS = {"accuracy": accuracy, "scale": scale, "scaling": scaling, "batch": None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run that checks it works")
+    order = ",".join(SECTIONS)
+    parser.add_argument("--sections", default=order,
+                        help=f"comma-separated, run in this order (default: {order})")  # fmt: skip
     parser.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -582,26 +604,33 @@ def main() -> None:
         run_side(args.side, args.job)
         return
     sizes = QUICK if args.quick else FULL
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     folder = Path(tempfile.mkdtemp(prefix="mm-bench-spark-"))
     try:
         start = time.perf_counter()
         data = {"reference": write_dataset(folder / "reference", sizes["reference"],
                                            shifted=False, seed=1),
-                "current": write_dataset(folder / "current", sizes["current"],
+                "current": write_dataset(folder / "current", sizes["current"] if "accuracy"
+                                         in sections else sizes["scaling_rows"],
                                          shifted=True, seed=2)}  # fmt: skip
-        for side in ("reference", "current"):
-            data[f"{side}_slice"] = slice_dataset(
-                data[side], folder / f"{side}-slice", sizes["legacy_rows"], sizes["legacy_columns"]
-            )
+        if "accuracy" in sections:
+            for side in ("reference", "current"):
+                data[f"{side}_slice"] = slice_dataset(
+                    data[side], folder / f"{side}-slice", sizes["legacy_rows"],
+                    sizes["legacy_columns"])  # fmt: skip
         print(
             f"{N_NUMERIC} numeric + {N_CATEGORICAL} categorical columns with missing values, "
             f"{os.cpu_count()} cores; data written in {time.perf_counter() - start:.0f} s"
         )
         figures: dict = {}
-        accuracy(sizes, data, folder, figures)
-        scale(sizes, data, folder, figures)
-        scaling(figures, folder)
-        batch(sizes, folder, figures, args.quick)
+        for section in sections:
+            if section == "batch":
+                batch(sizes, folder, figures, args.quick)
+            else:
+                SECTIONS[section](sizes, data, folder, figures)
         summary(sizes, figures)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
