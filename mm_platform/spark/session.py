@@ -3,6 +3,8 @@
 The master and configuration come from the project's `spark:` section, overridden by
 `MM_SPARK_MASTER` and `MM_SPARK_CONF` (a JSON object, or `key=value` pairs separated by
 `;`). A session already running in the process (a notebook's, a test's) is reused as it is.
+Under `spark-submit`, the master given to spark-submit is the one used, unless
+`MM_SPARK_MASTER` names another.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def session(configured: Spark | None = None) -> SparkSession:
     if active is not None:
         return active
     master = settings.master
+    if _submitted() and not os.environ.get(ENV_MASTER):
+        return _submitted_session(settings)
     _check_reachable(master)
     if master.startswith("sc://"):
         builder = SparkSession.builder.remote(master)
@@ -126,6 +130,34 @@ def session(configured: Spark | None = None) -> SparkSession:
     if not master.startswith("sc://"):
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _submitted() -> bool:
+    """This Python was started by spark-submit (its JVM gateway is waiting for it)."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+
+
+def _submitted_session(settings: Spark) -> SparkSession:
+    """The session on spark-submit's JVM, with its master and its --conf; the project's
+    conf is added, and mm's defaults only where spark-submit set nothing."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM
+    given = SparkConf()  # its --master, --conf and properties file
+    builder = SparkSession.builder.appName(settings.app_name)
+    for key, value in DEFAULTS.items():
+        if not given.contains(key):
+            builder = builder.config(key, value)
+    for key, setting in settings.conf.items():
+        builder = builder.config(key, str(setting))
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:
+        raise SparkUnavailable(
+            f"Spark did not start under spark-submit (master {given.get('spark.master', '?')}): "
+            f"{spark_error(exc)}; check spark-submit's --master and the Spark logs above"
+        ) from exc
 
 
 def _check_java() -> None:

@@ -137,3 +137,38 @@ def test_drift_engine_spark_on_an_unreachable_master_names_it(trained: Path) -> 
     master = f"spark://127.0.0.1:{free_port()}"
     line = _drift_error(trained, "--engine", "spark", MM_SPARK_MASTER=master)
     assert f"the Spark master {master} does not answer" in line, line
+
+
+SUBMITTED = """
+from mm_platform.project.spark import Spark
+from mm_platform.spark import session
+
+spark = session(Spark(master="local[2]", conf={"spark.sql.shuffle.partitions": "3"}))
+print("MASTER", spark.sparkContext.master)
+print("PARTITIONS", spark.conf.get("spark.sql.shuffle.partitions"))
+print("UI", spark.conf.get("spark.ui.enabled"))
+"""
+
+
+@pytest.mark.slow
+def test_spark_submit_keeps_its_master_and_conf(tmp_path: Path) -> None:
+    """Under spark-submit (PySpark's own script), the master and --conf given to it win
+    over the project's master and mm's defaults; the project's conf is still applied."""
+    import subprocess
+    import sys
+
+    import pyspark
+
+    script = tmp_path / "job.py"
+    script.write_text(SUBMITTED)
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+           "PYSPARK_DRIVER_PYTHON": sys.executable}  # fmt: skip
+    done = subprocess.run(
+        [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=true", str(script)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MASTER local[1]" in done.stdout
+    assert "PARTITIONS 3" in done.stdout
+    assert "UI true" in done.stdout
