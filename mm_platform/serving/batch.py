@@ -81,10 +81,12 @@ def predict_file(
     try:
         output = write_frame(result, output)
     except OSError as exc:
-        raise DataError(
-            f"{output}: cannot write the predictions ({exc.strerror}); the rows are logged, "
-            "with request ids, in the prediction log"
-        ) from exc
+        kept = (
+            "the rows are logged, with request ids, in the prediction log"
+            if log
+            else "nothing was logged (--no-log); fix the output path and run again"
+        )
+        raise DataError(f"{output}: cannot write the predictions ({exc.strerror}); {kept}") from exc
     return BatchResult(len(features), version, output, log_root)
 
 

@@ -309,3 +309,19 @@ def test_an_output_that_would_overwrite_the_input_is_refused(
     with pytest.raises(DataError, match=message):
         predict_spark(load_project(trained), str(batch), version="1", output=batch / where)
     assert sorted(p.name for p in batch.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+
+
+@pytest.mark.parametrize("log", [True, False], ids=["log", "no-log"])
+def test_an_unwritable_output_says_whether_the_rows_were_logged(
+    trained: Path, batch: Path, tmp_path: Path, log: bool
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    flag = "--log" if log else "--no-log"
+    result = run_mm("predict", str(trained), str(batch), "--output", f"{blocker}/out.csv", flag)
+    assert result.exit_code != 0
+    if log:
+        assert "the rows are logged, with request ids, in the prediction log" in result.output
+    else:
+        assert "nothing was logged (--no-log)" in result.output
+        assert "rows are logged" not in result.output
