@@ -56,7 +56,7 @@ class SparkFrames:
 def spark_inputs(project: Project, window: Window, model: Any, uri: str) -> Inputs:
     """The reference, column kinds and current rows of `window` on Spark; only the row
     count reaches the driver."""
-    from mm_platform.spark import session
+    from mm_platform.spark import master_of, session
     from mm_platform.spark.frames import read_frame
 
     spark = session(project.spark)
@@ -80,18 +80,8 @@ def spark_inputs(project: Project, window: Window, model: Any, uri: str) -> Inpu
     if current is None:  # no file in the window: not enough data
         return Inputs(logged, specs, None, 0, SparkFrames(reference, reference.limit(0), ""))
     n_current = run_spark(current.count, window.source)
-    frames = SparkFrames(reference, current, _master(spark, project))
+    frames = SparkFrames(reference, current, master_of(spark, project.spark))
     return Inputs(logged, specs, None, n_current, frames)
-
-
-def _master(spark: SparkSession, project: Project) -> str:
-    """The master the session runs on (a reused session's own, not the project's)."""
-    from mm_platform.spark.session import settings_of
-
-    try:
-        return str(spark.conf.get("spark.master"))
-    except Exception:  # Spark Connect may not expose it
-        return settings_of(project.spark).master
 
 
 def rows_from_log(

@@ -110,10 +110,7 @@ def cdf_stats(
     pooled = ref.mapInArrow(_exploder(len(columns), 0, bucket_of), _LONG).unionByName(
         cur.mapInArrow(_exploder(len(columns), 1, bucket_of), _LONG)
     )
-    spark = reference.sparkSession
-    partitions = max(
-        spark.sparkContext.defaultParallelism, math.ceil(int(counts.sum()) / ROWS_PER_PARTITION)
-    )
+    partitions = max(_cores(reference.sparkSession), math.ceil(counts.sum() / ROWS_PER_PARTITION))
     partitions = min(partitions, max(1, int((counts.sum(axis=0) > 0).sum())))
     stats = (
         pooled.repartition(partitions, "c", "b")
@@ -121,6 +118,15 @@ def cdf_stats(
         .collect()  # a few numbers per bucket
     )
     return _combine(stats, columns, counts, below, totals)
+
+
+def _cores(spark: Any) -> int:
+    """How many tasks the cluster runs at once (under Spark Connect, which has no
+    SparkContext on the client, the shuffle's partition count)."""
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:
+        return int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
 
 
 _COUNTS = "c int, b int, n long"

@@ -4,6 +4,12 @@ Importing this package imports no PySpark; `session()` does, and turns a missing
 Java, or an unreachable master, into one line with the fix (`SparkUnavailable`).
 """
 
-from mm_platform.spark.session import SparkUnavailable, session, settings_of, spark_error
+from mm_platform.spark.session import (
+    SparkUnavailable,
+    master_of,
+    session,
+    settings_of,
+    spark_error,
+)
 
-__all__ = ["SparkUnavailable", "session", "settings_of", "spark_error"]
+__all__ = ["SparkUnavailable", "master_of", "session", "settings_of", "spark_error"]

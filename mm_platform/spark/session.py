@@ -118,7 +118,10 @@ def session(configured: Spark | None = None) -> SparkSession:
                 "spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={_LOG4J}"
             )
     builder = builder.appName(settings.app_name)
-    for key, value in {**DEFAULTS, **settings.conf}.items():
+    defaults = DEFAULTS
+    if master.startswith("sc://"):  # the server's UI is its own (a client cannot set it)
+        defaults = {k: v for k, v in DEFAULTS.items() if not k.startswith("spark.ui.")}
+    for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
@@ -130,6 +133,19 @@ def session(configured: Spark | None = None) -> SparkSession:
     if not master.startswith("sc://"):
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def master_of(spark: object, configured: Spark | None = None) -> str:
+    """The master `spark` runs on, fit for a run's params: a classic session's own (a
+    reused session may not be the project's); for Spark Connect, which has no master on the
+    client, the configured sc:// address without its parameters (a token, say)."""
+    configured_master = settings_of(configured).master.split(";")[0].rstrip("/")
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        return configured_master
+    try:
+        return str(spark.sparkContext.master)  # type: ignore[attr-defined]
+    except Exception:
+        return configured_master
 
 
 def _submitted() -> bool:

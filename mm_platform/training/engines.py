@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from mm_platform.spark import SparkUnavailable, session, spark_error
+from mm_platform.spark import SparkUnavailable, master_of, session, spark_error
 
 if TYPE_CHECKING:
     from mm_platform.project.config import Project
@@ -39,7 +39,7 @@ def start_spark(project: Project) -> str:
     the master the fits will run on. SparkUnavailable, one line, when Spark cannot start."""
     spark = session(project.spark)
     _register_backend()
-    return master_of(spark, project)
+    return master_of(spark, project.spark)
 
 
 def _register_backend() -> None:
@@ -51,17 +51,6 @@ def _register_backend() -> None:
             f"the Spark search needs joblibspark, which is not installed: {_INSTALL}"
         ) from exc
     register_spark()
-
-
-def master_of(spark: object, project: Project) -> str:
-    """The master `spark` runs on: the running context's (a reused session may not be the
-    project's), or, under Spark Connect (no context on the client), the configured one."""
-    from mm_platform.spark import settings_of
-
-    try:
-        return str(spark.sparkContext.master)  # type: ignore[attr-defined]
-    except Exception:  # Spark Connect has no SparkContext on the client
-        return settings_of(project.spark).master
 
 
 def run_on_spark(calls: Sequence[Callable[[], T]], master: str) -> list[T]:

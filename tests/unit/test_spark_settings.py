@@ -169,3 +169,17 @@ def test_a_non_spark_key_in_mm_spark_conf_json_names_that_variable_in_one_line(
     message = str(caught.value)
     assert message.startswith("MM_SPARK_CONF: ") and "'executor.memory'" in message, message
     assert "\n" not in message and "pydantic" not in message, message
+
+
+def test_a_connect_sessions_master_is_logged_without_its_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mm_platform.spark import master_of
+
+    class ConnectSession:  # what type(spark) looks like under Spark Connect
+        pass
+
+    ConnectSession.__module__ = "pyspark.sql.connect.session"
+    url = "sc://workspace.example:443/;token=dapi-SECRET;x-databricks-cluster-id=0123"
+    monkeypatch.setenv("MM_SPARK_MASTER", url)
+    assert master_of(ConnectSession(), Spark()) == "sc://workspace.example:443"
