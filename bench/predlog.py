@@ -10,7 +10,7 @@ Targets (issue 11):
 - `append` stays far under the served request's ~9 ms: < 0.3 ms for a 1-row request,
   < 1 ms for 1,000 rows x 10 columns.
 
-Each window read runs in its own fresh process, so its peak resident memory (ru_maxrss)
+Each window read runs in its own fresh process, so its peak resident memory (VmHWM)
 is its own; "extra MB" is the peak above the same process after its imports.
 
 Run: python bench/predlog.py [--quick]
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,15 @@ def build_log(root: str, days: int, files_per_day: int, rows: int, last_day_ns: 
             write_table(root, "predictions", "bench", table, day=day, tag=f"b{seed}")
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries a
+    parent's peak into a child across fork and exec, so a fresh process would report at
+    least the peak of the process that started it."""
+    with open("/proc/self/status") as status_file:
+        status = status_file.read()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1])
+
+
 def child_read(root: str, start_ns: int) -> None:
     """One window read in this fresh process; prints seconds, rows and memory as JSON."""
     import pandas as pd
@@ -76,11 +84,11 @@ def child_read(root: str, start_ns: int) -> None:
     from mm_platform.serving.predlog.reader import read_window
 
     start = pd.Timestamp(start_ns, tz="UTC")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_kb()
     began = time.perf_counter()
     frame = read_window(root, "predictions", "bench", start=start, end=start + pd.Timedelta(days=1))
     seconds = time.perf_counter() - began
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kb()
     print(
         json.dumps(
             {

@@ -15,7 +15,7 @@ and 5 string categories, 2-10 % missing, a third of them shifted in the current 
 - batch scoring: Spark (mlflow.pyfunc.spark_udf) against `mm predict` on 5M rows, rows/s.
 
 Each engine runs in its own fresh process (on Spark, its own JVM), so the peaks do not
-mix: the Python driver's peak resident memory (ru_maxrss) and, on Spark, the driver JVM's
+mix: the Python driver's peak resident memory (VmHWM) and, on Spark, the driver JVM's
 (VmHWM of the java child; in local mode the executors run inside it). Drift times leave out
 imports, the JVM's start and making the data; they include reading the Parquet files.
 Batch-scoring times are whole `mm predict` commands (start-up included); the full run also
@@ -258,6 +258,14 @@ def outcome(result, seconds: float) -> dict:
             "methods": {c.spec.name: c.method for c in result.columns}}  # fmt: skip
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries a
+    parent's peak into a child across fork and exec, so a fresh process would report at
+    least the peak of the process that started it."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1])
+
+
 def vm_size() -> int:
     status = Path("/proc/self/status").read_text()
     return int(next(x for x in status.splitlines() if x.startswith("VmSize:")).split()[1]) * 1024
@@ -273,7 +281,7 @@ def run_side(name: str, job_file: str) -> None:
     warnings.simplefilter("ignore")
     job = json.loads(Path(job_file).read_text())
     record = SIDES[name](job)
-    record["python_peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    record["python_peak_kb"] = peak_rss_kb()
     Path(job["out"]).write_text(json.dumps(record))
 
 
