@@ -154,15 +154,15 @@ def _submitted() -> bool:
 
 
 def _submitted_session(settings: Spark) -> SparkSession:
-    """The session on spark-submit's JVM, with its master and its --conf; the project's
+    """The session on spark-submit's JVM, with its master, name and --conf; the project's
     conf is added, and mm's defaults only where spark-submit set nothing."""
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     SparkContext._ensure_initialized()  # connects to spark-submit's JVM
     given = SparkConf()  # its --master, --conf and properties file
-    builder = SparkSession.builder.appName(settings.app_name)
-    for key, value in DEFAULTS.items():
+    builder = SparkSession.builder
+    for key, value in {**DEFAULTS, "spark.app.name": settings.app_name}.items():
         if not given.contains(key):
             builder = builder.config(key, value)
     for key, setting in settings.conf.items():
