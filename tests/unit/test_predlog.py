@@ -688,3 +688,21 @@ def test_a_journal_short_of_room_for_the_refused_record_stays_unhealthy_until_it
         assert sum("refusing requests (503)" in line for line in lines) == 1
         assert sum("the journal works again" in line for line in lines) == 1
         assert sorted(read_window(str(root), "predictions", "m")["request_id"]) == sorted(ids)
+
+
+def test_a_segment_closed_twice_leaves_the_next_file_on_its_number_open(tmp_path: Path) -> None:
+    """A second close must not close the file that got the descriptor number meanwhile
+    (found when a later test's subprocess failed with EBADF after these tests)."""
+    from mm_platform.serving.predlog.journal import Segment
+
+    segment = Segment(tmp_path, "w", 1, "1")
+    number = segment.fd
+    segment.close()
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert other == number  # the lowest free number is given again
+        segment.close()
+        segment.remove()
+        os.write(other, b"still open")
+    finally:
+        os.close(other)

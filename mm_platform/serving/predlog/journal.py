@@ -180,9 +180,12 @@ class Segment:
             os.ftruncate(self.fd, self.size)
 
     def close(self) -> None:
-        """Close without deleting: the records stay for recovery."""
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close without deleting: the records stay for recovery. Once: a second close
+        must not close whatever file has since been given the same descriptor number."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
