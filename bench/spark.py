@@ -386,6 +386,13 @@ def accuracy(sizes: dict, data: dict, folder: Path, figures: dict) -> None:
     legacy_table(sizes, ours, pandas, legacy, exact_slice, figures)
 
 
+def error_row(name: str, time_text: str, side: dict, errors: dict[str, float]) -> None:
+    """One engine's line: its time, JVM peak and largest error per legacy method."""
+    print(f"| {name} | {time_text} | {mb(side.get('jvm_peak_kb', 0))} | "
+          + " | ".join(f"{errors[m]:.1e}" if m in errors else "-" for m in LEGACY_METHODS)
+          + " |")  # fmt: skip
+
+
 def legacy_table(sizes, ours, pandas, legacy, exact_slice, figures) -> None:
     methods = legacy_methods()
     print(f"\n## Against Evidently's legacy Spark engine: {sizes['legacy_rows']:,} rows a side, "
@@ -399,12 +406,7 @@ def legacy_table(sizes, ours, pandas, legacy, exact_slice, figures) -> None:
     if "error" not in legacy:
         rows.append(("Evidently legacy Spark, local[2], 4 GB", legacy, legacy["runs"][0]))
     for name, side, run in rows:
-        errors = max_error(run, exact_slice, methods)
-        print(
-            f"| {name} | {run['seconds']:.1f} s | {mb(side.get('jvm_peak_kb', 0))} | "
-            + " | ".join(f"{errors[m]:.1e}" if m in errors else "-" for m in LEGACY_METHODS)
-            + " |"
-        )
+        error_row(name, f"{run['seconds']:.1f} s", side, max_error(run, exact_slice, methods))
     if "error" in legacy:
         print(f"| Evidently legacy Spark, local[2], 4 GB | {legacy['error']} | | | | | |")
         figures["legacy"] = {"error": legacy["error"], "ours": ours["runs"][0]["seconds"]}
@@ -444,10 +446,7 @@ def legacy_window(sizes: dict, data: dict, folder: Path, figures: dict) -> None:
     if "error" not in legacy:
         rows.append(("Evidently legacy Spark, local[2], 4 GB", legacy))
     for name, side in rows:
-        errors = max_error(side["runs"][0], exact, methods)
-        print(f"| {name} | {seconds(side)} | {mb(side.get('jvm_peak_kb', 0))} | "
-              + " | ".join(f"{errors[m]:.1e}" if m in errors else "-" for m in LEGACY_METHODS)
-              + " |")  # fmt: skip
+        error_row(name, seconds(side), side, max_error(side["runs"][0], exact, methods))
     if "error" in legacy:
         print(f"| Evidently legacy Spark, local[2], 4 GB | {legacy['error']} | | | | | |")
     figures["legacy_window"] = {"ours": ours["runs"][0]["seconds"], "legacy": seconds(legacy)}

@@ -56,13 +56,6 @@ class CdfStats:
     ks_statistic: float  # scipy's ks_2samp statistic
 
 
-def finite(column: Any) -> Any:
-    """Spark: the value is present and finite (Evidently's cleaning before a test)."""
-    from pyspark.sql import functions as F
-
-    return column.isNotNull() & ~F.isnan(column) & (F.abs(column) != float("inf"))
-
-
 def as_doubles(frame: Any, names: list[str]) -> Any:
     """The columns, in order, as doubles named by position (what the Arrow functions read)."""
     from pyspark.sql import functions as F
