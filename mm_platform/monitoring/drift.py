@@ -19,29 +19,22 @@ os.environ.setdefault("DO_NOT_TRACK", "1")  # before Evidently is imported: no t
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
 from evidently.legacy.calculations import stattests as _stattests
 from evidently.legacy.calculations.data_drift import ColumnDataDriftMetrics, DriftStatsField
-from evidently.legacy.calculations.stattests.registry import (
-    StatTest,
-    StatTestInvalidFeatureTypeError,
-    StatTestNotFoundError,
-    get_registered_stattest,
-)
 from evidently.legacy.core import ColumnType
 from evidently.legacy.options.base import Options
 from evidently.legacy.options.color_scheme import ColorOptions
 from evidently.legacy.utils.visualizations import get_distribution_for_column
 from evidently.metrics.column_statistics import ValueDriftCalculation
 
-from mm_platform.errors import ProjectConfigError
 from mm_platform.monitoring.results import (  # noqa: F401  (callers import them from here)
     ColumnOptions,
     ColumnResult,
@@ -51,68 +44,20 @@ from mm_platform.monitoring.results import (  # noqa: F401  (callers import them
     check_current,
     metric_key,
 )
+from mm_platform.monitoring.stattests import (  # noqa: F401  (the Spark engine's rule too)
+    choose_test,
+    resolve_test,
+    wasserstein_norm,
+)
+
+if TYPE_CHECKING:
+    from mm_platform.monitoring.performance_report import PerformanceView
 
 _DEFAULT = ColumnOptions()  # Evidently's default test and threshold
 _TYPES: dict[str, ColumnType] = {"num": ColumnType.Numerical, "cat": ColumnType.Categorical}
 
 
 # --- per-column drift ---------------------------------------------------------------------
-
-
-def resolve_test(
-    spec: ColumnSpec, reference: pd.Series, current: pd.Series, options: ColumnOptions
-) -> StatTest:
-    """The configured test, or the one Evidently's `DataDriftPreset` would choose."""
-    return choose_test(
-        spec,
-        options,
-        small=reference.shape[0] <= 1000,
-        more_unique=lambda k: _more_unique(reference, current, k),
-    )
-
-
-def choose_test(
-    spec: ColumnSpec, options: ColumnOptions, *, small: bool, more_unique: Callable[[int], bool]
-) -> StatTest:
-    """The test of a column whose cleaned reference has at most 1000 values (`small`) and
-    whose cleaned values hold more than k distinct ones (`more_unique(k)`): the configured
-    one, or Evidently's default; both engines decide with this rule."""
-    ctype = _TYPES[spec.kind]
-    if options.method is not None:
-        if spec.kind == "num" and options.method in ("chisquare", "z"):
-            # registered for categorical columns only, yet Evidently's default rule applies
-            # them to numeric columns with few values: allow what it does itself
-            return {"chisquare": _stattests.chi_stat_test, "z": _stattests.z_stat_test}[
-                options.method
-            ]
-        try:
-            return get_registered_stattest(options.method, ctype)
-        except (StatTestNotFoundError, StatTestInvalidFeatureTypeError) as exc:
-            raise ProjectConfigError(
-                f"monitoring.columns.{spec.name}.method: '{options.method}' cannot test a "
-                f"{'numeric' if spec.kind == 'num' else 'categorical'} column ({exc})"
-            ) from exc
-    # Evidently's rule (stattests.registry._get_default_stattest), without its full
-    # nunique of both columns concatenated: only "more than 2 / more than 5" matters
-    if spec.kind == "cat" and not small:
-        return _stattests.jensenshannon_stat_test
-    if spec.kind == "num" and more_unique(5):
-        return _stattests.ks_stat_test if small else _stattests.wasserstein_stat_test
-    if spec.kind == "num" and not small:
-        return _stattests.jensenshannon_stat_test
-    # few values (or a small categorical column): chi-square, or the z-test for two values
-    return _stattests.chi_stat_test if more_unique(2) else _stattests.z_stat_test
-
-
-def _more_unique(reference: pd.Series, current: pd.Series, k: int) -> bool:
-    """Whether the two (NaN-free) columns together hold more than `k` distinct values."""
-    seen: set[Any] = set()
-    for column in (reference, current):
-        for start in range(0, len(column), 4096):  # a few thousand values nearly always tell
-            seen.update(pd.unique(column.iloc[start : start + 4096]))
-            if len(seen) > k:
-                return True
-    return False
 
 
 def shared_categories(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -147,40 +92,6 @@ def _clean(column: pd.Series) -> pd.Series:
 # numpy's global generator: two such columns in parallel threads would interleave draws
 _GLOBAL_RNG_TESTS = frozenset({"TVD", "empirical_mmd"})
 _GLOBAL_RNG = threading.Lock()
-
-
-def wasserstein_norm(reference: pd.Series, current: pd.Series) -> float:
-    """Evidently's `wasserstein` score, bit for bit, in a fifth of its time.
-
-    Evidently divides scipy's `wasserstein_distance(reference, current)` by
-    max(std(reference), 0.001): the sum over the pooled sorted values of |U(x) - V(x)| times
-    the gap to the next value, U and V the two empirical CDFs. scipy argsorts both samples,
-    sorts their concatenation and binary-searches every pooled value in both. Here both are
-    sorted, the two sorted runs are merged by a stable sort in linear time, and the CDFs are
-    running counts of which sample each pooled value came from. Inside a run of tied values
-    the counts differ from scipy's, but there the gap is 0; everywhere else the terms are
-    the same numbers, so the sum is the same (tests/test_drift.py checks equality).
-    """
-    u = np.sort(reference.to_numpy(dtype="float64"))
-    v = np.sort(current.to_numpy(dtype="float64"))
-    pooled = np.concatenate((u, v))
-    order = np.argsort(pooled, kind="stable")
-    merged = pooled[order]
-    del pooled
-    deltas = np.diff(merged)
-    del merged
-    from_u = order[:-1] < u.size
-    del order
-    # counts below 2**53 are exact in float64: the same CDF values, without int64 copies
-    gap = np.cumsum(from_u, dtype="float64")
-    gap /= u.size
-    other = np.cumsum(~from_u, dtype="float64")
-    other /= v.size
-    gap -= other
-    del other
-    np.abs(gap, out=gap)
-    distance = float(np.dot(gap, deltas))
-    return distance / max(float(np.std(reference)), 0.001)
 
 
 def column_drift(
@@ -355,16 +266,17 @@ class MmColumnDriftCalculation(SingleValueCalculation[MmColumnDrift]):
 def build_report(
     result: DriftResult,
     *,
-    performance: tuple[pd.DataFrame, pd.DataFrame, Any] | None = None,
+    performance: PerformanceView | None = None,
     timestamp: datetime | None = None,
     name: str | None = None,
     metadata: dict[str, str] | None = None,
 ) -> Any:
-    """An Evidently snapshot: summary counters, every column's drift widget, and (with
-    `performance` = (labelled current, labelled reference, data definition)) Evidently's
-    regression or classification metrics on the labelled rows."""
+    """An Evidently snapshot: summary counters, every column's drift widget and, with a
+    `performance` view, the scores on the labelled rows with their binned plots. Every
+    metric carries its own result: the report reads no rows."""
     from evidently import Dataset, Report
-    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    from mm_platform.monitoring import performance_report
 
     token = uuid.uuid4().hex
     metrics: list[Any] = []
@@ -382,18 +294,13 @@ def build_report(
             )
         )
     if performance is not None:
-        current, reference, definition = performance
-        preset = RegressionPreset() if definition.regression else ClassificationPreset()
-        metrics.append(preset)
-        cur_ds = Dataset.from_pandas(current, data_definition=definition)
-        ref_ds = Dataset.from_pandas(reference, data_definition=definition)
-    else:  # the drift metrics carry their own results: the report needs no rows
-        tiny = pd.DataFrame({"_": [0.0, 1.0]})
-        cur_ds = ref_ds = Dataset.from_pandas(tiny)
+        metrics.append(performance_report.pending(performance, token))
+    tiny = Dataset.from_pandas(pd.DataFrame({"_": [0.0, 1.0]}))
     try:
         return Report(metrics).run(
-            cur_ds, ref_ds, timestamp=timestamp, name=name, metadata=metadata or {}
+            tiny, tiny, timestamp=timestamp, name=name, metadata=metadata or {}
         )
     finally:
+        performance_report.release(token)
         for column in result.columns:
             _PENDING.pop((token, column.spec.name), None)

@@ -20,9 +20,11 @@ from scipy import stats
 from scipy.spatial import distance
 
 # methods the Spark engine computes, and the side of the threshold that means drift
-P_VALUE_BELOW = {"chisquare": "<", "z": "<", "ks": "<="}
+P_VALUE_BELOW = {"chisquare": "<", "chisquare_2s": "<", "z": "<", "ks": "<="}
 SCORE_AT_LEAST = frozenset({"jensenshannon", "psi", "kl_div", "hellinger", "wasserstein"})
-FROM_COUNTS = frozenset({"chisquare", "z", "jensenshannon", "psi", "kl_div", "hellinger"})
+FROM_COUNTS = frozenset(
+    {"chisquare", "chisquare_2s", "z", "jensenshannon", "psi", "kl_div", "hellinger"}
+)
 SPARK_METHODS = frozenset(FROM_COUNTS | {"ks", "wasserstein"})
 _KS_MAX_EXACT = 10_000  # ks_2samp's MAX_AUTO_N: "auto" is exact up to this many values
 HISTOGRAM_MIN_UNIQUE = 20  # get_binned_data bins a numeric column with more reference values
@@ -99,6 +101,23 @@ def chisquare(ref: Mapping[Any, int], cur: Mapping[Any, int], n_ref: int, n_cur:
         return float(stats.chisquare(f_obs, f_exp)[1])
 
 
+def chisquare_two_sample(ref: Mapping[Any, int], cur: Mapping[Any, int]) -> float:
+    """The two-sample chi-square test of homogeneity (`stattests.chisquare_2s`): Pearson's
+    statistic on the 2 x k table of both sides' counts of the k values seen, k - 1 degrees
+    of freedom, no continuity correction (scipy's `chi2_contingency(table,
+    correction=False)`). One value only on both sides: p = 1."""
+    keys = [k for k in set(ref) | set(cur) if ref.get(k, 0) + cur.get(k, 0) > 0]
+    if len(keys) < 2:
+        return 1.0
+    table = np.array([[ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys]], "float64")
+    rows, columns, total = table.sum(axis=1), table.sum(axis=0), table.sum()
+    if not rows.all():
+        return 1.0  # one side is empty: nothing to compare
+    expected = np.outer(rows, columns) / total
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return float(stats.chi2.sf(statistic, len(keys) - 1))
+
+
 def z_test(ref: Mapping[Any, int], cur: Mapping[Any, int], n_ref: int, n_cur: int) -> float:
     """Evidently's two-proportion z-test p-value: the share of values other than the
     smallest one, on each side."""
@@ -128,6 +147,8 @@ def from_value_counts(
     """A score from the two value counts (of cleaned values: no missing, no infinities)."""
     if method == "chisquare":
         return chisquare(ref, cur, n_ref, n_cur)
+    if method == "chisquare_2s":
+        return chisquare_two_sample(ref, cur)
     if method == "z":
         return z_test(ref, cur, n_ref, n_cur)
     if method == "hellinger":

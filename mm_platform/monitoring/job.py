@@ -19,8 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from mm_platform.data.columns import target_name
 from mm_platform.errors import ExitCode
 from mm_platform.monitoring.alerts import post_alert
@@ -203,6 +201,7 @@ def _analyse(
     """Drift and performance of the window (filled into `outcome`), the Evidently snapshot
     and the run's params."""
     from mm_platform.monitoring.drift import metric_key
+    from mm_platform.monitoring.results import test_reason
 
     monitoring, target = project.monitoring, target_name(project)
     options = column_options(project, inputs.specs)
@@ -227,14 +226,18 @@ def _analyse(
     params = {
         **{f"method.{metric_key(c.spec.name)}": c.method for c in result.columns},
         **{f"threshold.{metric_key(c.spec.name)}": c.threshold for c in result.columns},
+        **{
+            f"test_reason.{metric_key(c.spec.name)}": test_reason(c, options.get(c.spec.name))
+            for c in result.columns
+        },  # fmt: skip
         "drift_share_threshold": monitoring.drift_share,
         "min_rows": monitoring.min_rows,
         **computed.params,
     }
-    labelled, reference = computed.labelled, computed.reference
-    if reference is None:  # no performance section: the report compares with the reference
-        labelled, reference = labelled.drop(columns=[target], errors="ignore"), pd.DataFrame()
-    snapshot = drift_report(project, result, reference, labelled, window.end, outcome.version)
+    snapshot = drift_report(
+        project, result, performance, computed.labelled, computed.reference, window.end,
+        outcome.version,
+    )  # fmt: skip
     return result, snapshot, params
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mm_platform.monitoring.performance import labelled_rows
+from mm_platform.data.columns import target_name
 from mm_platform.project.config import monitoring_experiment
 
 if TYPE_CHECKING:
@@ -43,61 +43,35 @@ def describe(result: DriftResult, performance: dict[str, float], project: Projec
     return "; ".join(parts)
 
 
-def _performance_part(
-    project: Project, current: pd.DataFrame, reference: pd.DataFrame, target: str
-) -> tuple[pd.DataFrame, pd.DataFrame, Any] | None:
-    """(current, reference, definition) for Evidently's performance metrics, when the window
-    has enough labelled rows."""
-    labelled = labelled_rows(current, reference, target)
-    if len(labelled) < project.monitoring.min_rows:
-        return None
-    from evidently import (
-        BinaryClassification,
-        DataDefinition,
-        MulticlassClassification,
-        Regression,
-    )
-
-    if project.task == "regression":
-        definition = DataDefinition(regression=[Regression(target=target, prediction="prediction")])
-    elif project.task == "binary":
-        definition = DataDefinition(
-            classification=[BinaryClassification(target=target, prediction_labels="prediction")]
-        )
-    else:
-        definition = DataDefinition(
-            classification=[MulticlassClassification(target=target, prediction_labels="prediction")]
-        )
-    columns = [target, "prediction"]
-    return labelled[columns], reference[columns], definition
-
-
 def drift_report(
     project: Project,
     result: DriftResult,
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    performance: dict[str, float],
+    labelled: pd.DataFrame,
+    reference: pd.DataFrame | None,
     end: datetime | None,
     number: str,
 ) -> Any:
-    """The Evidently snapshot of one window of version `number`."""
+    """The Evidently snapshot of one window of version `number`: the drift, and with
+    enough `labelled` rows the `performance` scores the run logs, with their plots."""
     from mm_platform.monitoring.drift import build_report
-    from mm_platform.serving.batch import target_name
+    from mm_platform.monitoring.performance_report import performance_view
 
-    performance = _performance_part(project, current, reference, target_name(project))
+    view = None
+    if "current_" + project.selection.metric in performance:
+        target = target_name(project)
+        view = performance_view(
+            project.task, project.selection.metric, performance, labelled, reference, target
+        )
     # Evidently's snapshot time is naive UTC
     stamp = end.astimezone(timezone.utc).replace(tzinfo=None) if end else None
-    name = f"{project.name} v{number}"
-    metadata = {"model": project.name, "version": number}
-    try:
-        return build_report(
-            result, performance=performance, timestamp=stamp, name=name, metadata=metadata
-        )
-    except Exception:  # e.g. one class only: Evidently cannot compute its ROC curve
-        if performance is None:
-            raise
-    # the drift report still stands; the metrics in the run carry the performance
-    return build_report(result, timestamp=stamp, name=name, metadata=metadata)
+    return build_report(
+        result,
+        performance=view,
+        timestamp=stamp,
+        name=f"{project.name} v{number}",
+        metadata={"model": project.name, "version": number},
+    )
 
 
 def add_to_workspace(project: Project, snapshot: Any, result: DriftResult) -> str:

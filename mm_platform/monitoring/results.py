@@ -136,6 +136,26 @@ class DriftResult:
         return out
 
 
+_DEFAULT_WHY = {
+    "ks": "default: numeric with more than 5 values, reference of at most 1000 values",
+    "wasserstein": "default: numeric with more than 5 values, reference over 1000 values",
+    "jensenshannon": "default: categorical or at most 5 values, reference over 1000 values",
+    "z": "default: two values, reference of at most 1000 values",
+    "chisquare_2s": (
+        "default: more than two values, reference of at most 1000 values; two-sample, as "
+        "Evidently's goodness-of-fit chisquare takes so small a reference as exact"
+    ),
+}
+
+
+def test_reason(column: ColumnResult, options: ColumnOptions | None) -> str:
+    """Why `column` got its test: configured in the project file, or the default rule
+    (`stattests.choose_test`) for its kind and reference size."""
+    if options is not None and options.method is not None:
+        return f"monitoring.columns.{column.spec.name}.method"
+    return _DEFAULT_WHY.get(column.method, "default")
+
+
 _KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /")
 
 

@@ -16,7 +16,7 @@ from pydantic import (
 from mm_platform.project.base import StrictModel, parse_duration
 
 DRIFT_METHODS = (
-    "anderson", "chisquare", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
+    "anderson", "chisquare", "chisquare_2s", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
     "hellinger", "jensenshannon", "kl_div", "ks", "mannw",
     "psi", "t_test", "TVD", "wasserstein", "z", "empirical_mmd",
 )  # fmt: skip

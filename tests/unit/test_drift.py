@@ -46,12 +46,16 @@ def frames(n: int, *, shift: bool, seed: int = 0) -> tuple[pd.DataFrame, pd.Data
     return make(False), make(shift)
 
 
-def raw_evidently_scores(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, float]:
-    """Per-column drift scores of raw `Report([DataDriftPreset()])` (types inferred)."""
+def raw_evidently_scores(
+    reference: pd.DataFrame, current: pd.DataFrame, per_column: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Per-column drift scores of raw `Report([DataDriftPreset()])` (types inferred), with
+    `per_column` methods named to Evidently where mm's default differs from its own."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    snapshot = Report([DataDriftPreset()]).run(current, reference)
+    preset = DataDriftPreset(per_column_method=per_column or None)
+    snapshot = Report([preset]).run(current, reference)
     scores = {}
     for metric in snapshot.dict()["metrics"]:
         config = metric["config"]
@@ -83,7 +87,11 @@ def test_no_drift_when_both_sides_come_from_one_distribution(n: int) -> None:
 def test_scores_equal_raw_evidently(n: int, shift: bool) -> None:
     reference, current = frames(n, shift=shift, seed=3)
     ours = compute(reference, current, SPECS, for_report=False)
-    raw = raw_evidently_scores(reference, current)
+    # the one default mm changes: the two-sample chi-square where Evidently's is
+    # goodness-of-fit (<= 1000 reference values); Evidently computes it from its registry
+    two_sample = {c.spec.name: c.method for c in ours.columns if c.method == "chisquare_2s"}
+    assert bool(two_sample) == (n <= 1000)
+    raw = raw_evidently_scores(reference, current, two_sample)
     assert set(raw) == {s.name for s in SPECS}
     for column in ours.columns:
         assert column.score == pytest.approx(raw[column.spec.name], abs=1e-9, rel=0)
@@ -100,8 +108,63 @@ def test_methods_expected_from_evidentlys_rule() -> None:
         "size": "jensenshannon",
     }
     small = {c.spec.name: c.method for c in compute(*frames(300, shift=False), SPECS).columns}
-    assert small == {"a": "ks", "b": "ks", "steps": "chisquare", "colour": "chisquare",
-                     "size": "chisquare"}  # fmt: skip
+    # Evidently's rule would give its goodness-of-fit "chisquare" to the last three
+    assert small == {"a": "ks", "b": "ks", "steps": "chisquare_2s", "colour": "chisquare_2s",
+                     "size": "chisquare_2s"}  # fmt: skip
+    kept = compute(*frames(300, shift=False), SPECS, options={"colour": ColumnOptions("chisquare")})
+    assert {c.spec.name: c.method for c in kept.columns}["colour"] == "chisquare"
+
+
+def test_two_sample_chisquare_is_pearsons_test_of_homogeneity() -> None:
+    from scipy.stats import chi2_contingency
+
+    from mm_platform.monitoring.from_counts import chisquare_two_sample
+
+    ref = {"a": 120, "b": 300, "c": 80}
+    cur = {"a": 1300, "b": 2900, "c": 700, "d": 3}  # "d": a value the reference never had
+    keys = sorted(set(ref) | set(cur))
+    table = [[ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys]]
+    expected = chi2_contingency(table, correction=False)[1]
+    assert chisquare_two_sample(ref, cur) == pytest.approx(expected, rel=1e-12, abs=0)
+    assert chisquare_two_sample({"a": 5}, {"a": 9}) == 1.0  # one value on both sides
+
+
+def _churn_like(n: int, rng: np.random.Generator, *, shift: float = 0.0) -> pd.DataFrame:
+    """A table like a new user's churn data: skewed categories and a few numbers."""
+    regions = np.array(["north", "south", "east", "west", "centre"], dtype=object)
+    services = np.array(["dsl", "fibre", "none"], dtype=object)
+    region_p = np.array([0.35, 0.25, 0.2, 0.15, 0.05]) + shift * np.array([-1, 0, 0, 0, 1])
+    return pd.DataFrame(
+        {
+            "region": rng.choice(regions, n, p=region_p / region_p.sum()),
+            "internet_service": rng.choice(services, n, p=[0.4, 0.45, 0.15]),
+            "contract": rng.choice(np.array(["month", "year"], dtype=object), n, p=[0.6, 0.4]),
+            "tenure": rng.integers(0, 72, n).astype(float) + shift * 24,
+            "charges": rng.gamma(4.0, 20.0, n),
+            "tickets": rng.poisson(0.8, n).clip(0, 4).astype(float),  # five values
+        }
+    )
+
+
+def test_a_small_reference_raises_alarms_at_the_tests_nominal_rate() -> None:
+    """A 1,000-row holdout reference against twenty 5,000-row windows of the same
+    distribution: Evidently's goodness-of-fit default flagged such windows' categories at
+    p ~ 0.001; with two-sample tests the share of flagged column-windows is about the 5 %
+    the threshold promises, and no window declares dataset drift. Real shifts still show."""
+    rng = np.random.default_rng(11)
+    reference = _churn_like(1000, rng)
+    specs = [
+        ColumnSpec(c, "cat" if reference[c].dtype == object else "num") for c in reference
+    ]
+    flagged, tested = 0, 0
+    for _ in range(20):
+        result = compute(reference, _churn_like(5000, rng), specs, for_report=False)
+        assert not result.dataset_drift
+        flagged += result.n_drifted
+        tested += len(result.features)
+    assert flagged / tested <= 0.10, f"{flagged} of {tested} column-windows flagged"
+    shifted = compute(reference, _churn_like(5000, rng, shift=0.1), specs, for_report=False)
+    assert {"region", "tenure"} <= {c.spec.name for c in shifted.columns if c.drifted}
 
 
 def test_configured_method_and_threshold_are_used_and_checked() -> None:
