@@ -12,17 +12,18 @@ if TYPE_CHECKING:
     from mm_platform.project.config import Project
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-REFERENCE_MAX_ROWS = 10_000
 
 
 def reference_sample(
     project: Project, pipeline: Any, X: pd.DataFrame, y: pd.Series
 ) -> pd.DataFrame:
-    """Holdout features, target and the model's predictions: the drift jobs' reference.
-    A classifier with probabilities adds one float column per class, `proba_<class>`
+    """Holdout features, target and the model's predictions: the drift jobs' reference,
+    a seeded sample of `monitoring.reference_rows` rows of a larger holdout. Holdout rows
+    only, so the predictions and scores on it are out of sample. A classifier with
+    probabilities adds one float column per class, `proba_<class>`
     (`str(label)`, in `classes_` order)."""
-    if len(X) > REFERENCE_MAX_ROWS:
-        X = X.sample(REFERENCE_MAX_ROWS, random_state=project.seed)
+    if len(X) > project.monitoring.reference_rows:
+        X = X.sample(project.monitoring.reference_rows, random_state=project.seed)
         y = y.loc[X.index]
     frame = X.reset_index(drop=True).copy()
     frame[str(y.name)] = y.to_numpy()

@@ -28,7 +28,6 @@ from mm_platform.monitoring.report import (
     SNAPSHOT_ARTIFACT,
     add_to_workspace,
     describe,
-    drift_report,
 )
 from mm_platform.monitoring.retrain import apply_retrain_policy
 from mm_platform.monitoring.window import (
@@ -44,12 +43,13 @@ from mm_platform.monitoring.window import (
     rows_from_log,
     tested_specs,
 )
+from mm_platform.monitoring.worker import Local, Rendered, Worker
 from mm_platform.project.config import monitoring_experiment
 from mm_platform.tracking import tags
 from mm_platform.tracking.tags import CHAMPION
 
 if TYPE_CHECKING:
-    from mm_platform.monitoring.drift import ColumnOptions, DriftResult
+    from mm_platform.monitoring.results import ColumnOptions, DriftResult
     from mm_platform.project.config import Project
 
 EXIT_NO_DRIFT = ExitCode.OK
@@ -101,12 +101,25 @@ def run_drift(
     """Run the drift job for one window (or one file) and record it; see the module doc.
     `engine` (pandas or spark) and `reference` (a file, folder or, on Spark, a table)
     default to the project's `monitoring.engine` and `monitoring.reference`."""
-    from mm_platform import tracking
-
     window = Window.of(
         project, start=start, end=end, current_path=current_path, alias=alias,
         version=version, log_root=log_root, engine=engine, reference=reference,
     )  # fmt: skip
+    # Evidently loads in a second process while this one loads the version and scores
+    use_worker = window.engine == "pandas" and not project.monitoring.workspace
+    evidently = Worker() if use_worker else Local()
+    try:
+        return _run(project, window, evidently, version, retrain)
+    finally:
+        evidently.close()
+
+
+def _run(
+    project: Project, window: Window, evidently: Local | Worker, version: str | None, retrain: bool
+) -> DriftOutcome:
+    """The job once its window is known and Evidently is loading."""
+    from mm_platform import tracking
+
     tracking.connect()
     model = tracking.resolve_version(
         project.name, alias=window.alias, version=version, source=project.label
@@ -123,7 +136,7 @@ def run_drift(
         project.name, number, window.alias or None, window.start, window.end, "no_drift", "",
         inputs.n_current, "",
     )  # fmt: skip
-    if _record(project, window, outcome, inputs):
+    if _record(project, window, outcome, inputs, evidently):
         _decide(project, outcome, window.log_root, retrain)
     return outcome
 
@@ -142,7 +155,10 @@ def _pandas_inputs(project: Project, window: Window, model: Any, uri: str) -> In
     return Inputs(reference, specs, current, len(current))
 
 
-def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: Inputs) -> bool:
+def _record(
+    project: Project, window: Window, outcome: DriftOutcome, inputs: Inputs,
+    evidently: Local | Worker,
+) -> bool:  # fmt: skip
     """Compute the window's verdict, then write its run (metrics, report and snapshot)
     through the outage-proof writer. False when the window has too few rows to compute
     anything."""
@@ -154,12 +170,9 @@ def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: Inp
     computed = outcome.n_current >= monitoring.min_rows
     spec = RunSpec("drift", window.run_name(number), {}, started, started)
     if computed:
-        result, snapshot, spec.params = _analyse(project, window, outcome, inputs)
+        result, rendered, spec.params = _analyse(project, window, outcome, inputs, evidently)
         spec.metrics = outcome.metrics
-        spec.artifacts = {
-            REPORT_ARTIFACT: snapshot.get_html_str(as_iframe=False).encode(),
-            SNAPSHOT_ARTIFACT: snapshot.dumps().encode(),
-        }
+        spec.artifacts = {REPORT_ARTIFACT: rendered.html, SNAPSHOT_ARTIFACT: rendered.snapshot_json}
     else:
         outcome.status = "not_enough_data"
         outcome.message = (
@@ -187,7 +200,7 @@ def _record(project: Project, window: Window, outcome: DriftOutcome, inputs: Inp
     if computed:
         outcome.report_uri = f"{artifacts}/{REPORT_ARTIFACT}"
         if monitoring.workspace:
-            outcome.decisions.append(add_to_workspace(project, snapshot, result))
+            outcome.decisions.append(add_to_workspace(project, rendered.snapshot, result))
     return computed
 
 
@@ -196,12 +209,12 @@ def _now_ms() -> int:
 
 
 def _analyse(
-    project: Project, window: Window, outcome: DriftOutcome, inputs: Inputs
-) -> tuple[DriftResult, Any, dict[str, Any]]:
-    """Drift and performance of the window (filled into `outcome`), the Evidently snapshot
+    project: Project, window: Window, outcome: DriftOutcome, inputs: Inputs,
+    evidently: Local | Worker,
+) -> tuple[DriftResult, Rendered, dict[str, Any]]:  # fmt: skip
+    """Drift and performance of the window (filled into `outcome`), the Evidently report
     and the run's params."""
-    from mm_platform.monitoring.drift import metric_key
-    from mm_platform.monitoring.results import test_reason
+    from mm_platform.monitoring.results import metric_key, test_reason
 
     monitoring, target = project.monitoring, target_name(project)
     options = column_options(project, inputs.specs)
@@ -209,8 +222,10 @@ def _analyse(
         from mm_platform.monitoring.spark_job import compute_on_spark
 
         computed = compute_on_spark(project, window, inputs, options)
+        made_here = computed.result  # with Evidently's objects for the report
     else:
-        computed = _compute(project, window, inputs, options)
+        computed = _compute(project, window, inputs, options, evidently)
+        made_here = None
     result, performance = computed.result, _performance(project, computed, target)
     metrics = result.metrics()
     metrics.update(performance)
@@ -229,25 +244,24 @@ def _analyse(
         **{
             f"test_reason.{metric_key(c.spec.name)}": test_reason(c, options.get(c.spec.name))
             for c in result.columns
-        },  # fmt: skip
+        },
         "drift_share_threshold": monitoring.drift_share,
         "min_rows": monitoring.min_rows,
         **computed.params,
     }
-    snapshot = drift_report(
-        project, result, performance, computed.labelled, computed.reference, window.end,
-        outcome.version,
+    rendered = evidently.report(
+        project, performance, computed.labelled, computed.reference, window.end,
+        outcome.version, result=made_here,
     )  # fmt: skip
-    return result, snapshot, params
+    return result, rendered, params
 
 
 def _compute(
-    project: Project, window: Window, inputs: Inputs, options: dict[str, ColumnOptions]
-) -> Computed:
+    project: Project, window: Window, inputs: Inputs, options: dict[str, ColumnOptions],
+    evidently: Local | Worker,
+) -> Computed:  # fmt: skip
     """Drift of every column on pandas (the target only with enough labels), on a sample of
     `monitoring.sample_rows` rows when the window is larger."""
-    from mm_platform.monitoring.drift import compute
-
     monitoring, target = project.monitoring, target_name(project)
     reference, current = inputs.reference, inputs.current
     assert reference is not None and current is not None  # the pandas engine's inputs
@@ -257,7 +271,7 @@ def _compute(
     has_target = target in reference.columns
     labelled = labelled_rows(current, reference if has_target else current, target)
     tested = tested_specs(inputs.specs, len(labelled) >= monitoring.min_rows)
-    result = compute(
+    result = evidently.compute(
         reference, current, tested, options=options, drift_share=monitoring.drift_share
     )
     sample = len(current) if len(current) < inputs.n_current else "none"

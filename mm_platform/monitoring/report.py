@@ -12,7 +12,7 @@ from mm_platform.data.columns import target_name
 from mm_platform.project.config import monitoring_experiment
 
 if TYPE_CHECKING:
-    from mm_platform.monitoring.drift import DriftResult
+    from mm_platform.monitoring.results import DriftResult
     from mm_platform.project.config import Project
 
 REPORT_ARTIFACT = "drift_report.html"

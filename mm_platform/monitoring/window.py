@@ -25,7 +25,7 @@ from mm_platform.serving.scoring import raw_model, score
 from mm_platform.tracking import tags
 
 if TYPE_CHECKING:
-    from mm_platform.monitoring.drift import ColumnOptions, ColumnSpec, DriftResult
+    from mm_platform.monitoring.results import ColumnOptions, ColumnSpec, DriftResult
     from mm_platform.project.config import Project
 
 _NUMERIC_TYPES = {"double", "float", "long", "integer"}
@@ -206,7 +206,7 @@ def column_specs(
     list), then the prediction and the target (when the reference has it); Evidently
     infers nothing."""
     from mm_platform import tracking
-    from mm_platform.monitoring.drift import ColumnSpec
+    from mm_platform.monitoring.results import ColumnSpec
 
     ref = reference if isinstance(reference, ReferenceColumns) else ReferenceColumns.of(reference)
     target = target_name(project)
@@ -248,7 +248,7 @@ def rows_from_log(project: Project, window: Window, number: str) -> pd.DataFrame
 def rows_from_file(project: Project, path: Path, specs: list[ColumnSpec], uri: str) -> pd.DataFrame:
     """Features (and optionally target and predictions), checked before anything is logged;
     predictions are made with the monitored version when the file has none."""
-    from mm_platform.monitoring.drift import check_current
+    from mm_platform.monitoring.results import check_current
 
     frame = read_table(path)
     features = [s for s in specs if s.role == "feature"]
@@ -294,7 +294,7 @@ def check_rows(
     current: pd.DataFrame, specs: list[ColumnSpec], target: str, source: str
 ) -> pd.DataFrame:
     """`current` once its features, prediction and (if present) target pass the checks."""
-    from mm_platform.monitoring.drift import check_current
+    from mm_platform.monitoring.results import check_current
 
     for role in ("feature", "prediction", "target"):  # features first: they name the fix
         if role != "target" or target in current.columns:

@@ -16,8 +16,8 @@ from pydantic import (
 from mm_platform.project.base import StrictModel, parse_duration
 
 DRIFT_METHODS = (
-    "anderson", "chisquare", "chisquare_2s", "cramer_von_mises", "ed", "es", "fisher_exact", "g_test",
-    "hellinger", "jensenshannon", "kl_div", "ks", "mannw",
+    "anderson", "chisquare", "chisquare_2s", "cramer_von_mises", "ed", "es", "fisher_exact",
+    "g_test", "hellinger", "jensenshannon", "kl_div", "ks", "mannw",
     "psi", "t_test", "TVD", "wasserstein", "z", "empirical_mmd",
 )  # fmt: skip
 
@@ -71,6 +71,8 @@ class Monitoring(StrictModel):
     schedule: str | None = None  # cron, five fields, UTC: one window per fire time
     min_rows: int = Field(30, ge=2)
     sample_rows: int | None = Field(None, ge=100)
+    # the reference sample logged with each trained version: up to this many holdout rows
+    reference_rows: int = Field(50_000, ge=100)
     drift_share: float = Field(0.5, gt=0, le=1)
     columns: dict[str, ColumnDrift] = Field(default_factory=dict)
     workspace: str | None = None  # Evidently workspace folder, relative to the project file

@@ -353,7 +353,8 @@ def test_classification_with_partly_labelled_window(store: str, tmp_path: Path, 
     metrics = run.data.metrics
     assert metrics["n_labelled_rows"] == 150 and "current_f1" in metrics
     assert "target_drift_score" in metrics and "prediction_drift_score" in metrics
-    assert run.data.params["method.prediction"] in ("chisquare", "z")
+    assert run.data.params["method.prediction"] in ("chisquare_2s", "z")
+    assert run.data.params["test_reason.prediction"].startswith("default: ")
     # the logged class probabilities give the label-based ROC-AUC, and so the drop on it
     assert 0.0 <= metrics["current_roc_auc"] <= 1.0 and "reference_roc_auc" in metrics
     expected = (metrics["reference_roc_auc"] - metrics["current_roc_auc"]) / abs(

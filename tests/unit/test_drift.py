@@ -153,9 +153,7 @@ def test_a_small_reference_raises_alarms_at_the_tests_nominal_rate() -> None:
     the threshold promises, and no window declares dataset drift. Real shifts still show."""
     rng = np.random.default_rng(11)
     reference = _churn_like(1000, rng)
-    specs = [
-        ColumnSpec(c, "cat" if reference[c].dtype == object else "num") for c in reference
-    ]
+    specs = [ColumnSpec(c, "cat" if reference[c].dtype == object else "num") for c in reference]
     flagged, tested = 0, 0
     for _ in range(20):
         result = compute(reference, _churn_like(5000, rng), specs, for_report=False)

@@ -26,8 +26,12 @@ def _evidently(method: str, ref: pd.Series, cur: pd.Series, kind: ColumnType) ->
     return float(get_registered_stattest(method, kind)(ref, cur, kind, None).drift_score)
 
 
-@pytest.mark.parametrize("method", ["chisquare", "jensenshannon", "psi", "kl_div", "hellinger"])
+@pytest.mark.parametrize(
+    "method", ["chisquare", "chisquare_2s", "jensenshannon", "psi", "kl_div", "hellinger"]
+)
 def test_value_count_scores_equal_evidently(method: str) -> None:
+    import mm_platform.monitoring.stattests  # noqa: F401  (registers chisquare_2s)
+
     ours = from_counts.from_value_counts(
         method, _counts(CATS_REF), _counts(CATS_CUR), len(CATS_REF), len(CATS_CUR)
     )
