@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.support import mm, write_project
 
@@ -96,3 +97,37 @@ def test_the_retrain_policy_counts_windows_flagged_by_the_estimated_drop(
     decision = apply_retrain_policy(project, outcome, str(tmp_path / "log"))
     # 2 of the last 3 flagged: fine-tuning is wanted (and fails: this project has no log)
     assert decision.startswith("retrain: wanted (2 of the last 3 windows flagged)"), decision
+
+
+def test_a_regressor_gets_dle_and_a_version_without_an_estimator_gets_one_fitted(
+    store: str, tmp_path: Path
+) -> None:
+    from mm_platform import tracking
+    from mm_platform.modeling.estimation import ESTIMATOR_ARTIFACT
+    from mm_platform.monitoring.estimation import estimated_performance
+    from mm_platform.monitoring.window import Inputs, reference_frame
+    from mm_platform.project.config import load_project
+    from mm_platform.training.search import train_project
+    from tests.support import SEED_LINEAR
+
+    project = load_project(write_project(tmp_path, SEED_LINEAR))
+    train_project(project)
+    model = tracking.resolve_version("tiny", version="1")
+    reference = reference_frame(project, model, "models:/tiny/1")
+    window = reference.drop(columns="y")
+    inputs = Inputs(reference, [], window, len(window))
+
+    logged, notes = estimated_performance(project, "1", inputs, {"current_rmse": 1.0})
+    assert {"estimated_current_rmse", "estimated_current_mae_upper"} <= set(logged)
+    assert "estimated_current_r2" not in logged and any("r2 not estimated" in n for n in notes)
+    assert logged["estimation_error_rmse"] == logged["estimated_current_rmse"] - 1.0
+    assert logged["estimated_current_mae_lower"] < logged["estimated_current_mae"]
+
+    # a version logged before estimators existed: the job fits one on its reference
+    for path in (tmp_path / "mlruns").rglob(Path(ESTIMATOR_ARTIFACT).name):
+        if model.run_id in str(path):
+            path.unlink()
+    refitted, notes = estimated_performance(project, "1", inputs, {})
+    assert "estimator fitted on the reference by this job (version 1 has none logged)" in notes
+    assert refitted["estimated_current_rmse"] == pytest.approx(logged["estimated_current_rmse"])
+    assert "estimation_error_rmse" not in refitted  # no labels, no error
