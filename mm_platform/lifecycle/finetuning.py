@@ -352,9 +352,10 @@ def _log_finetune(
 
 
 def _finetune_spec(project: Project, reference: pd.DataFrame, lineage: dict[str, str]) -> Any:
-    """The fine-tune run's RunSpec: name, tags, times and the reference sample."""
+    """The fine-tune run's RunSpec: name, tags, times, the reference sample and the
+    performance estimator fitted on it."""
     from mm_platform.tracking.durable import RunSpec
-    from mm_platform.training.search import REFERENCE_ARTIFACT
+    from mm_platform.training.artifacts import reference_artifacts
 
     now = utc_now()
     return RunSpec(
@@ -363,14 +364,5 @@ def _finetune_spec(project: Project, reference: pd.DataFrame, lineage: dict[str,
         tags={tags.RUN_TYPE: "finetune", tags.PROJECT: project.name, **lineage},
         start_ms=int(now.timestamp() * 1000),
         end_ms=int(now.timestamp() * 1000),
-        artifacts={REFERENCE_ARTIFACT: _parquet_bytes(reference)},
+        artifacts=reference_artifacts(project, reference),
     )
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """`frame` as the bytes of a Parquet file (an artifact of a RunSpec)."""
-    import io
-
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()

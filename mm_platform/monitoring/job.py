@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from mm_platform.data.columns import target_name
 from mm_platform.errors import ExitCode
 from mm_platform.monitoring.alerts import post_alert
+from mm_platform.monitoring.estimation import estimated_performance
 from mm_platform.monitoring.performance import labelled_rows, performance_metrics
 from mm_platform.monitoring.report import (
     REPORT_ARTIFACT,
@@ -227,13 +228,15 @@ def _analyse(
         computed = _compute(project, window, inputs, options, evidently)
         made_here = None
     result, performance = computed.result, _performance(project, computed, target)
+    estimated, estimate_notes = estimated_performance(project, outcome.version, inputs, performance)
     metrics = result.metrics()
     metrics.update(performance)
+    metrics.update(estimated)
     metrics["window_rows"] = outcome.n_current
     outcome.metrics = metrics
     outcome.drifted_columns = [c.spec.name for c in result.columns if c.drifted]
     outcome.status = "drift" if result.detected else "no_drift"
-    notes = list(computed.notes)
+    notes = [*computed.notes, *estimate_notes]
     if computed.reference is None:
         notes.append(f"the reference has no target column '{target}': no target drift, "
                      "no performance on the reference")  # fmt: skip

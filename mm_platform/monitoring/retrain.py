@@ -57,7 +57,17 @@ def apply_retrain_policy(project: Project, outcome: DriftOutcome, log_root: str)
 
 
 def _flagged(run: Any, policy: Any) -> bool:
-    drifted = "drift" in policy.on and run.data.tags.get(tags.STATUS) == "drift"
-    drop = run.data.metrics.get("performance_drop")
-    worse = "performance" in policy.on and drop is not None and drop > policy.max_performance_drop
-    return drifted or worse
+    """Whether a window's run is flagged by one of the policy's `on` reasons: drift found,
+    or a relative drop of the selection metric beyond `max_performance_drop`, measured on
+    labelled rows (`performance`) or estimated without labels (`estimated_performance`)."""
+    if "drift" in policy.on and run.data.tags.get(tags.STATUS) == "drift":
+        return True
+    drops = {
+        "performance": "performance_drop",
+        "estimated_performance": "estimated_performance_drop",
+    }
+    for reason, key in drops.items():
+        drop = run.data.metrics.get(key)
+        if reason in policy.on and drop is not None and drop > policy.max_performance_drop:
+            return True
+    return False

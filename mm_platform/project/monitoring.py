@@ -29,7 +29,9 @@ class ColumnDrift(StrictModel):
     threshold: float | None = Field(None, ge=0)
 
 
-_ON: list[Literal["drift", "performance"]] = ["drift", "performance"]
+_ON: list[Literal["drift", "performance", "estimated_performance"]] = ["drift", "performance"]
+# metrics a drift job cannot estimate without labels, and why (the others it estimates)
+NOT_ESTIMATED = {"r2": "it needs the window's target variance, which no model output gives"}
 
 
 class Retrain(StrictModel):
@@ -37,7 +39,9 @@ class Retrain(StrictModel):
 
     flagged_windows: int = Field(2, ge=1)  # N
     of_last: int = Field(3, ge=1)  # M
-    on: list[Literal["drift", "performance"]] = Field(
+    # performance: the drop measured on labelled rows; estimated_performance: the drop
+    # estimated without labels (CBPE, DLE)
+    on: list[Literal["drift", "performance", "estimated_performance"]] = Field(
         default_factory=lambda: list(_ON), min_length=1
     )
     max_performance_drop: float = Field(0.1, ge=0)  # relative, on the selection metric

@@ -21,7 +21,7 @@ from mm_platform.project.base import (
     SyntheticDataset,
 )
 from mm_platform.project.catalog import ESTIMATORS, METRICS, Task, task_family
-from mm_platform.project.monitoring import Monitoring
+from mm_platform.project.monitoring import NOT_ESTIMATED, Monitoring
 from mm_platform.project.search import Candidate, Compression, Selection
 from mm_platform.project.spark import Spark
 
@@ -85,6 +85,20 @@ class Project(StrictModel):
             gen = self.dataset.generator
             if (gen == "classification") != (family == "classification"):
                 raise ValueError(f"dataset.generator '{gen}' does not make {self.task} data")
+        return self
+
+    @model_validator(mode="after")
+    def _check_estimated_retrain(self) -> Project:
+        retrain, metric = self.monitoring.retrain, self.selection.metric
+        if (
+            retrain is not None
+            and "estimated_performance" in retrain.on
+            and metric in NOT_ESTIMATED
+        ):
+            raise ValueError(
+                f"monitoring.retrain.on: estimated_performance cannot act on selection.metric "
+                f"'{metric}': {NOT_ESTIMATED[metric]}; use performance, or select another metric"
+            )
         return self
 
 

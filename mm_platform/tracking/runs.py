@@ -197,6 +197,19 @@ def load_frame(run_id: str, artifact_file: str) -> pd.DataFrame:
         return pd.read_parquet(local)
 
 
+def load_artifact_bytes(run_id: str, artifact_file: str) -> bytes | None:
+    """The bytes of an artifact of run `run_id`, or None when the run has no such file."""
+    folder = artifact_file.rpartition("/")[0] or None
+    listed = MlflowClient().list_artifacts(run_id, folder)
+    if not any(item.path == artifact_file and not item.is_dir for item in listed):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_file, dst_path=tmp
+        )
+        return Path(local).read_bytes()
+
+
 def recent_runs(experiment: str, filter_string: str, max_results: int) -> list[Any]:
     """The newest runs of `experiment` matching `filter_string` (newest first)."""
     client = MlflowClient()

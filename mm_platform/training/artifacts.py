@@ -71,6 +71,15 @@ def holdout_figure(
     return path, buffer.getvalue()
 
 
+def reference_artifacts(project: Project, reference: pd.DataFrame) -> dict[str, bytes]:
+    """The run artifacts of the reference sample and of the performance estimator fitted on
+    it (CBPE, DLE), side by side."""
+    from mm_platform.modeling.estimation import estimator_artifacts
+    from mm_platform.modeling.reference import REFERENCE_ARTIFACT
+
+    return {REFERENCE_ARTIFACT: parquet_bytes(reference), **estimator_artifacts(project, reference)}
+
+
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
     """`frame` as the bytes of a Parquet file (without its index)."""
     import io

@@ -35,7 +35,10 @@ from mm_platform.modeling.metrics import (
     holdout_metrics,
     latency_ms_per_1k_rows,
 )
-from mm_platform.modeling.reference import REFERENCE_ARTIFACT, reference_sample
+from mm_platform.modeling.reference import (  # noqa: F401  (imported from here too)
+    REFERENCE_ARTIFACT,
+    reference_sample,
+)
 from mm_platform.progress import Progress, silent
 from mm_platform.project.catalog import METRICS, estimator_path, metrics_for
 from mm_platform.project.config import Distribution, Project
@@ -243,7 +246,7 @@ def fit_project(
         },
         size_metrics=artifacts.size_metrics(pipeline),
         history=artifacts.learning_curve(pipeline),
-        artifacts={REFERENCE_ARTIFACT: artifacts.parquet_bytes(reference), figure_file: figure_png},
+        artifacts={**artifacts.reference_artifacts(project, reference), figure_file: figure_png},
         start_ms=start_ms,
         end_ms=now_ms(),
         engine=engine,

@@ -141,7 +141,8 @@ def test_a_logged_window_gets_the_same_drift_run_on_spark_as_on_pandas(
     metrics, _, _ = recorded(on_pandas)
     assert metrics["n_labelled_rows"] == 200 and "target_drift_score" in metrics
     assert {"current_rmse", "reference_rmse", "performance_drop"} <= set(metrics)
-    # the scores: equal once compute_spark gives the pandas engine's
+    assert {"estimated_current_rmse", "estimation_error_rmse"} <= set(metrics)  # DLE
+    # the scores (and estimates): equal once compute_spark gives the pandas engine's
     assert_same_drift(on_pandas, on_spark)
 
 
