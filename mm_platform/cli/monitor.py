@@ -176,7 +176,7 @@ def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> N
     twice. With --once the exit status is the first failed window's, else 5 if a window
     drifted, else 6 if a window had too few rows, else 0.
     """
-    from mm_platform.clock import minute_stamp, utc_now
+    from mm_platform.clock import utc_now, utc_stamp
     from mm_platform.monitoring import schedule as scheduler
     from mm_platform.project.config import load_project
 
@@ -186,7 +186,7 @@ def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> N
         results = scheduler.run_due(loaded, now=now, state_dir=state_dir, echo=click.echo)
         if not results:
             upcoming = min(scheduler.next_fire_time(p, now) for p in loaded)
-            click.echo(f"nothing due; next window ends {minute_stamp(upcoming)}")
+            click.echo(f"nothing due; next window ends {utc_stamp(upcoming)}")
         sys.exit(scheduler.exit_code(results))
     click.echo("loading Evidently (once for the whole schedule)...", err=True)
     import mm_platform.monitoring.drift  # noqa: F401  (import Evidently once, up front)
