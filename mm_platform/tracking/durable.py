@@ -100,7 +100,7 @@ def write_command(
     """
     from mm_platform.errors import TrackingError
     from mm_platform.tracking.runs import experiment_id_for, tracking_error
-    from mm_platform.tracking.store import redact_uri
+    from mm_platform.tracking.store import outer_run, redact_uri
 
     key = uuid.uuid4().hex
     passes: list[Attempt] = []
@@ -108,10 +108,8 @@ def write_command(
 
     def attempt() -> T:
         if not where:  # under `mlflow run` (or an active run) the runs nest under it
-            active = mlflow.active_run()
-            outer = os.environ.get("MLFLOW_RUN_ID") or (active.info.run_id if active else None)
-            found = MlflowClient().get_run(outer).info.experiment_id if outer else None
-            where.append((found or experiment_id_for(experiment), outer))
+            outer = outer_run()
+            where.append((outer[1], outer[0]) if outer else (experiment_id_for(experiment), None))
         log = Attempt(key, where[0][0])
         log.outer_run_id = where[0][1]
         if log.outer_run_id is None:  # the runs go to `experiment` itself: say which
