@@ -36,6 +36,11 @@ def require_utc(moment: datetime, name: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def from_ms(milliseconds: int) -> datetime:
+    """The UTC moment `milliseconds` after the epoch (how MLflow stores run times)."""
+    return datetime.fromtimestamp(milliseconds / 1000, timezone.utc)
+
+
 def parse_utc(text: str) -> datetime:
     """An ISO date or time as UTC (naive means UTC); ValueError names an example."""
     try:

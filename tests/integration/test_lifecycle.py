@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,20 @@ def test_finetune_registers_a_challenger_with_lineage_and_forgetting_check(proje
     assert run.data.params["lam"] == "0.01" and run.data.params["n_rows"] == "300"
     assert run.data.tags["mm.run_type"] == "finetune"
     assert run.info.run_name.startswith("finetune/")
+
+
+def test_fine_tunes_of_one_day_have_names_of_their_own(project, tmp_path):
+    from mlflow import MlflowClient
+
+    data = _new_rows(tmp_path / "new.csv")
+    runs = [
+        finetune_project(project, data_path=data, lam=1.0, log_root=str(tmp_path / "log")).run_id
+        for _ in range(3)
+    ]
+    names = [MlflowClient().get_run(run_id).info.run_name for run_id in runs]
+    assert len(set(names)) == 3, names
+    stamp = r"finetune/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( #[23])?"
+    assert all(re.fullmatch(stamp, name) for name in names), names
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_train_logs_parent_children_model_and_registers_champion_then_challenger
 
     parent = client.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "train/tiny"
+    assert re.fullmatch(r"train/tiny \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
     assert parent.data.tags["mm.run_type"] == "train"
     assert {
         "holdout_rmse",
