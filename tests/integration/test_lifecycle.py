@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,20 @@ def test_fine_tunes_of_one_day_have_names_of_their_own(project, tmp_path):
     assert len(set(names)) == 3, names
     stamp = r"finetune/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( #[23])?"
     assert all(re.fullmatch(stamp, name) for name in names), names
+
+
+def test_fine_tuning_on_one_row_shows_no_library_warning(project, tmp_path):
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    one = pd.read_csv(_new_rows(tmp_path / "new.csv")).head(1)
+    one.to_csv(tmp_path / "one.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # R² of fewer than two rows
+        result = finetune_project(
+            project, data_path=tmp_path / "one.csv", lam=1.0, log_root=str(tmp_path / "log")
+        )
+    assert result.n_rows == 1 and "new_rmse" in result.metrics
+    assert "new_r2" not in result.metrics and "holdout_r2" in result.metrics  # undefined
 
 
 @pytest.mark.parametrize(
