@@ -36,6 +36,11 @@ def require_utc(moment: datetime, name: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def from_ms(milliseconds: int) -> datetime:
+    """The UTC moment `milliseconds` after the epoch (how MLflow stores run times)."""
+    return datetime.fromtimestamp(milliseconds / 1000, timezone.utc)
+
+
 def parse_utc(text: str) -> datetime:
     """An ISO date or time as UTC (naive means UTC); ValueError names an example."""
     try:
@@ -45,11 +50,17 @@ def parse_utc(text: str) -> datetime:
     return as_utc(stamp)
 
 
-def minute_stamp(moment: datetime) -> str:
-    """`moment` to the minute in UTC, ISO style: 2026-11-29T06:00Z."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+def utc_stamp(moment: datetime) -> str:
+    """`moment` to the second in UTC, ISO style: 2026-11-29T06:00:00Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def readable_stamp(moment: datetime) -> str:
+    """`moment` to the second in UTC, for people: 2026-11-29 06:00:00 (run names, windows)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_window(start: datetime, end: datetime) -> str:
-    """A window to the minute, as the CLI shows it: 2026-11-29 00:00..2026-11-29 06:00 UTC."""
-    return f"{start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} UTC"
+    """A window to the second, as the CLI shows it:
+    2026-11-29 00:00:00..2026-11-29 06:00:00 UTC."""
+    return f"{readable_stamp(start)}..{readable_stamp(end)} UTC"

@@ -45,15 +45,22 @@ from mm_platform.tracking.tags import CHAMPION
 )
 @click.option("--alias", default=CHAMPION, show_default=True, help="Version to monitor.")
 @click.option("--version", default=None, help="A version number instead of --alias.")
+@click.option(
+    "--ok-if-empty",
+    is_flag=True,
+    help="Exit 0, not 6, when the window has too few rows (`mlflow run . -e drift` passes "
+    "it, so its run ends FINISHED; the run's mm.status tag says not_enough_data).",
+)
 def drift(
     project: str, window: str | None, start: str | None, end: str | None,
     current_file: str | None, reference: str | None, engine: str | None, alias: str,
-    version: str | None,
+    version: str | None, ok_if_empty: bool,
 ) -> None:  # fmt: skip
     """Drift of PROJECT's production data against its model's reference sample (Evidently).
 
-    Exit status: 0 no drift, 5 drift (or a data-quality failure) found, 6 not enough data,
-    2 bad input, 3 tracking store unusable. The run goes to experiment <project>-monitoring.
+    Exit status: 0 no drift, 5 drift (or a data-quality failure) found, 6 not enough data
+    (0 with --ok-if-empty), 2 bad input, 3 tracking store unusable. The run goes to
+    experiment <project>-monitoring.
     """
     from mm_platform.project.config import load_project
 
@@ -75,7 +82,7 @@ def drift(
         version=version, engine=engine, reference=reference or None,
     )  # fmt: skip
     print_drift(outcome)
-    sys.exit(outcome.exit_code)
+    sys.exit(0 if ok_if_empty and outcome.status == "not_enough_data" else outcome.exit_code)
 
 
 def _engine(value: str | None) -> str | None:
@@ -176,7 +183,7 @@ def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> N
     twice. With --once the exit status is the first failed window's, else 5 if a window
     drifted, else 6 if a window had too few rows, else 0.
     """
-    from mm_platform.clock import minute_stamp, utc_now
+    from mm_platform.clock import utc_now, utc_stamp
     from mm_platform.monitoring import schedule as scheduler
     from mm_platform.project.config import load_project
 
@@ -186,7 +193,7 @@ def schedule(projects: tuple[str, ...], once: bool, state_dir: Path | None) -> N
         results = scheduler.run_due(loaded, now=now, state_dir=state_dir, echo=click.echo)
         if not results:
             upcoming = min(scheduler.next_fire_time(p, now) for p in loaded)
-            click.echo(f"nothing due; next window ends {minute_stamp(upcoming)}")
+            click.echo(f"nothing due; next window ends {utc_stamp(upcoming)}")
         sys.exit(scheduler.exit_code(results))
     click.echo("loading Evidently (once for the whole schedule)...", err=True)
     import mm_platform.monitoring.drift  # noqa: F401  (import Evidently once, up front)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from mm_platform.clock import from_ms, readable_stamp
 from mm_platform.compression.job import (
     Built,
     VariantContext,
@@ -47,7 +48,7 @@ def write_compression(
             run_tags[f"mm.failed.{b.variant.name}"] = b.failed[:5000]
     parent = RunSpec(
         part="parent",
-        name=f"compress/{project.name}@v{number}",
+        name=f"compress/{project.name}@v{number} {readable_stamp(from_ms(started_ms))}",
         tags=run_tags,
         start_ms=started_ms,
         end_ms=int(time.time() * 1000),

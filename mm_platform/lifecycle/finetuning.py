@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mm_platform.clock import utc_now
+from mm_platform.clock import readable_stamp, utc_now
 from mm_platform.data.sources import load_dataset
 from mm_platform.data.splits import split_holdout
 from mm_platform.errors import DataError, ProjectConfigError, TrackingError
@@ -360,7 +360,7 @@ def _finetune_spec(project: Project, reference: pd.DataFrame, lineage: dict[str,
     now = utc_now()
     return RunSpec(
         part="finetune",
-        name=f"finetune/{now:%Y-%m-%d}",
+        name=f"finetune/{readable_stamp(now)}",
         tags={tags.RUN_TYPE: "finetune", tags.PROJECT: project.name, **lineage},
         start_ms=int(now.timestamp() * 1000),
         end_ms=int(now.timestamp() * 1000),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mm_platform.clock import utc_now
+from mm_platform.clock import readable_stamp, utc_now
 from mm_platform.data.sources import load_dataset
 from mm_platform.data.splits import split_holdout
 from mm_platform.errors import RegistryError
@@ -171,13 +171,13 @@ def rollback_project(project: Project) -> tuple[str, str]:
 
 
 def _spec(project: Project, run_type: str, extra: dict[str, str]) -> Any:
-    """The RunSpec of a promote or rollback run, named `<run type>/<UTC minute>`."""
+    """The RunSpec of a promote or rollback run, named `<run type>/<UTC second>`."""
     from mm_platform.tracking.durable import RunSpec
 
     now = utc_now()
     stamp = int(now.timestamp() * 1000)
     run_tags = {tags.RUN_TYPE: run_type, tags.PROJECT: project.name, **extra}
-    return RunSpec(run_type, f"{run_type}/{now:%Y-%m-%dT%H:%M}", run_tags, stamp, stamp)
+    return RunSpec(run_type, f"{run_type}/{readable_stamp(now)}", run_tags, stamp, stamp)
 
 
 def _write(

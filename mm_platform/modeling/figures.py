@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,33 +63,68 @@ def pareto(
     larger_is_better: bool,
     title: str,
 ) -> Figure:
-    """Size (log scale) against the holdout metric; the parent and the Pareto front marked."""
+    """Size (log scale) against the holdout metric; the parent marked, the Pareto front
+    drawn as a step line through its points, each variant labelled where no label overlaps."""
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100)
-    for name, size, value in points:
-        ax.scatter(size, value, s=30, color="tab:blue")
-        ax.annotate(name, (size, value), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for _, size, value in points:
+        ax.scatter(size, value, s=30, color="tab:blue", zorder=2)
     name, size, value = parent
     ax.scatter(size, value, s=90, marker="*", color="tab:red", label=name, zorder=3)
     front = _front([(s, v) for _, s, v in points] + [(size, value)], larger_is_better)
     if len(front) > 1:
         xs, ys = zip(*front, strict=True)
-        ax.step(xs, ys, where="post", color="gray", linewidth=1, label="Pareto front")
+        ax.step(xs, ys, where="post", color="gray", linewidth=1, label="Pareto front", zorder=1)
     ax.set_xscale("log")
     ax.set_xlabel("size on disk (bytes, log scale)")
     ax.set_ylabel(f"{metric} ({'higher' if larger_is_better else 'lower'} is better)")
     ax.set_title(title)
     ax.legend(loc="best")
+    labels = [
+        ax.annotate(n, (s, v), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "gray", "linewidth": 0.5})
+        for n, s, v in points
+    ]  # fmt: skip
     fig.tight_layout()
+    _spread(fig, labels)
     return fig
 
 
+# where a label may go, in points from its point: nearest first, then further out
+_OFFSETS = [
+    (r * dx, r * dy)
+    for r in range(4, 124, 8)
+    for dx, dy in ((1, 1), (1, -1), (1, 0), (-1, 1), (-1, -1), (-1, 0), (0, 1), (0, -1))
+]
+_ALIGN = {1: "left", 0: "center", -1: "right"}
+
+
+def _spread(fig: Figure, labels: list[Any]) -> None:
+    """Move each label to the first offset where its box overlaps no label placed before
+    it and no other point (the last offset tried when every one does)."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    points = []
+    for label in labels:
+        x, y = label.axes.transData.transform(label.xy)
+        points.append(Bbox.from_extents(x - 4, y - 4, x + 4, y + 4))
+    placed: list[Bbox] = []
+    for i, label in enumerate(labels):
+        others = placed + points[:i] + points[i + 1 :]  # its own point may touch it
+        for dx, dy in _OFFSETS:
+            label.xyann = (dx, dy)
+            label.set_horizontalalignment(_ALIGN[int(np.sign(dx))])
+            box = Text.get_window_extent(label, renderer)  # the text, not its leader line
+            if not any(box.overlaps(other) for other in others):
+                break
+        placed.append(box)
+
+
 def _front(points: list[tuple[float, float]], larger_is_better: bool) -> list[tuple[float, float]]:
-    """Points no other point beats on both size and metric, by increasing size."""
-    best = None
+    """Points no other point beats (as small and as good, better in one), by increasing size."""
+    sign = -1.0 if larger_is_better else 1.0
+    best: float | None = None
     front = []
-    for size, value in sorted(points):
-        better = best is None or (value > best if larger_is_better else value < best)
-        if better:
+    for size, value in sorted(points, key=lambda p: (p[0], sign * p[1])):  # best of a size first
+        if best is None or sign * value < sign * best:
             front.append((size, value))
             best = value
     return front

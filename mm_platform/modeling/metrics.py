@@ -142,8 +142,9 @@ def score_predictions(
         out = {
             "rmse": float(np.sqrt(skm.mean_squared_error(y, y_pred))),
             "mae": float(skm.mean_absolute_error(y, y_pred)),
-            "r2": float(skm.r2_score(y, y_pred)),
         }
+        if len(y) >= 2:  # R² of one row is undefined (sklearn warns and gives NaN)
+            out["r2"] = float(skm.r2_score(y, y_pred))
     else:
         y, y_pred = np.asarray(y), np.asarray(y_pred)
         kwargs: dict[str, Any] = {"average": "macro", "zero_division": 0}

@@ -13,6 +13,7 @@ tagged `mm.engine=spark`.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,6 +189,9 @@ def _record(
 
     def write(log: Any) -> tuple[str, str]:
         run_id = log.write_run(spec, log.outer_run_id)
+        if log.outer_run_id and log.outer_run_id == os.environ.get("MLFLOW_RUN_ID"):
+            # `mlflow run . -e drift`: the run MLflow opened for this job shows its verdict
+            log.client.set_tag(log.outer_run_id, tags.STATUS, outcome.status)
         log.step = "end the runs this window replaces"
         for old in stale:  # a job killed on this window: this run replaces it
             log.client.set_tag(old, tags.SUPERSEDED_BY, run_id)

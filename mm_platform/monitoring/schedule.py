@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from croniter import CroniterBadDateError, croniter
 
-from mm_platform.clock import minute_stamp, require_utc, utc_now
+from mm_platform.clock import require_utc, utc_now, utc_stamp
 from mm_platform.errors import MmError, ProjectConfigError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def due_windows(
         if len(ends) > limit:
             warnings.warn(
                 f"{project.name}: more than {limit} windows are due since "
-                f"{minute_stamp(last_end)}; "
+                f"{utc_stamp(last_end)}; "
                 f"running the oldest {limit} now and the rest in the next rounds",
                 stacklevel=2,
             )
@@ -246,7 +246,7 @@ def serve(
         if max_iterations is not None and rounds >= max_iterations:
             break
         wake = min(next_fire_time(project, now) for project in projects)
-        echo(f"next fire time {minute_stamp(wake)}")
+        echo(f"next fire time {utc_stamp(wake)}")
         # measured after the jobs ran: the time they took is not slept again
         sleep(max((wake - require_utc(clock(), "clock()")).total_seconds(), 0.0))
 
@@ -315,7 +315,7 @@ def _default_job(project: Project, *, start: datetime, end: datetime) -> Any:
 
 def _describe(result: WindowResult) -> str:
     """One line for a window: what ran, and how it ended."""
-    head = f"{result.project}: window {minute_stamp(result.start)} to {minute_stamp(result.end)}"
+    head = f"{result.project}: window {utc_stamp(result.start)} to {utc_stamp(result.end)}"
     if result.status == "error":
         reason = " ".join((result.error or "").split())
         return f"{head} failed: {reason}; it is retried next round"

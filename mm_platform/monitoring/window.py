@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from mm_platform.clock import as_utc, utc_now
+from mm_platform.clock import as_utc, readable_stamp, utc_now
 from mm_platform.data.columns import PROBA_PREFIX, target_name
 from mm_platform.data.tables import read_table
 from mm_platform.errors import DataError
@@ -90,10 +90,13 @@ class Window:
         return f"prediction log {self.log_root}"
 
     def run_name(self, number: str) -> str:
-        """`drift v3 2026-01-01 10:00:00..11:00:00`, or the file's name for a file."""
+        """`drift v3 2026-01-01 10:00:00..11:00:00` (the end's date too when it differs),
+        or the file's name for a file."""
         start, end = self.start, self.end
-        span = f"{start:%Y-%m-%d %H:%M:%S}..{end:%H:%M:%S}" if start and end else None
-        return f"drift v{number} " + (span or Path(self.source).name)
+        if start is None or end is None:
+            return f"drift v{number} {Path(self.source).name}"
+        shown = f"{end:%H:%M:%S}" if end.date() == start.date() else readable_stamp(end)
+        return f"drift v{number} {readable_stamp(start)}..{shown}"
 
     def tags(self, project: Project, number: str) -> dict[str, str]:
         """The tags that find this window's runs again."""

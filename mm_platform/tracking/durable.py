@@ -13,6 +13,7 @@ and `replay` retries the whole attempt instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import uuid
@@ -100,7 +101,7 @@ def write_command(
     """
     from mm_platform.errors import TrackingError
     from mm_platform.tracking.runs import experiment_id_for, tracking_error
-    from mm_platform.tracking.store import redact_uri
+    from mm_platform.tracking.store import outer_run, redact_uri
 
     key = uuid.uuid4().hex
     passes: list[Attempt] = []
@@ -108,10 +109,8 @@ def write_command(
 
     def attempt() -> T:
         if not where:  # under `mlflow run` (or an active run) the runs nest under it
-            active = mlflow.active_run()
-            outer = os.environ.get("MLFLOW_RUN_ID") or (active.info.run_id if active else None)
-            found = MlflowClient().get_run(outer).info.experiment_id if outer else None
-            where.append((found or experiment_id_for(experiment), outer))
+            outer = outer_run()
+            where.append((outer[1], outer[0]) if outer else (experiment_id_for(experiment), None))
         log = Attempt(key, where[0][0])
         log.outer_run_id = where[0][1]
         if log.outer_run_id is None:  # the runs go to `experiment` itself: say which
@@ -162,6 +161,24 @@ class Attempt:
         self.outer_run_id: str | None = None  # the run a command's runs nest under
         self.step = "create a run"  # what the writer is doing, for the messages
 
+    def _free_name(self, name: str) -> str:
+        """`name`, or `name #2`, `#3`, ... when a run of the experiment already has it.
+
+        Only a command's own run needs this (its children's names differ within it), and its
+        name already holds the second it started, so the suffix is rare: a re-run of one
+        drift window, or two commands started in the same second."""
+        if "'" in name and '"' in name:  # cannot be quoted in a filter; the time suffices
+            return name
+        quote = '"' if "'" in name else "'"
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"attributes.run_name LIKE {quote}{name}%{quote}",
+            max_results=1000,
+        )
+        taken = {run.info.run_name for run in found}
+        names = (name if n == 1 else f"{name} #{n}" for n in itertools.count(1))
+        return next(free for free in names if free not in taken)
+
     def write_run(self, spec: RunSpec, parent_run_id: str | None = None) -> str:
         """Create the run of `spec` unless it exists, then write all of it (idempotent)."""
         run = self.runs.get(spec.part)
@@ -171,11 +188,12 @@ class Attempt:
             run_tags = {**spec.tags, ATTEMPT_TAG: self.key, PART_TAG: spec.part}
             if parent_run_id:
                 run_tags["mlflow.parentRunId"] = parent_run_id
+            own = parent_run_id in (None, self.outer_run_id)  # the command's own run
             run = self.client.create_run(
                 self.experiment_id,
                 start_time=spec.start_ms,
                 tags=resolve_tags(run_tags),
-                run_name=spec.name,
+                run_name=self._free_name(spec.name) if own else spec.name,
             )
             self.runs[spec.part] = run
             pause_point(f"run:{spec.part}")

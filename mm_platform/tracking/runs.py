@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+logger = logging.getLogger(__name__)
+
 _PARAM_LIMIT = 6000  # MLflow's maximum param value length
 # MLflow 3's UI picks its layout from this tag; untagged experiments are often guessed GenAI
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = {KIND_TAG: "custom_model_development"}
 
 
 def experiment_id_for(name: str) -> str:
@@ -45,7 +49,25 @@ def experiment_id_for(name: str) -> str:
             f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` "
             "or permanently delete it with `mlflow gc`"
         )
+    _mark_classic(client, experiment)
     return experiment.experiment_id
+
+
+def mark_experiment_classic(experiment_id: str) -> None:
+    """Tag experiment `experiment_id` (one mm writes into but may not have made, e.g. the one
+    `mlflow run` chose) as classic ML when it says no kind yet."""
+    client = MlflowClient()
+    _mark_classic(client, client.get_experiment(experiment_id))
+
+
+def _mark_classic(client: MlflowClient, experiment: Any) -> None:
+    # only when missing: a kind someone chose stays, and a tagged experiment costs nothing
+    if KIND_TAG in experiment.tags:
+        return
+    try:
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, EXPERIMENT_KIND[KIND_TAG])
+    except MlflowException as exc:  # the layout hint is not worth failing a command for
+        logger.debug("could not tag experiment %s: %s", experiment.name, exc)
 
 
 @contextmanager
@@ -77,6 +99,7 @@ def tracked_run(
         outer = MlflowClient().get_run(outer_run_id)
         kwargs["parent_run_id"] = outer_run_id
         kwargs["experiment_id"] = outer.info.experiment_id
+        mark_experiment_classic(outer.info.experiment_id)
     where = experiment or project
     try:
         if "experiment_id" not in kwargs:

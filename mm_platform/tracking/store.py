@@ -78,7 +78,11 @@ def outer_run() -> tuple[str, str] | None:
     run_id = os.environ.get("MLFLOW_RUN_ID") or (active.info.run_id if active else None)
     if not run_id:
         return None
-    return run_id, mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    from mm_platform.tracking.runs import mark_experiment_classic
+
+    experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    mark_experiment_classic(experiment_id)
+    return run_id, experiment_id
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mm_platform.clock import from_ms, readable_stamp
 from mm_platform.modeling.reference import REFERENCE_ARTIFACT
 from mm_platform.project.config import monitoring_experiment, project_params
 from mm_platform.tracking import tags
@@ -141,7 +142,7 @@ def _parent_spec(
     project, best = record.project, record.best_result
     return RunSpec(
         part="parent",
-        name=f"train/{project.name}",
+        name=f"train/{project.name} {readable_stamp(from_ms(record.start_ms))}",
         tags={
             **common,
             tags.DATASET_DIGEST: digest,

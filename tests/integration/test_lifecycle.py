@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,34 @@ def test_finetune_registers_a_challenger_with_lineage_and_forgetting_check(proje
     assert run.data.params["lam"] == "0.01" and run.data.params["n_rows"] == "300"
     assert run.data.tags["mm.run_type"] == "finetune"
     assert run.info.run_name.startswith("finetune/")
+
+
+def test_fine_tunes_of_one_day_have_names_of_their_own(project, tmp_path):
+    from mlflow import MlflowClient
+
+    data = _new_rows(tmp_path / "new.csv")
+    runs = [
+        finetune_project(project, data_path=data, lam=1.0, log_root=str(tmp_path / "log")).run_id
+        for _ in range(3)
+    ]
+    names = [MlflowClient().get_run(run_id).info.run_name for run_id in runs]
+    assert len(set(names)) == 3, names
+    stamp = r"finetune/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( #[23])?"
+    assert all(re.fullmatch(stamp, name) for name in names), names
+
+
+def test_fine_tuning_on_one_row_shows_no_library_warning(project, tmp_path):
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    one = pd.read_csv(_new_rows(tmp_path / "new.csv")).head(1)
+    one.to_csv(tmp_path / "one.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)  # R² of fewer than two rows
+        result = finetune_project(
+            project, data_path=tmp_path / "one.csv", lam=1.0, log_root=str(tmp_path / "log")
+        )
+    assert result.n_rows == 1 and "new_rmse" in result.metrics
+    assert "new_r2" not in result.metrics and "holdout_r2" in result.metrics  # undefined
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,21 @@ def test_too_few_rows_is_not_enough_data_not_a_crash(project_file: Path) -> None
     assert "drift_share" not in run.data.metrics
 
 
+def test_a_rerun_of_a_window_is_a_run_of_its_own_name(project_file: Path) -> None:
+    from mlflow import MlflowClient
+
+    from mm_platform.monitoring.job import run_drift
+
+    project = load_project(project_file)
+    day = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2020, 1, 2, tzinfo=timezone.utc)
+    hour = day[0], datetime(2020, 1, 1, 1, tzinfo=timezone.utc)
+    windows = [day, day, hour, day]
+    runs = [run_drift(project, start=s, end=e).run_id for s, e in windows]
+    names = [MlflowClient().get_run(run_id).info.run_name for run_id in runs]
+    name = "drift v1 2020-01-01 00:00:00..2020-01-02 00:00:00"
+    assert names == [name, f"{name} #2", "drift v1 2020-01-01 00:00:00..01:00:00", f"{name} #3"]
+
+
 def test_bad_current_file_is_refused_before_any_run(project_file: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 

@@ -91,3 +91,20 @@ def test_failed_alias_undoes_the_version(store: str) -> None:
             )  # fmt: skip
     assert MlflowClient().search_model_versions("name='demo'") == []
     assert mlflow.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_an_experiment_mm_writes_into_is_tagged_classic_ml_unless_it_has_a_kind(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    kind = "mlflow.experimentKind"
+    client = MlflowClient()
+    chosen = client.create_experiment("chosen-by-mlflow-run")  # as `mlflow run` makes it
+    genai = client.create_experiment("demo", tags={kind: "genai_development"})
+    monkeypatch.setenv("MLFLOW_RUN_ID", client.create_run(chosen).info.run_id)
+    with tracking.tracked_run("train", "demo", "train/demo"):
+        pass
+    assert client.get_experiment(chosen).tags[kind] == "custom_model_development"
+    tracking.experiment_id_for("demo")
+    assert client.get_experiment(genai).tags[kind] == "genai_development"  # a choice stays

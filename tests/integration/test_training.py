@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,20 @@ def _children(client, parent_run_id: str, experiment_id: str):
     return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
+def test_train_tags_its_experiments_classic_ml_also_ones_made_before_without_the_tag(
+    store: str, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for name in ("tiny", "tiny-monitoring"):  # made by an older mm, or by hand
+        client.create_experiment(name)
+    train_project(load_project(write_project(tmp_path, SEED_LINEAR)))
+    for name in ("tiny", "tiny-monitoring"):
+        experiment = client.get_experiment_by_name(name)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_train_logs_parent_children_model_and_registers_champion_then_challenger(
     store: str, tmp_path: Path
 ) -> None:
@@ -31,7 +46,7 @@ def test_train_logs_parent_children_model_and_registers_champion_then_challenger
 
     parent = client.get_run(result.run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "train/tiny"
+    assert re.fullmatch(r"train/tiny \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
     assert parent.data.tags["mm.run_type"] == "train"
     assert {
         "holdout_rmse",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -201,6 +203,16 @@ def test_all_nan_column_is_a_quality_failure_and_not_tested() -> None:
     assert quality["a"].out_of_range == 5
     metrics = result.metrics()
     assert metrics["missing_share.b"] == 1.0 and metrics["n_quality_failures"] == 1.0
+
+
+def test_an_unseen_category_is_drift_without_a_numpy_warning() -> None:
+    reference, current = frames(500, shift=False)  # <= 1000 reference rows: chi-square
+    current.loc[:9, "size"] = "xxl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "divide by zero encountered in divide"
+        result = compute(reference, current, SPECS, for_report=False)
+    size = next(c for c in result.columns if c.spec.name == "size")
+    assert size.method == "chisquare" and size.score == 0.0 and size.drifted
 
 
 def test_flat_metric_keys_are_mlflow_valid() -> None:

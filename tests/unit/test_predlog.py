@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -101,6 +102,24 @@ def test_records_of_different_types_are_both_logged(tmp_path: Path) -> None:
     assert logged.loc[first[0], "x"] == 1.5 and logged.loc[second[0], "x"] == "a string"
     assert logged.loc[third[0], "x"] == 3
     assert writer.status()["dead_letters"] == 0
+
+
+def test_files_of_different_types_with_a_missing_column_are_read_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    root = str(tmp_path / "log")
+    writer = PredictionLogWriter(root, "m", "1", flush_seconds=3600)
+    first = writer.append(pd.DataFrame({"x": [1.5], "site": [None], "prediction": [1.0]}))
+    writer.flush()  # two files: the types of x cannot be unified by Arrow
+    second = writer.append(pd.DataFrame({"x": ["a string"], "site": [7.0], "prediction": [2.0]}))
+    writer.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas' FutureWarning on all-missing columns
+        logged = read_window(root, "predictions", "m").set_index("request_id")
+    assert logged.loc[first[0], "x"] == 1.5 and logged.loc[second[0], "x"] == "a string"
+    assert pd.isna(logged.loc[first[0], "site"]) and logged.loc[second[0], "site"] == 7.0
+    assert logged["site"].dtype == "float64"  # as pandas decides today
+    assert list(logged.columns[-3:]) == ["x", "site", "prediction"]
 
 
 def test_too_much_waiting_is_refused_and_the_writer_recovers(tmp_path: Path) -> None:

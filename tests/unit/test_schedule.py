@@ -93,6 +93,15 @@ def test_first_run_without_state_runs_only_the_latest_window(project: Project, s
     assert read_last_end("tiny", state) == at(12)
 
 
+def test_a_window_is_printed_to_the_second(tmp_path: Path, state: Path) -> None:
+    project = make_project(tmp_path, window="90s")
+    lines: list[str] = []
+    run_due([project], now=at(12, 30), job=RecordingJob(), state_dir=state, echo=lines.append)
+    assert lines == [
+        "tiny: window 2025-01-01T11:58:30Z to 2025-01-01T12:00:00Z: no_drift (run run1)"
+    ]
+
+
 def test_a_fire_time_equal_to_now_is_due(project: Project) -> None:
     assert due_windows(project, at(12), None) == [(at(11), at(12))]
     assert due_windows(project, at(12), at(11)) == [(at(11), at(12))]

@@ -27,10 +27,10 @@ def test_every_error_class_exits_with_its_code_from_the_one_table() -> None:
     assert issubclass(RegistryError, TrackingError)  # caught as tracking trouble, exits 2
 
 
-def test_user_times_are_utc_and_library_times_must_say_their_zone() -> None:
+def test_user_times_are_utc_shown_to_the_second_and_library_times_must_say_their_zone() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from mm_platform.clock import format_window, minute_stamp, parse_utc, require_utc
+    from mm_platform.clock import format_window, parse_utc, require_utc, utc_stamp
 
     assert parse_utc("2026-11-29") == datetime(2026, 11, 29, tzinfo=timezone.utc)
     assert parse_utc("2026-11-29T02:00+02:00") == datetime(2026, 11, 29, tzinfo=timezone.utc)
@@ -39,10 +39,10 @@ def test_user_times_are_utc_and_library_times_must_say_their_zone() -> None:
     with pytest.raises(ValueError, match=r"The 'now' datetime must be timezone-aware"):
         require_utc(datetime(2026, 11, 29), "now")
     start = datetime(2026, 11, 29, 1, 30, tzinfo=timezone(timedelta(hours=1)))
-    assert minute_stamp(start) == "2026-11-29T00:30Z"
-    end = parse_utc("2026-11-29T06:00")
+    assert utc_stamp(start) == "2026-11-29T00:30:00Z"
+    end = parse_utc("2026-11-29T06:00:59")
     assert format_window(require_utc(start, "start"), end) == (
-        "2026-11-29 00:30..2026-11-29 06:00 UTC"
+        "2026-11-29 00:30:00..2026-11-29 06:00:59 UTC"
     )
 
 

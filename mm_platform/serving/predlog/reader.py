@@ -167,4 +167,12 @@ def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
     try:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+        frames = [t.to_pandas() for t in tables]
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    # pandas leaves empty frames and all-missing columns out when it picks a column's
+    # dtype, and warns (FutureWarning) that it will stop: leave them out here, which keeps
+    # today's answer without the warning; concat fills the gaps with NaN
+    kept = [f.loc[:, f.notna().any()] for f in frames if len(f)]
+    if not kept:
+        return frames[0].reindex(columns=columns)
+    return pd.concat(kept, ignore_index=True).reindex(columns=columns)
