@@ -75,11 +75,15 @@ def drift(
         start_at, end_at = _window(loaded.monitoring.window_seconds, window, start, end)
     on_spark = (engine or loaded.monitoring.engine) == "spark"
     click.echo(f"computing drift{' on Spark' if on_spark else ''} (loading Evidently)...", err=True)
+    from mm_platform.monitoring.worker import Worker
+
+    # Evidently starts loading in its own process before this one imports the job's stack
+    worker = Worker() if not on_spark and not loaded.monitoring.workspace else None
     from mm_platform.monitoring.job import run_drift
 
     outcome = run_drift(
         loaded, start=start_at, end=end_at, current_path=current_file or None, alias=alias,
-        version=version, engine=engine, reference=reference or None,
+        version=version, engine=engine, reference=reference or None, evidently=worker,
     )  # fmt: skip
     print_drift(outcome)
     sys.exit(0 if ok_if_empty and outcome.status == "not_enough_data" else outcome.exit_code)

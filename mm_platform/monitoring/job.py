@@ -99,17 +99,23 @@ def run_drift(
     retrain: bool = True,
     engine: str | None = None,
     reference: str | None = None,
+    evidently: Local | Worker | None = None,
 ) -> DriftOutcome:
     """Run the drift job for one window (or one file) and record it; see the module doc.
     `engine` (pandas or spark) and `reference` (a file, folder or, on Spark, a table)
-    default to the project's `monitoring.engine` and `monitoring.reference`."""
+    default to the project's `monitoring.engine` and `monitoring.reference`. `evidently`:
+    where drift and report are computed (default: a `Worker` started here on the pandas
+    engine); the job closes it."""
     window = Window.of(
         project, start=start, end=end, current_path=current_path, alias=alias,
         version=version, log_root=log_root, engine=engine, reference=reference,
     )  # fmt: skip
     # Evidently loads in a second process while this one loads the version and scores
     use_worker = window.engine == "pandas" and not project.monitoring.workspace
-    evidently = Worker() if use_worker else Local()
+    if evidently is None or not use_worker:
+        if evidently is not None:
+            evidently.close()
+        evidently = Worker() if use_worker else Local()
     try:
         return _run(project, window, evidently, version, retrain)
     finally:
@@ -231,8 +237,10 @@ def _analyse(
     else:
         computed = _compute(project, window, inputs, options, evidently)
         made_here = None
-    result, performance = computed.result, _performance(project, computed, target)
+    # performance and its estimate while the worker tests the columns
+    performance = _performance(project, computed, target)
     estimated, estimate_notes = estimated_performance(project, outcome.version, inputs, performance)
+    result = computed.result or evidently.compute_result()
     metrics = result.metrics()
     metrics.update(performance)
     metrics.update(estimated)
@@ -278,11 +286,11 @@ def _compute(
     has_target = target in reference.columns
     labelled = labelled_rows(current, reference if has_target else current, target)
     tested = tested_specs(inputs.specs, len(labelled) >= monitoring.min_rows)
-    result = evidently.compute(
+    evidently.start_compute(
         reference, current, tested, options=options, drift_share=monitoring.drift_share
-    )
+    )  # collected with evidently.compute_result()
     sample = len(current) if len(current) < inputs.n_current else "none"
-    return Computed(result, labelled, reference if has_target else None, len(labelled),
+    return Computed(None, labelled, reference if has_target else None, len(labelled),
                     {"sample_rows": sample}, [])  # fmt: skip
 
 

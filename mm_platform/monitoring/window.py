@@ -130,7 +130,7 @@ class Computed:
     scored on (a sample on Spark beyond a bound) and the reference rows it is compared with
     (None: the reference has no target), run params and notes for the run's message."""
 
-    result: DriftResult
+    result: DriftResult | None  # None: still computing (`worker.Worker.compute_result`)
     labelled: pd.DataFrame
     reference: pd.DataFrame | None
     n_labelled: int

@@ -15,12 +15,13 @@ start or dies.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     from mm_platform.monitoring.results import DriftResult
 
 
@@ -46,6 +47,15 @@ class Local:
         self._result = compute(reference, current, specs, **kwargs)
         return self._result
 
+    def start_compute(self, reference: Any, current: Any, specs: Any, **kwargs: Any) -> None:
+        """`compute`, its result collected by `compute_result` (here: computed at once)."""
+        self.compute(reference, current, specs, **kwargs)
+
+    def compute_result(self) -> DriftResult:
+        if self._result is None:
+            raise RuntimeError("compute_result() before start_compute()")
+        return self._result
+
     def report(self, *args: Any, result: DriftResult | None = None, **kwargs: Any) -> Rendered:
         """`report.drift_report(project, result, ...)` of `result`, by default the last one
         `compute` returned."""
@@ -64,25 +74,52 @@ class Local:
 
 
 class Worker:
-    """`Local`'s work in a spawned process that starts importing Evidently at once. If it
-    cannot start or dies, the work falls back to `Local` in this process."""
+    """`Local`'s work in a child Python (`python -m mm_platform.monitoring.worker`) that
+    starts importing Evidently at once; requests and results are pickles over its stdin
+    and stdout. A plain subprocess rather than multiprocessing's spawn, which would re-run
+    the caller's main script in the child. If it cannot start or dies, the work falls back
+    to `Local` in this process."""
 
     def __init__(self) -> None:
         self._fallback: Local | None = None
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pending: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+        self._sent = False
         try:
-            context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-            self._conn, child = context.Pipe()
-            self._process = context.Process(
-                target=_serve, args=(child,), name="mm-evidently", daemon=True
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "mm_platform.monitoring.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "DO_NOT_TRACK": "1"},
             )
-            self._process.start()
-            child.close()
         except OSError:
             self._fallback = Local()
 
     def compute(self, reference: Any, current: Any, specs: Any, **kwargs: Any) -> DriftResult:
-        result: DriftResult = self._call("compute", (reference, current, specs), kwargs)
+        self.start_compute(reference, current, specs, **kwargs)
+        return self.compute_result()
+
+    def start_compute(self, reference: Any, current: Any, specs: Any, **kwargs: Any) -> None:
+        """Hand the drift to the worker and return at once: this process goes on (scores,
+        estimates) while the worker tests the columns; `compute_result` collects it."""
+        self._pending = ((reference, current, specs), kwargs)
+        if self._fallback is None and self._process is not None:
+            self._sent = self._send("compute", *self._pending)
+
+    def compute_result(self) -> DriftResult:
+        args, kwargs = self._pending
+        if self._sent:
+            self._sent = False
+            try:
+                ok, value = self._receive()
+            except (EOFError, OSError, pickle.UnpicklingError):  # it died: compute here
+                self.close()
+                return self._local().compute(*args, **kwargs)
+            if not ok:
+                raise value
+            result: DriftResult = value
+            return result
+        result = self._call("compute", args, kwargs)
         return result
 
     def report(self, *args: Any, result: DriftResult | None = None, **kwargs: Any) -> Rendered:
@@ -92,20 +129,41 @@ class Worker:
         return Rendered(html, snapshot_json)
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self._fallback is not None:
-            return getattr(self._fallback, name)(*args, **kwargs)
+        process = self._process
+        if self._fallback is not None or process is None:
+            return getattr(self._local(), name)(*args, **kwargs)
         try:
-            self._conn.send((name, args, kwargs))
-            ok, value = self._conn.recv()
-        except (EOFError, OSError, BrokenPipeError):  # the worker died (e.g. out of memory)
+            if not self._send(name, args, kwargs):
+                raise EOFError
+            ok, value = self._receive()
+        except (EOFError, OSError, pickle.UnpicklingError):  # it died (e.g. out of memory)
             self.close()
-            self._fallback = Local()
-            if name == "report":  # its computed result died with it: compute again here
-                raise RuntimeError("the Evidently worker process died") from None
-            return getattr(self._fallback, name)(*args, **kwargs)
+            if name == "report":  # its computed result died with it
+                raise RuntimeError("the Evidently worker process died; run again") from None
+            return getattr(self._local(), name)(*args, **kwargs)
         if not ok:
             raise value
         return value
+
+    def _send(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Send one request; False when the worker is gone."""
+        process = self._process
+        if process is None or process.stdin is None:
+            return False
+        try:
+            pickle.dump((name, args, kwargs), process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            process.stdin.flush()
+        except OSError:  # a broken pipe: it died
+            self.close()
+            return False
+        return True
+
+    def _receive(self) -> tuple[bool, Any]:
+        process = self._process
+        if process is None or process.stdout is None:
+            raise EOFError
+        reply: tuple[bool, Any] = pickle.load(process.stdout)
+        return reply
 
     def _local(self) -> Local:
         if self._fallback is None:
@@ -113,52 +171,57 @@ class Worker:
         return self._fallback
 
     def close(self) -> None:
-        """Stop the worker process (it is a daemon: it never outlives this one either)."""
-        process = self._process
+        """Stop the worker. Its replies are all in, so it is killed rather than left to tear
+        down Evidently's modules (seconds of interpreter shutdown the job would wait for)."""
+        process, self._process = self._process, None
         if process is None:
             return
-        try:
-            self._conn.send(None)
-            self._conn.close()
-        except OSError:
-            pass
-        process.join(timeout=5)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=5)
-        self._process = None
+        for stream in (process.stdin, process.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        process.kill()
+        process.wait()
 
 
-def _serve(conn: Connection) -> None:
-    """The worker: import Evidently, then compute and render until told to stop."""
+def serve() -> None:
+    """The worker's loop: import Evidently, then compute and render until input ends."""
     import warnings
 
+    # the protocol owns the real stdout; anything a library prints goes to stderr
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
     warnings.simplefilter("ignore")  # the parent shows what a user needs to see
-    import mm_platform.monitoring.drift
+    import mm_platform.monitoring.drift  # the slow import, while the parent works
     import mm_platform.monitoring.report  # noqa: F401
 
     local = Local()
     while True:
         try:
-            task = conn.recv()
+            name, args, kwargs = pickle.load(requests)
         except EOFError:
             return
-        if task is None:
-            return
-        name, args, kwargs = task
         try:
             if name == "compute":
-                result = local.compute(*args, **kwargs)
-                value: Any = _without_evidently(result)
+                value: Any = _without_evidently(local.compute(*args, **kwargs))
             else:
                 rendered = local.report(*args, **kwargs)
                 value = (rendered.html, rendered.snapshot_json)
-            conn.send((True, value))
+            reply: tuple[bool, Any] = (True, value)
         except Exception as exc:  # the parent raises it (e.g. a misconfigured method)
-            conn.send((False, exc))
+            reply = (False, exc)
+        pickle.dump(reply, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        channel.flush()
 
 
 def _without_evidently(result: DriftResult) -> DriftResult:
     """`result` without the Evidently objects kept for the report (they stay here)."""
     columns = [dataclasses.replace(c, evidently=None) for c in result.columns]
     return dataclasses.replace(result, columns=columns)
+
+
+if __name__ == "__main__":
+    serve()

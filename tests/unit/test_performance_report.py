@@ -71,8 +71,9 @@ def test_the_worker_computes_what_this_process_computes_and_survives_its_death()
             b"MmColumnDrift" in rendered.snapshot_json
             and b'"column": "x"' in rendered.snapshot_json
         )
+        assert worker._process is not None
         worker._process.kill()  # e.g. the kernel's OOM killer
-        worker._process.join()
+        worker._process.wait()
         again = worker.compute(reference, current, specs)  # falls back to this process
         assert [c.score for c in again.columns] == [c.score for c in here.columns]
     finally:
