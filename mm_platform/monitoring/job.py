@@ -105,14 +105,15 @@ def run_drift(
     `engine` (pandas or spark) and `reference` (a file, folder or, on Spark, a table)
     default to the project's `monitoring.engine` and `monitoring.reference`. `evidently`:
     where drift and report are computed (default: a `Worker` started here on the pandas
-    engine); the job closes it."""
+    engine, `Local` otherwise; a caller running many windows passes `Local()`); the job
+    closes it."""
     window = Window.of(
         project, start=start, end=end, current_path=current_path, alias=alias,
         version=version, log_root=log_root, engine=engine, reference=reference,
     )  # fmt: skip
     # Evidently loads in a second process while this one loads the version and scores
     use_worker = window.engine == "pandas" and not project.monitoring.workspace
-    if evidently is None or not use_worker:
+    if evidently is None or (isinstance(evidently, Worker) and not use_worker):
         if evidently is not None:
             evidently.close()
         evidently = Worker() if use_worker else Local()

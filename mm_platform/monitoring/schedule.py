@@ -308,9 +308,12 @@ def _run_window(project: Project, start: datetime, end: datetime, job: DriftJob)
 
 
 def _default_job(project: Project, *, start: datetime, end: datetime) -> Any:
-    from mm_platform.monitoring.job import run_drift  # imports Evidently: only when a job runs
+    from mm_platform.monitoring.job import run_drift
+    from mm_platform.monitoring.worker import Local
 
-    return run_drift(project, start=start, end=end)
+    # a schedule runs window after window: Evidently is imported in this process once (when
+    # the first job runs), not once per window by a worker process
+    return run_drift(project, start=start, end=end, evidently=Local())
 
 
 def _describe(result: WindowResult) -> str:
