@@ -219,9 +219,10 @@ def job_section(rows_list: list[int], folder: Path, *, quick: bool) -> None:
     for rows in rows_list:
         data = _window_file(folder, rows)
         started = time.perf_counter()
-        subprocess.run([mm, "drift", str(project), "--current", str(data)], env=env,
-                       cwd=folder, check=False, stdout=subprocess.DEVNULL)  # fmt: skip
+        done = subprocess.run([mm, "drift", str(project), "--current", str(data)], env=env,
+                              cwd=folder, check=False, stdout=subprocess.DEVNULL)  # fmt: skip
         mm_seconds = time.perf_counter() - started
+        assert done.returncode in (0, 5), f"mm drift failed (exit {done.returncode})"
         out = folder / f"peer-job-{rows}.json"
         started = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--side", "peer-job", "--data", str(data),

@@ -136,9 +136,11 @@ def production_loop(
         labels = ingest_labels(project, labels_file, log_root=log_root)
     report(f"{project.name}: drift reports (Evidently)", 0, 2)
     from mm_platform.monitoring.job import run_drift
+    from mm_platform.monitoring.worker import Local  # windows in a row: Evidently here, once
 
     drift = [
         run_drift(project, start=start, end=end, version=champion, log_root=log_root,
+                  evidently=Local(),
                   retrain=False)
         for start, end in itertools.pairwise(moments)
     ]  # fmt: skip

@@ -117,7 +117,9 @@ class CBPE:
                 recall=float(recall[1]), f1=float(f1[1]), roc_auc=expected_auc(proba[:, 1], q[:, 1])
             )
             return out
-        present = (true + said) > 0  # sklearn's macro averages over the classes seen
+        # sklearn's macro averages over the classes seen in labels or predictions: a class
+        # predicted, or expected at least once (half a row) in the labels
+        present = (said > 0) | (true >= 0.5)
         aucs = [expected_auc(proba[:, c], q[:, c]) for c in range(k)]
         out.update(recall=float(recall[present].mean()), f1=float(f1[present].mean()),
                    roc_auc=float(np.nanmean(aucs)))  # fmt: skip

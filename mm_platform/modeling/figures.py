@@ -112,6 +112,7 @@ def _spread(fig: Figure, labels: list[Any]) -> None:
         for dx, dy in _OFFSETS:
             label.xyann = (dx, dy)
             label.set_horizontalalignment(_ALIGN[int(np.sign(dx))])
+            label.update_positions(renderer)  # the offset transform, from the moved axes
             box = Text.get_window_extent(label, renderer)  # the text, not its leader line
             if not any(box.overlaps(other) for other in others):
                 break

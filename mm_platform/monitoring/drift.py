@@ -36,6 +36,7 @@ from evidently.legacy.options.color_scheme import ColorOptions
 from evidently.legacy.utils.visualizations import get_distribution_for_column
 from evidently.metrics.column_statistics import ValueDriftCalculation
 
+from mm_platform.monitoring import performance_report
 from mm_platform.monitoring.results import (  # noqa: F401  (callers import them from here)
     ColumnOptions,
     ColumnResult,
@@ -276,8 +277,6 @@ def build_report(
     `performance` view, the scores on the labelled rows with their binned plots. Every
     metric carries its own result: the report reads no rows."""
     from evidently import Dataset, Report
-
-    from mm_platform.monitoring import performance_report
 
     token = uuid.uuid4().hex
     metrics: list[Any] = []

@@ -12,6 +12,7 @@ rows reach the driver up to `ESTIMATION_ROWS`, a seeded sample beyond, and the r
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from mm_platform.monitoring.window import Inputs
     from mm_platform.project.config import Project
 
+_log = logging.getLogger(__name__)
+
 ESTIMATION_ROWS = 200_000  # window rows brought to the driver on Spark, at most
 
 
@@ -50,6 +53,9 @@ def estimated_performance(
         estimates = estimator.estimate(rows)
     except DataError as exc:
         return {}, [f"no performance estimate: {exc}"]
+    except Exception as exc:  # e.g. an unreadable estimator file: the drift still stands
+        _log.debug("performance estimate failed", exc_info=True)
+        return {}, [f"no performance estimate: {type(exc).__name__}: {_first_line(exc)}"]
     metrics = {"estimation_rows": float(len(rows))}
     for name, estimate in estimates.items():
         if math.isfinite(estimate.value):
@@ -128,3 +134,8 @@ def _window_rows(
     if len(rows) == total:
         return rows, []
     return rows, [f"performance estimated on a sample of {len(rows)} of {total} rows"]
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""

@@ -107,10 +107,15 @@ def run_drift(
     where drift and report are computed (default: a `Worker` started here on the pandas
     engine, `Local` otherwise; a caller running many windows passes `Local()`); the job
     closes it."""
-    window = Window.of(
-        project, start=start, end=end, current_path=current_path, alias=alias,
-        version=version, log_root=log_root, engine=engine, reference=reference,
-    )  # fmt: skip
+    try:
+        window = Window.of(
+            project, start=start, end=end, current_path=current_path, alias=alias,
+            version=version, log_root=log_root, engine=engine, reference=reference,
+        )  # fmt: skip
+    except BaseException:
+        if evidently is not None:
+            evidently.close()
+        raise
     # Evidently loads in a second process while this one loads the version and scores
     use_worker = window.engine == "pandas" and not project.monitoring.workspace
     if evidently is None or (isinstance(evidently, Worker) and not use_worker):

@@ -87,10 +87,13 @@ class Worker:
         self._sent = False
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "mm_platform.monitoring.worker"],
+                # -P: not the working directory first on sys.path (a local pandas.py or old
+                # checkout must not shadow what this process imported)
+                [sys.executable, "-P", "-m", "mm_platform.monitoring.worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, "DO_NOT_TRACK": "1"},
+                start_new_session=True,  # Ctrl-C is the job's to handle; close() ends it
             )
         except OSError:
             self._fallback = Local()
@@ -112,7 +115,7 @@ class Worker:
             self._sent = False
             try:
                 ok, value = self._receive()
-            except (EOFError, OSError, pickle.UnpicklingError):  # it died: compute here
+            except Exception:  # it died, or sent what cannot be read: compute here
                 self.close()
                 return self._local().compute(*args, **kwargs)
             if not ok:
@@ -136,10 +139,11 @@ class Worker:
             if not self._send(name, args, kwargs):
                 raise EOFError
             ok, value = self._receive()
-        except (EOFError, OSError, pickle.UnpicklingError):  # it died (e.g. out of memory)
+        except Exception:  # it died (e.g. out of memory) or sent what cannot be read
             self.close()
-            if name == "report":  # its computed result died with it
-                raise RuntimeError("the Evidently worker process died; run again") from None
+            if name == "report":  # its computed result died with it: compute it again here
+                drift_args, drift_kwargs = self._pending
+                self._local().compute(*drift_args, **drift_kwargs)
             return getattr(self._local(), name)(*args, **kwargs)
         if not ok:
             raise value
@@ -213,7 +217,14 @@ def serve() -> None:
             reply: tuple[bool, Any] = (True, value)
         except Exception as exc:  # the parent raises it (e.g. a misconfigured method)
             reply = (False, exc)
-        pickle.dump(reply, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.loads(data)  # what the parent cannot rebuild it gets as a plain error
+        except Exception:
+            error = reply[1] if not reply[0] else None
+            text = f"{type(error).__name__}: {error}" if error else "an unpicklable result"
+            data = pickle.dumps((False, RuntimeError(text)), protocol=pickle.HIGHEST_PROTOCOL)
+        channel.write(data)
         channel.flush()
 
 

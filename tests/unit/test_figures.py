@@ -41,6 +41,7 @@ def test_labels_of_a_crowded_plot_do_not_overlap() -> None:
     variants += [("far", 10.0, 0.9)]
     fig = pareto(variants, ("parent v1", 5000.0, 0.4), metric="rmse", larger_is_better=False,
                  title="crowded")  # fmt: skip
+    fig.canvas.draw()  # the labels where a saved figure has them
     renderer = fig.canvas.get_renderer()
     labels = [a for a in fig.axes[0].texts if isinstance(a, Annotation)]
     assert sorted(a.get_text() for a in labels) == sorted(name for name, _, _ in variants)

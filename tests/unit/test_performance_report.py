@@ -3,6 +3,8 @@ Evidently worker process the pandas drift job renders in."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,17 +82,14 @@ def test_the_worker_computes_what_this_process_computes_and_survives_its_death()
         worker.close()
 
 
-class _Project:
-    """What `drift_report` reads of a project."""
-
-    name = "t"
-    task = "regression"
-
-    class monitoring:
-        min_rows = 30
-
-    class selection:
-        metric = "rmse"
+def _Project() -> SimpleNamespace:
+    """What `drift_report` reads of a project; plain types, so the worker unpickles it."""
+    return SimpleNamespace(
+        name="t",
+        task="regression",
+        monitoring=SimpleNamespace(min_rows=30),
+        selection=SimpleNamespace(metric="rmse"),
+    )
 
 
 @pytest.fixture(autouse=True)
