@@ -127,7 +127,8 @@ def _assert_one_complete_set(url: str) -> str:
     assert len(client.get_metric_history(run_id, "holdout_rmse")) == 1
     assert len(parent.inputs.dataset_inputs) == 2
     assert {a.path for a in client.list_artifacts(run_id, "reference")} == {
-        "reference/reference.parquet"
+        "reference/reference.parquet",
+        "reference/estimator.skops",  # the performance estimator (CBPE/DLE), fitted with it
     }
 
     models = client.search_logged_models([experiment.experiment_id])

@@ -124,7 +124,7 @@ def test_finetune_and_drift_ride_out_a_short_outage_and_land_complete_once(
     assert run.info.run_id == tuned.run_id and run.info.status == "FINISHED"
     assert run.data.metrics["size_bytes"] > 1000 and run.data.params["n_rows"] == "200"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reference")}
-    assert artifacts == {"reference/reference.parquet"}
+    assert artifacts == {"reference/reference.parquet", "reference/estimator.skops"}
 
     proxy.refuse_from("/runs/create", OUTAGE)
     outcome = run_drift(project, version="1", retrain=False)
