@@ -14,6 +14,7 @@ tagged `mm.engine=spark`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,8 +117,13 @@ def run_drift(
         if evidently is not None:
             evidently.close()
         raise
-    # Evidently loads in a second process while this one loads the version and scores
-    use_worker = window.engine == "pandas" and not project.monitoring.workspace
+    # Evidently loads in a second process while this one loads the version and scores,
+    # unless this process has it already (a notebook, a test session, a second window)
+    use_worker = (
+        window.engine == "pandas"
+        and not project.monitoring.workspace
+        and "evidently" not in sys.modules
+    )
     if evidently is None or (isinstance(evidently, Worker) and not use_worker):
         if evidently is not None:
             evidently.close()
