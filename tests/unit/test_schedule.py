@@ -63,7 +63,7 @@ class RecordingJob:
         self.fail_at = set(fail_at)
         self.status = status
 
-    def __call__(self, project: Project, *, start: datetime, end: datetime) -> Outcome:
+    def __call__(self, project: Project, *, start: datetime, end: datetime, **_: object) -> Outcome:
         self.calls.append((project.name, start, end))
         if (project.name, end) in self.fail_at:
             raise DataError(f"{project.label}: no predictions between {start} and {end}")
